@@ -1,0 +1,222 @@
+"""Baseline JSON: load and validate (jsonschema), queue updates, write atomically under a lock.
+
+One file per machine key, ``<baselines>/<machine-key>.json``; FP32 reference images under
+``<baselines>/references/<model-key>/``. Writes are queued during the session and flushed once
+at its end: read-modify-write under a file lock, to a temporary file renamed into place, so
+a crash or a kill leaves the previous file whole. A file that is damaged or of another schema
+version is never overwritten, except by ``--sdperf-update-all``, which backs it up first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+from filelock import FileLock
+
+SCHEMA_VERSION = 1
+
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+ENTRY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["variant", "model", "workload", "latency", "memory", "thresholds"],
+    "properties": {
+        "variant": {"type": "string"},
+        "model": {"type": "string"},
+        "workload": {"type": "object"},
+        "latency": {
+            "type": "object",
+            "required": ["samples"],
+            "properties": {
+                "samples": {"type": "array", "minItems": 1, "items": {**_NUM, "exclusiveMinimum": 0}}
+            },
+        },
+        "memory": {
+            "type": "object",
+            "properties": {k: _NUM_OR_NULL for k in ("peak_rss", "peak_heap", "cuda_peak")},
+        },
+        "similarity": {
+            "type": ["object", "null"],
+            "properties": {k: _NUM for k in ("ssim", "psnr", "max_abs")},
+        },
+        "thresholds": {
+            "type": "object",
+            "properties": {
+                "latency_pct": {**_NUM, "minimum": 0},
+                "memory_pct": {**_NUM, "minimum": 0},
+                "min_ssim": {**_NUM, "minimum": -1, "maximum": 1},
+                "min_psnr": _NUM,
+            },
+            "additionalProperties": False,
+        },
+    },
+}
+FILE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["schema_version", "entries"],
+    "properties": {
+        "schema_version": {"type": "integer"},
+        "machine": {"type": "object"},
+        "environment": {"type": "object"},
+        "entries": {"type": "object", "additionalProperties": ENTRY_SCHEMA},
+    },
+}
+
+
+class BaselineError(Exception):
+    """A baseline file that cannot be used; the message names the file and the fix."""
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_baseline(text: str, path: Path) -> dict[str, Any]:
+    """Parse and validate a baseline file's text; any defect raises BaselineError."""
+    fix = f"fix or delete {path}, or rewrite it with --sdperf-update-all (a .bak copy is kept)"
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BaselineError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if isinstance(data, dict) and "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
+        raise BaselineError(
+            f"{path}: schema version {data['schema_version']!r}, but this pytest-sdperf reads "
+            f"version {SCHEMA_VERSION}; {fix}"
+        )
+    try:
+        jsonschema.validate(data, FILE_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+        raise BaselineError(f"{path}: at {where}: {exc.message}; {fix}") from None
+    _check_finite(data, path, fix)
+    return data  # type: ignore[no-any-return]
+
+
+def _check_finite(data: Any, path: Path, fix: str) -> None:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise BaselineError(f"{path}: holds a non-finite number ({item}); {fix}")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class BaselineStore:
+    """The baseline file of one machine key, with queued writes."""
+
+    directory: Path
+    machine_key: str
+    _entries: dict[str, Any] | None = None
+    _error: BaselineError | None = None
+    _pending: dict[str, Any] = field(default_factory=dict)
+    _obtained: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """``<dir>/<machine-key>.json``."""
+        return self.directory / f"{self.machine_key}.json"
+
+    @property
+    def obtained_path(self) -> Path:
+        """Where failing tests' measurements are saved for diffing."""
+        return self.directory / f"{self.machine_key}.obtained.json"
+
+    def entries(self) -> dict[str, Any]:
+        """The stored entries (empty when there is no file); BaselineError if damaged."""
+        if self._entries is None and self._error is None:
+            try:
+                self._entries = self._read()
+            except BaselineError as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        assert self._entries is not None
+        return self._entries
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise BaselineError(f"{self.path}: cannot be read ({exc})") from None
+        return dict(parse_baseline(text, self.path)["entries"])
+
+    def get(self, test_id: str) -> Mapping[str, Any] | None:
+        """The stored entry for a test id, or None."""
+        return self.entries().get(test_id)
+
+    def queue(self, test_id: str, entry: Mapping[str, Any]) -> None:
+        """Write this entry at session end."""
+        self._pending[test_id] = dict(entry)
+
+    def queue_obtained(self, test_id: str, entry: Mapping[str, Any]) -> None:
+        """Save what a failing test measured beside the baseline, for diffing."""
+        self._obtained[test_id] = dict(entry)
+
+    @property
+    def pending(self) -> Mapping[str, Any]:
+        """Entries queued for writing."""
+        return self._pending
+
+    def flush(self, header: Mapping[str, Any], force: bool = False) -> list[Path]:
+        """Merge queued entries into the file under a lock; returns the files written.
+
+        ``force`` (``--sdperf-update-all``) replaces a damaged or other-version file after
+        copying it to ``.bak``; without it such a file is left untouched.
+        """
+        written: list[Path] = []
+        if self._pending:
+            with FileLock(str(self.path) + ".lock"):
+                written.append(self._merge_and_write(header, force))
+        if self._obtained:
+            doc = {"schema_version": SCHEMA_VERSION, **header, "entries": self._obtained}
+            atomic_write_text(self.obtained_path, json.dumps(doc, indent=1, sort_keys=True))
+            written.append(self.obtained_path)
+        return written
+
+    def _merge_and_write(self, header: Mapping[str, Any], force: bool) -> Path:
+        try:
+            current = self._read()
+        except BaselineError:
+            if not force:
+                raise
+            shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
+            current = {}
+        current.update(self._pending)
+        doc = {"schema_version": SCHEMA_VERSION, **header, "entries": dict(sorted(current.items()))}
+        atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        self._entries = current
+        self._pending = {}
+        return self.path
+
+    def reference_dir(self, model_key: str) -> Path:
+        """Folder of the FP32 reference images of one model (machine-independent)."""
+        return self.directory / "references" / model_key

@@ -1,0 +1,107 @@
+"""Pure verdict functions: (measurement, baseline, thresholds) -> checks.
+
+Latency rule: the ratio of medians (current / baseline) with a 95% bootstrap confidence
+interval from the two sets of samples. Regression when the interval's lower bound is above
+``1 + latency_pct/100``; pass when the point estimate is at or below that limit;
+inconclusive when the estimate is above the limit but the interval reaches below it (noise
+too large for the rounds taken: take more rounds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Check:
+    """One metric's verdict: measured against baseline and limit, in the metric's units."""
+
+    metric: str
+    status: str
+    measured: float
+    baseline: float | None
+    limit: float
+    unit: str
+    detail: str = ""
+
+    def message(self) -> str:
+        """One line naming the metric, the values and the limit."""
+        base = "" if self.baseline is None else f", baseline {_fmt(self.baseline, self.unit)}"
+        extra = f" ({self.detail})" if self.detail else ""
+        return (
+            f"{self.metric}: measured {_fmt(self.measured, self.unit)}{base}, "
+            f"limit {_fmt(self.limit, self.unit)}{extra}"
+        )
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "B":
+        return f"{value / 2**20:.1f} MiB"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "x":
+        return f"{value:.3f}x"
+    return f"{value:.4g}"
+
+
+def ratio_of_medians_ci(
+    current: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(point, low, high) of median(current)/median(baseline), percentile bootstrap."""
+    cur, base = np.asarray(current, float), np.asarray(baseline, float)
+    point = float(np.median(cur) / np.median(base))
+    if len(cur) < 2 or len(base) < 2:
+        return point, point, point
+    from scipy.stats import bootstrap
+
+    res = bootstrap(
+        (cur, base),
+        lambda a, b, axis=-1: np.median(a, axis=axis) / np.median(b, axis=axis),
+        n_resamples=RESAMPLES,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(0),
+    )
+    low, high = res.confidence_interval
+    return point, float(min(low, point)), float(max(high, point))
+
+
+def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: float) -> Check:
+    """Latency verdict under the rule in this module's docstring."""
+    point, low, high = ratio_of_medians_ci(current, baseline)
+    limit = 1.0 + pct / 100.0
+    detail = (
+        f"median {np.median(current):.3f} s vs {np.median(baseline):.3f} s, "
+        f"95% CI of the ratio {low:.3f}-{high:.3f}, n={len(current)}/{len(baseline)}"
+    )
+    if low > limit:
+        status = FAIL
+    elif point <= limit:
+        status = PASS
+    else:
+        status = INCONCLUSIVE
+        detail += "; too noisy to decide: raise --sdperf-rounds"
+    return Check("latency ratio", status, point, 1.0, limit, "x", detail)
+
+
+def compare_memory(current: float, baseline: float, pct: float, figure: str) -> Check:
+    """Memory verdict: fail above ``baseline * (1 + pct/100)``."""
+    limit = baseline * (1.0 + pct / 100.0)
+    status = FAIL if current > limit else PASS
+    return Check(f"memory ({figure})", status, current, baseline, limit, "B")
+
+
+def compare_similarity(ssim: float, psnr: float, min_ssim: float, min_psnr: float) -> list[Check]:
+    """Similarity to the FP32 reference: fail below the minimum SSIM or PSNR."""
+    return [
+        Check("SSIM", FAIL if ssim < min_ssim else PASS, ssim, None, min_ssim, ""),
+        Check("PSNR", FAIL if psnr < min_psnr else PASS, psnr, None, min_psnr, "dB"),
+    ]

@@ -1,0 +1,180 @@
+"""Settings parsed once from the pytest config, and the argparse types that validate them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ROUNDS = 5
+DEFAULT_WARMUP = 1
+DEFAULT_TIMEOUT_S = 900.0
+
+
+def positive_int(text: str) -> int:
+    """Parse an integer >= 1, or raise an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """Parse an integer >= 0, or raise an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Parse a number of seconds > 0, or raise an error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def device_choice(text: str) -> str:
+    """auto (CUDA when torch sees one, else CPU), cpu, cuda or cuda:N."""
+    if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """'tome_ratio=0.5' -> ('tome_ratio', '0.5')."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. tome_ratio=0.5)")
+    return key.strip(), value.strip()
+
+
+def variant_patterns(text: str) -> tuple[str, ...]:
+    """Parse a comma list of variant names or globs; empty items are an error."""
+    items = tuple(item.strip() for item in text.split(","))
+    if not items or any(not item for item in items):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma list of variant names (e.g. 'torch-fp32,ov-*')"
+        )
+    return items
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the plugin reads from options and ini keys, validated once."""
+
+    enabled: bool
+    model: str
+    variants: tuple[str, ...] | None
+    baselines_dir: Path
+    update: bool
+    update_all: bool
+    rounds: int
+    warmup: int
+    cache_dir: Path
+    json_path: Path | None
+    timeout_s: float
+    allow_pickle: bool
+    device: str = "auto"
+    sets: tuple[tuple[str, str], ...] = ()
+    memray_dir: Path | None = None
+    reference_variant: str = "torch-fp32"
+
+
+def _default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "pytest-sdperf"
+
+
+def _pick(config: Any, option: str, ini: str, parse: Any, default: Any) -> Any:
+    """Take the command-line value, else the ini value (parsed), else the default."""
+    value = config.getoption(option)
+    if isinstance(value, str):
+        return parse(value)
+    if value is not None:
+        return value
+    raw = config.getini(ini)
+    if raw in (None, "", []):
+        return default
+    try:
+        return parse(raw) if isinstance(raw, str) else raw
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"ini key {ini} = {raw!r}: {exc}") from None
+
+
+class UsageError(Exception):
+    """A bad option or ini value; the message says which and how to fix it."""
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true/false")
+
+
+def settings_from_config(config: Any) -> Settings:
+    """Read and validate all sdperf options (command line first, then ini twins)."""
+    rootdir = Path(str(config.rootpath))
+    baselines = _pick(config, "sdperf_baselines", "sdperf_baselines", _path, Path("baselines"))
+    json_path = _pick(config, "sdperf_json", "sdperf_json", _path, None)
+    return Settings(
+        enabled=bool(config.getoption("sdperf")) or _pick_bool(config, "sdperf"),
+        model=_pick(config, "sdperf_model", "sdperf_model", str, "tiny"),
+        variants=_pick(config, "sdperf_variants", "sdperf_variants", variant_patterns, None),
+        baselines_dir=baselines if baselines.is_absolute() else rootdir / baselines,
+        update=bool(config.getoption("sdperf_update")) or _pick_bool(config, "sdperf_update"),
+        update_all=bool(config.getoption("sdperf_update_all"))
+        or _pick_bool(config, "sdperf_update_all"),
+        rounds=_pick(config, "sdperf_rounds", "sdperf_rounds", positive_int, DEFAULT_ROUNDS),
+        warmup=_pick(config, "sdperf_warmup", "sdperf_warmup", non_negative_int, DEFAULT_WARMUP),
+        cache_dir=_pick(
+            config, "sdperf_cache_dir", "sdperf_cache_dir", _path, _default_cache_dir()
+        ),
+        json_path=json_path,
+        timeout_s=_pick(
+            config, "sdperf_timeout", "sdperf_timeout", positive_float, DEFAULT_TIMEOUT_S
+        ),
+        allow_pickle=bool(config.getoption("sdperf_allow_pickle"))
+        or _pick_bool(config, "sdperf_allow_pickle"),
+        device=_pick(config, "sdperf_device", "sdperf_device", device_choice, "auto"),
+        sets=tuple(config.getoption("sdperf_set") or ())
+        + tuple(key_value(line) for line in config.getini("sdperf_set") or ()),
+        memray_dir=_pick(config, "sdperf_memray_dir", "sdperf_memray_dir", _path, None),
+        reference_variant=_pick(
+            config, "sdperf_reference", "sdperf_reference", str, "torch-fp32"
+        ),
+    )
+
+
+def _pick_bool(config: Any, ini: str) -> bool:
+    raw = config.getini(ini)
+    if raw in (None, "", []):
+        return False
+    if isinstance(raw, bool):
+        return raw
+    try:
+        return _bool(str(raw))
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"ini key {ini} = {raw!r}: {exc}") from None

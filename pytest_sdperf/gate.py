@@ -1,0 +1,189 @@
+"""The gate a benchmark test calls: compare a Measurement with its baseline and reference.
+
+Follows pytest-regressions' cycle: a missing entry or reference image is written and the
+test fails; ``--sdperf-update`` rewrites failing entries (they still fail); ``--sdperf-update-all``
+rewrites every entry and passes. What a failing test measured is saved beside the baseline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from .baselines import BaselineError, atomic_write_text
+from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
+from .measure.similarity import Similarity, compare_images, load_png
+from .session import Measurement, Record, SdperfState
+from .variants.registry import VariantSpec
+from .workload import Thresholds
+
+
+class SdperfInconclusive(UserWarning):
+    """A latency comparison the samples could not decide."""
+
+
+@dataclass
+class Gate:
+    """Bound to one test: its id, thresholds from the marker, and the session state."""
+
+    state: SdperfState
+    test_id: str
+    spec: VariantSpec
+    marker_thresholds: Mapping[str, float]
+    workdir: Path
+
+    def check(self, m: Measurement) -> Record:
+        """Judge ``m``; fails the test (pytest.fail) on a regression or a new recording."""
+        try:
+            entry = self.state.store.get(self.test_id)
+        except BaselineError as exc:
+            self._record(m, None, "error", str(exc))
+            pytest.fail(str(exc), pytrace=False)
+        thresholds = self._thresholds(entry)
+        problems: list[str] = []
+        similarity = self._similarity(m, problems)
+        record = self._record(m, similarity, "pass")
+        new_entry = self._entry(m, similarity, thresholds)
+        s = self.state.settings
+        if entry is None or s.update_all:
+            self.state.store.queue(self.test_id, new_entry)
+            if entry is None and not s.update_all:
+                problems.append(f"no baseline entry for {self.test_id} in {self.state.store.path}: "
+                                "recorded now; run again to compare")
+        checks = [] if entry is None else self._checks(m, entry, similarity, thresholds)
+        regressions = [c for c in checks if c.status == FAIL]
+        for c in checks:
+            if c.status == INCONCLUSIVE:
+                record.verdict = "inconclusive"
+                warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=2)
+        if regressions:
+            record.verdict = "regression"
+            record.reason = "; ".join(c.message() for c in regressions)
+            problems.extend(self._regression_text(m, regressions, new_entry))
+        if s.update_all:
+            record.verdict = "updated"
+            return record
+        if problems:
+            if record.verdict == "pass":
+                record.verdict = "recorded"
+            pytest.fail("\n".join(problems), pytrace=False)
+        return record
+
+    def _thresholds(self, entry: Mapping[str, Any] | None) -> Thresholds:
+        if entry is not None:
+            return Thresholds().merged(entry["thresholds"])
+        return Thresholds().merged(self.spec.thresholds).merged(self.marker_thresholds)
+
+    def _checks(
+        self, m: Measurement, entry: Mapping[str, Any], sim: Similarity | None, t: Thresholds
+    ) -> list[Check]:
+        checks = [compare_latency(m.latency.samples, entry["latency"]["samples"], t.latency_pct)]
+        gated = m.memory.gated_value()
+        if gated is not None and entry["memory"].get(gated[0]):
+            checks.append(compare_memory(gated[1], entry["memory"][gated[0]], t.memory_pct, gated[0]))
+        if sim is not None:
+            checks.extend(compare_similarity(sim.ssim, sim.psnr, t.min_ssim, t.min_psnr))
+        return checks
+
+    def _regression_text(
+        self, m: Measurement, regressions: list[Check], new_entry: Mapping[str, Any]
+    ) -> list[str]:
+        store, s = self.state.store, self.state.settings
+        store.queue_obtained(self.test_id, new_entry)
+        kept = self._keep_obtained_images(m)
+        lines = [f"sdperf regression in {self.test_id} (variant {m.variant}):"]
+        lines += [f"  {c.message()}" for c in regressions]
+        lines.append(f"  baseline: {store.path}")
+        lines.append(f"  obtained: {store.obtained_path}" + (f", images {kept}" if kept else ""))
+        if s.update and not s.update_all:
+            store.queue(self.test_id, new_entry)
+            lines.append("  --sdperf-update: the baseline entry was rewritten with these figures")
+        else:
+            lines.append("  if the change is intended: rerun with --sdperf-update")
+        return lines
+
+    def _keep_obtained_images(self, m: Measurement) -> str:
+        target = self.state.store.directory / f"{self.state.machine.key}.obtained"
+        target.mkdir(parents=True, exist_ok=True)
+        safe = re.sub(r"[^\w.-]+", "_", self.test_id)
+        for i, img in enumerate(m.images):
+            shutil.copyfile(img, target / f"{safe}-{i}.png")
+        return str(target / f"{safe}-*.png") if m.images else ""
+
+    def _similarity(self, m: Measurement, problems: list[str]) -> Similarity | None:
+        refs = self.reference_paths(m)
+        s = self.state.settings
+        is_reference = m.variant == s.reference_variant
+        if is_reference and (s.update_all or not all(p.exists() for p in refs)):
+            existed = all(p.exists() for p in refs)
+            self._write_references(m, refs)
+            if not existed and not s.update_all:
+                problems.append(f"no FP32 reference image for {m.model_key}/{m.workload.key()}: "
+                                f"written to {refs[0].parent}; run again to compare")
+        elif not all(p.exists() for p in refs):
+            self._make_references(m, refs)
+        obtained = [load_png(p) for p in m.images]
+        return compare_images(obtained, [load_png(p) for p in refs])
+
+    def reference_paths(self, m: Measurement) -> list[Path]:
+        """Where the FP32 reference images of this model and workload live."""
+        folder = self.state.store.reference_dir(m.model_key)
+        return [folder / f"{m.workload.key()}-{i}.png" for i in range(m.workload.images_per_prompt)]
+
+    def _write_references(self, m: Measurement, refs: list[Path]) -> None:
+        for src, dst in zip(m.images, refs):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dst, src.read_bytes())
+        self.state.notes.append(f"reference images written: {refs[0].parent}")
+
+    def _make_references(self, m: Measurement, refs: list[Path]) -> None:
+        """Run torch-fp32 once for this workload to produce the missing reference."""
+        spec = self.state.reference_spec()
+        outcome = self.state.run(spec, m.workload, self.workdir / "reference", rounds=1, warmup=0)
+        if outcome.status != "ok":
+            pytest.fail("could not make the FP32 reference image:\n"
+                        + outcome.failure_text(spec.name, self.state.settings.timeout_s), pytrace=False)
+        self._write_references(
+            Measurement.from_result(spec, self.state.model(), m.workload, outcome.result), refs)
+
+    def _entry(self, m: Measurement, sim: Similarity | None, t: Thresholds) -> dict[str, Any]:
+        return {
+            "variant": m.variant,
+            "model": m.model_key,
+            "workload": m.workload.to_dict(),
+            "latency": m.latency.to_dict(),
+            "memory": m.memory.to_dict(),
+            "similarity": sim.to_dict() if sim else None,
+            "thresholds": t.to_dict(),
+            "info": dict(m.info),
+            "build_s": m.build_s,
+            "recorded": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _record(self, m: Measurement, sim: Similarity | None, verdict: str, reason: str = "") -> Record:
+        record = Record(
+            test_id=self.test_id, variant=m.variant, model_key=m.model_key,
+            workload_key=m.workload.key(), verdict=verdict, p50_s=m.latency.p50,
+            p90_s=m.latency.p90, first_call_s=m.latency.first_call_s,
+            memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
+            psnr=sim.to_dict()["psnr"] if sim else None, info=dict(m.info), reason=reason,
+        )
+        self.state.records.append(record)
+        return record
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes through a temporary file and rename, so a crash leaves no half file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+__all__ = ["Gate", "SdperfInconclusive", "atomic_write_text"]

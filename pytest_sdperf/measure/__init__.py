@@ -1,0 +1,1 @@
+"""Measurements: latency, memory, similarity. Each returns a frozen dataclass of plain data."""

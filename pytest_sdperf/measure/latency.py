@@ -1,0 +1,123 @@
+"""Latency statistics from raw samples, and per-stage timing of one pipeline call."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of the timed rounds (seconds); ``samples`` keeps the raw data for the gates."""
+
+    samples: tuple[float, ...]
+    p50: float
+    p90: float
+    mean: float
+    stdev: float
+    first_call_s: float | None = None
+    stages: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: list[float] | tuple[float, ...],
+        first_call_s: float | None = None,
+        stages: Mapping[str, float] | None = None,
+    ) -> LatencyStats:
+        """Compute p50/p90/mean/stdev; one sample has a stdev of 0."""
+        if not samples:
+            raise ValueError("no latency samples")
+        data = np.asarray(samples, dtype=float)
+        return cls(
+            samples=tuple(float(x) for x in data),
+            p50=float(np.percentile(data, 50)),
+            p90=float(np.percentile(data, 90)),
+            mean=float(data.mean()),
+            stdev=float(statistics.stdev(data)) if len(data) > 1 else 0.0,
+            first_call_s=first_call_s,
+            stages=dict(stages or {}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        out = asdict(self)
+        out["samples"] = list(self.samples)
+        out["stages"] = dict(self.stages)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyStats:
+        """The inverse of ``to_dict`` (statistics are recomputed from the samples)."""
+        return cls.from_samples(
+            list(data["samples"]), data.get("first_call_s"), data.get("stages") or {}
+        )
+
+
+class StageClock:
+    """Times text encoding, each denoising step and VAE decode of one call.
+
+    Installs wrappers on ``pipe.encode_prompt`` and ``pipe.vae.decode`` where they exist and
+    a ``callback_on_step_end`` for the steps; ``stages()`` gives medians per stage in seconds.
+    """
+
+    def __init__(self, pipe: Any, sync: Callable[[], None] = lambda: None) -> None:
+        self._sync = sync
+        self._marks: dict[str, list[float]] = {"text_encode": [], "step": [], "vae_decode": []}
+        self._step_start = 0.0
+        self._calls = 0
+        self._wrap(pipe, "encode_prompt", "text_encode")
+        vae = getattr(pipe, "vae", None)
+        if vae is not None and hasattr(vae, "decode"):
+            self._wrap(vae, "decode", "vae_decode")
+
+    def _wrap(self, owner: Any, attr: str, stage: str) -> None:
+        original = getattr(owner, attr, None)
+        if original is None:
+            return
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._sync()
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._sync()
+                end = time.perf_counter()
+                self._marks[stage].append(end - start)
+                self._step_start = end
+
+        try:
+            setattr(owner, attr, timed)
+        except (AttributeError, TypeError):
+            pass
+
+    def begin(self) -> None:
+        """Call right before the pipeline call."""
+        self._calls += 1
+        self._step_start = time.perf_counter()
+
+    def on_step_end(self, pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> Any:
+        """A diffusers ``callback_on_step_end``."""
+        self._sync()
+        now = time.perf_counter()
+        self._marks["step"].append(now - self._step_start)
+        self._step_start = now
+        return kwargs
+
+    def stages(self) -> dict[str, float]:
+        """Median seconds per stage, plus steps per call; empty stages are left out."""
+        out = {k: float(np.median(v)) for k, v in self._marks.items() if v}
+        if self._marks["step"] and self._calls:
+            out["steps_per_call"] = len(self._marks["step"]) / self._calls
+        return out
+
+    def reset(self) -> None:
+        """Forget what was measured so far."""
+        self._calls = 0
+        for marks in self._marks.values():
+            marks.clear()

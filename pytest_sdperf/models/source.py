@@ -1,0 +1,165 @@
+"""Resolve ``--sdperf-model`` to a ModelRef: build/cache the tiny model, or vet a folder.
+
+Nothing here executes code from a model folder: folders are checked for pickle weights
+(refused unless the user opts in) and for symlinks that escape the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+from ..variants.base import ModelRef
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+MANIFEST = "sdperf-manifest.json"
+TINY_BUILDER_VERSION = 1
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelError(Exception):
+    """A model that cannot be used; the message names it and says what would fix it."""
+
+
+def resolve_model(spec: str, cache_dir: Path, allow_pickle: bool = False) -> ModelRef:
+    """Turn the ``--sdperf-model`` value into a ModelRef, building the tiny model if needed."""
+    if spec == "tiny":
+        path = ensure_tiny(cache_dir)
+        return ModelRef("tiny", str(path), "tiny-" + _manifest_key(path))
+    folder = Path(spec).expanduser()
+    if folder.exists():
+        return _vet_folder(folder.resolve(), allow_pickle)
+    if HUB_ID.match(spec) and not spec.startswith((".", "/")):
+        return ModelRef("hub", spec, "hub-" + re.sub(r"[^\w.-]", "_", spec), allow_pickle)
+    raise ModelError(
+        f"--sdperf-model {spec!r}: no such folder, and not a hub id (owner/name); "
+        "use 'tiny', a local diffusers or OpenVINO folder, or a hub id"
+    )
+
+
+def _vet_folder(folder: Path, allow_pickle: bool) -> ModelRef:
+    if not folder.is_dir():
+        raise ModelError(f"--sdperf-model {folder}: not a folder")
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(
+            f"--sdperf-model {folder}: no model_index.json; expected a diffusers pipeline "
+            "folder (save_pretrained) or an exported OpenVINO pipeline"
+        )
+    files = _files(folder)
+    pickles = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+    has_safetensors = any(f.suffix == ".safetensors" for f in files)
+    is_openvino = any(f.name.endswith("openvino_model.xml") or f.suffix == ".xml" for f in files)
+    if pickles and not has_safetensors and not is_openvino and not allow_pickle:
+        listed = ", ".join(str(p.relative_to(folder)) for p in pickles[:3])
+        raise ModelError(
+            f"--sdperf-model {folder}: weights are pickle files ({listed}), which can run code "
+            "when loaded; convert them to safetensors, or pass --sdperf-allow-pickle if you "
+            "trust them"
+        )
+    kind = "openvino" if is_openvino else "diffusers"
+    return ModelRef(kind, str(folder), f"{folder.name}-{_fingerprint(folder, files)}", allow_pickle)
+
+
+def _files(folder: Path) -> list[Path]:
+    out: list[Path] = []
+    for root, _dirs, names in os.walk(folder, followlinks=False):
+        for name in names:
+            path = Path(root) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if folder not in target.parents and target != folder:
+                    raise ModelError(
+                        f"--sdperf-model {folder}: {path.relative_to(folder)} is a symlink to "
+                        f"{target}, outside the model folder; copy the file in instead"
+                    )
+            out.append(path)
+    return sorted(out)
+
+
+def _fingerprint(folder: Path, files: list[Path]) -> str:
+    """Paths, sizes and the first MiB of each file: cheap and content-sensitive."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(str(path.stat().st_size).encode())
+        with path.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
+def tiny_cache_key() -> str:
+    """Configs, builder and library versions that decide the tiny model's bytes."""
+    from importlib.metadata import version
+
+    from . import tiny
+
+    blob = json.dumps(
+        {
+            "configs": tiny.all_configs(),
+            "builder": TINY_BUILDER_VERSION,
+            "versions": {p: version(p) for p in ("torch", "diffusers", "transformers")},
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ensure_tiny(cache_dir: Path) -> Path:
+    """The tiny model's folder in the cache, built (under a lock) if missing or damaged."""
+    target = cache_dir / "models" / f"tiny-{tiny_cache_key()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if _manifest_ok(target):
+            return target
+        if target.exists():
+            print(f"sdperf: tiny model at {target} is damaged; rebuilding", file=sys.stderr)
+            shutil.rmtree(target)
+        print(f"sdperf: building the embedded tiny model into {target}", file=sys.stderr)
+        tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+        try:
+            from .tiny import build_tiny
+
+            build_tiny(tmp)
+            write_manifest(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record every file's sha256 so damage is detected on the next use."""
+    files = {
+        str(p.relative_to(folder)): _hash_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1, sort_keys=True))
+
+
+def _manifest_ok(folder: Path) -> bool:
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+        return bool(files) and all(_hash_file(folder / n) == h for n, h in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _manifest_key(folder: Path) -> str:
+    return hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()[:12]

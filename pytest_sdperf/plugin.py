@@ -1,0 +1,238 @@
+"""pytest entry point: options (each with an ini twin), the ``sdperf`` marker, fixtures, hooks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import hookspecs
+from .config import (
+    Settings, UsageError, device_choice, key_value, non_negative_int, positive_float,
+    positive_int, settings_from_config, variant_patterns,
+)
+from .workload import Workload, parse_marker_kwargs
+
+STATE = pytest.StashKey["SdperfState"]()
+SKIP_REASON = "run with --sdperf"
+FIXTURES = ("sdperf_variant", "sdperf_measurement", "sdperf_gate")
+
+OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("--sdperf-model", {"metavar": "MODEL"},
+     "'tiny' (default, built locally), a diffusers or OpenVINO folder, or a hub id"),
+    ("--sdperf-variants", {"metavar": "LIST", "type": variant_patterns},
+     "comma list of variant names, globs or a+b compositions (default: all)"),
+    ("--sdperf-baselines", {"metavar": "DIR"}, "baseline folder (default: baselines/)"),
+    ("--sdperf-rounds", {"metavar": "N", "type": positive_int}, "timed rounds (default 5)"),
+    ("--sdperf-warmup", {"metavar": "N", "type": non_negative_int}, "warm-up calls (default 1)"),
+    ("--sdperf-cache-dir", {"metavar": "DIR"}, "model/artifact cache (default ~/.cache/pytest-sdperf)"),
+    ("--sdperf-json", {"metavar": "PATH"}, "write this run's results as JSON"),
+    ("--sdperf-timeout", {"metavar": "S", "type": positive_float}, "worker timeout (default 900)"),
+    ("--sdperf-device", {"metavar": "DEV", "type": device_choice}, "auto (default), cpu, cuda"),
+    ("--sdperf-memray-dir", {"metavar": "DIR"}, "keep each variant's memray capture here"),
+    ("--sdperf-reference", {"metavar": "VARIANT"},
+     "the variant whose images are the reference and speedups' base (default torch-fp32)"),
+)
+FLAGS = (
+    ("--sdperf", "run the sdperf benchmark tests (skipped otherwise)"),
+    ("--sdperf-update", "rewrite the baseline entries of tests that fail (they still fail)"),
+    ("--sdperf-update-all", "rewrite every baseline entry and reference image, and pass"),
+    ("--sdperf-list-variants", "list the registered variants, whether they run here, and exit"),
+    ("--sdperf-allow-pickle", "allow pickle (.bin/.ckpt) weights in --sdperf-model folders"),
+)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register the ``pytest_sdperf_*`` hooks."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options under 'sdperf', each with a ``sdperf_*`` ini key."""
+    group = parser.getgroup("sdperf", "Stable Diffusion performance gates")
+    for flag, help_text in FLAGS:
+        group.addoption(flag, action="store_true", default=None, help=help_text)
+        if flag != "--sdperf-list-variants":
+            parser.addini(_ini(flag), help_text, type="bool", default=False)
+    for flag, kwargs, help_text in OPTIONS:
+        group.addoption(flag, default=None, help=help_text, **kwargs)
+        parser.addini(_ini(flag), help_text, default=None)
+    group.addoption("--sdperf-set", action="append", type=key_value, metavar="NAME=VALUE",
+                    help="a variant setting, e.g. tome_ratio=0.5 (repeatable)")
+    parser.addini("sdperf_set", "variant settings, one NAME=VALUE a line", type="linelist")
+
+
+def _ini(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Parse settings, build the variant registry (built-ins, then the hook), stash state."""
+    config.addinivalue_line(
+        "markers",
+        "sdperf(**kwargs): workload (prompt, negative_prompt, steps, height, width, "
+        "images_per_prompt, guidance_scale, seed) and thresholds (latency_pct, memory_pct, "
+        "min_ssim, min_psnr) of a pytest-sdperf benchmark test",
+    )
+    from .session import SdperfState
+    from .variants.builtin import register_builtin
+    from .variants.registry import VariantError, VariantRegistry
+
+    try:
+        settings = settings_from_config(config)
+        registry = VariantRegistry()
+        register_builtin(registry)
+        config.hook.pytest_sdperf_add_variants(registry=registry)
+        state = SdperfState(settings, registry, Path(str(config.rootpath)))
+        state.selected = registry.select(settings.variants)
+        registry.get(settings.reference_variant)
+    except (UsageError, VariantError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE] = state
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--sdperf-list-variants``: print the registry and exit."""
+    if not config.getoption("sdperf_list_variants"):
+        return None
+    from _pytest.main import wrap_session
+
+    return wrap_session(config, _list_variants)  # type: ignore[no-any-return]
+
+
+def _list_variants(config: pytest.Config, session: pytest.Session) -> int:
+    from .variants.availability import unavailable_reason
+
+    state = config.stash[STATE]
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    tr.section("sdperf variants")
+    for spec in state.registry:
+        reason = unavailable_reason(spec)
+        needs = ", ".join(spec.requires) + (", CUDA" if spec.needs_cuda else "")
+        tr.write_line(f"{spec.name:28} {spec.family:10} {'runs here' if not reason else 'cannot run'}")
+        tr.write_line(f"    {spec.description}")
+        tr.write_line(f"    needs: {needs or 'nothing extra'}" + (f"; {reason}" if reason else ""))
+    return 0
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``sdperf_variant`` with the selected variants (ids are their names)."""
+    if "sdperf_variant" in metafunc.fixturenames:
+        names = [spec.name for spec in metafunc.config.stash[STATE].selected]
+        metafunc.parametrize("sdperf_variant", names, ids=names, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate ``sdperf`` markers; without --sdperf, skip the benchmark tests."""
+    enabled = config.stash[STATE].settings.enabled
+    for item in items:
+        marker = item.get_closest_marker("sdperf")
+        if marker is not None:
+            if marker.args:
+                raise pytest.UsageError(f"{item.nodeid}: the sdperf marker takes keywords only")
+            try:
+                parse_marker_kwargs(marker.kwargs, item.nodeid)
+            except (ValueError, TypeError) as exc:
+                raise pytest.UsageError(str(exc)) from None
+        uses = marker is not None or any(f in getattr(item, "fixturenames", ()) for f in FIXTURES)
+        if uses and not enabled:
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+
+
+@pytest.fixture(scope="session")
+def sdperf_settings(pytestconfig: pytest.Config) -> Settings:
+    """The validated sdperf settings of this session."""
+    return pytestconfig.stash[STATE].settings
+
+
+@pytest.fixture
+def sdperf_workload(request: pytest.FixtureRequest) -> Workload:
+    """The workload of this test: defaults overridden by ``@pytest.mark.sdperf(...)``."""
+    marker = request.node.get_closest_marker("sdperf")
+    return parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).workload
+
+
+@pytest.fixture
+def sdperf_variant(request: pytest.FixtureRequest) -> Any:
+    """The VariantSpec under test (parametrized); skips where it cannot run here."""
+    state = request.config.stash[STATE]
+    spec = state.registry.get(request.param)
+    reason = state.skip_reason(spec)
+    if reason:
+        pytest.skip(reason)
+    return spec
+
+
+@pytest.fixture
+def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
+                       sdperf_workload: Workload, tmp_path: Path) -> Any:
+    """Build the variant in a fresh worker process and measure it (a ``Measurement``).
+
+    A worker that raises, crashes or exceeds ``--sdperf-timeout`` fails this test with the
+    worker's output; a variant that finds it cannot run here skips with its reason.
+    """
+    from .models.source import ModelError
+    from .session import Measurement
+
+    state = request.config.stash[STATE]
+    try:
+        model = state.model()
+    except ModelError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    capture = None
+    if state.settings.memray_dir:
+        capture = state.settings.memray_dir / (re.sub(r"[^\w.-]+", "_", request.node.nodeid) + ".bin")
+    outcome = state.run(sdperf_variant, sdperf_workload, tmp_path, memray_capture=capture)
+    if outcome.status == "skip":
+        pytest.skip(outcome.result.get("reason", "the variant skipped itself"))
+    if outcome.status != "ok":
+        pytest.fail(outcome.failure_text(sdperf_variant.name, state.settings.timeout_s), pytrace=False)
+    return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.result)
+
+
+@pytest.fixture
+def sdperf_gate(request: pytest.FixtureRequest, sdperf_variant: Any, tmp_path: Path) -> Any:
+    """Compare a measurement with the baseline: ``sdperf_gate.check(sdperf_measurement)``.
+
+    Fails the test on a regression (naming metric, value, baseline, limit and files) and on a
+    first recording; see the README for the rules.
+    """
+    from .gate import Gate
+    from .workload import parse_marker_kwargs as parse
+
+    marker = request.node.get_closest_marker("sdperf")
+    thresholds = parse(marker.kwargs if marker else {}, request.node.nodeid).thresholds
+    state = request.config.stash[STATE]
+    return Gate(state, request.node.nodeid, sdperf_variant, thresholds, tmp_path)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Flush queued baseline writes once, and write --sdperf-json."""
+    from .baselines import BaselineError
+    from .report import write_json
+
+    state = session.config.stash.get(STATE, None)
+    if state is None or not state.settings.enabled:
+        return
+    try:
+        if state._store is not None:
+            state.written += state.store.flush(state.header(), force=state.settings.update_all)
+    except BaselineError as exc:
+        state.notes.append(f"baselines not written: {exc}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if state.settings.json_path:
+        write_json(state.settings.json_path, state.header(), state.records,
+                   state.settings.reference_variant)
+        state.written.append(state.settings.json_path)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The sdperf table: variant, p50, speedup vs torch-fp32, memory, similarity, verdict."""
+    from .report import write_terminal_summary
+
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        write_terminal_summary(terminalreporter, state.records, state.notes, state.written,
+                               state.settings.reference_variant)

@@ -1,0 +1,176 @@
+"""Per-session state: settings, registry, model, baselines, and the records for the report."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .baselines import BaselineStore
+from .config import Settings
+from .machine import Machine, this_machine
+from .measure.latency import LatencyStats
+from .measure.memory import MemoryStats
+from .runner import WorkerOutcome, run_worker
+from .variants.availability import cuda_available, unavailable_reason
+from .variants.base import ModelRef
+from .variants.registry import VariantRegistry, VariantSpec
+from .workload import Workload
+
+REFERENCE_VARIANT = "torch-fp32"
+REPORTED_PACKAGES = (
+    "pytest-sdperf", "torch", "diffusers", "transformers", "openvino", "optimum-intel",
+    "nncf", "numpy", "memray",
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one worker measured for one variant and workload."""
+
+    variant: str
+    model_key: str
+    workload: Workload
+    latency: LatencyStats
+    memory: MemoryStats
+    images: tuple[Path, ...]
+    info: Mapping[str, Any]
+    environment: Mapping[str, Any]
+    build_s: float
+    latents_sha256: str
+    device: str
+
+    @classmethod
+    def from_result(cls, spec: VariantSpec, model: ModelRef, wl: Workload, res: Mapping[str, Any]) -> Measurement:
+        """Build from a worker's result JSON."""
+        return cls(
+            variant=spec.name,
+            model_key=model.key,
+            workload=wl,
+            latency=LatencyStats.from_dict(res["latency"]),
+            memory=MemoryStats.from_dict(res["memory"]),
+            images=tuple(Path(p) for p in res["images"]),
+            info=res.get("info", {}),
+            environment=res.get("environment", {}),
+            build_s=float(res["build_s"]),
+            latents_sha256=res["latents_sha256"],
+            device=res.get("device", "cpu"),
+        )
+
+
+@dataclass
+class Record:
+    """One test's row in the summary and the JSON results."""
+
+    test_id: str
+    variant: str
+    model_key: str
+    workload_key: str
+    verdict: str
+    p50_s: float | None = None
+    p90_s: float | None = None
+    first_call_s: float | None = None
+    memory: Mapping[str, Any] = field(default_factory=dict)
+    ssim: float | None = None
+    psnr: float | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the figures (absent ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in REPORTED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+class SdperfState:
+    """Lives in ``config.stash``; the fixtures and hooks talk to it."""
+
+    def __init__(self, settings: Settings, registry: VariantRegistry, rootdir: Path) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.rootdir = rootdir
+        self.records: list[Record] = []
+        self.selected: list[VariantSpec] = []
+        self._machine: Machine | None = None
+        self._store: BaselineStore | None = None
+        self._model: ModelRef | None = None
+        self.written: list[Path] = []
+        self.notes: list[str] = []
+
+    @property
+    def machine(self) -> Machine:
+        """This machine's facts (read once)."""
+        if self._machine is None:
+            self._machine = this_machine()
+        return self._machine
+
+    @property
+    def store(self) -> BaselineStore:
+        """The baseline file for this machine key."""
+        if self._store is None:
+            self._store = BaselineStore(self.settings.baselines_dir, self.machine.key)
+        return self._store
+
+    def model(self) -> ModelRef:
+        """The source model, resolved (and the tiny one built) on first use."""
+        if self._model is None:
+            from .models.source import resolve_model
+
+            s = self.settings
+            self._model = resolve_model(s.model, s.cache_dir, s.allow_pickle)
+        return self._model
+
+    def device(self) -> str:
+        """The torch device variants run on."""
+        if self.settings.device == "auto":
+            return "cuda" if cuda_available() else "cpu"
+        return self.settings.device
+
+    def skip_reason(self, spec: VariantSpec) -> str | None:
+        """Why this variant cannot run here, checking each part of a composition."""
+        parts = [self.registry.get(p) for p in spec.parts] if spec.parts else [spec]
+        for part in parts:
+            reason = unavailable_reason(part)
+            if reason:
+                return reason
+        if spec.needs_cuda and not self.device().startswith("cuda"):
+            return f"variant {spec.name} needs a CUDA GPU (--sdperf-device is {self.settings.device})"
+        return None
+
+    def run(
+        self, spec: VariantSpec, wl: Workload, workdir: Path, rounds: int | None = None,
+        warmup: int | None = None, memray_capture: Path | None = None,
+    ) -> WorkerOutcome:
+        """Measure one variant in a worker process."""
+        s = self.settings
+        request = {
+            "variant": spec.to_dict(),
+            "model": self.model().to_dict(),
+            "workload": wl.to_dict(),
+            "cache_dir": str(s.cache_dir),
+            "device": self.device(),
+            "settings": dict(s.sets),
+            "rounds": s.rounds if rounds is None else rounds,
+            "warmup": s.warmup if warmup is None else warmup,
+            "out_dir": str(workdir / "images"),
+            "memray_capture": str(memray_capture) if memray_capture else None,
+        }
+        return run_worker(request, workdir, s.timeout_s, spec.env)
+
+    def header(self) -> dict[str, Any]:
+        """Machine and environment, stored with baselines and results."""
+        return {"machine": self.machine.to_dict(), "environment": package_versions()}
+
+    def reference_spec(self) -> VariantSpec:
+        """The variant whose images are the reference."""
+        return self.registry.get(self.settings.reference_variant)

@@ -1,0 +1,1 @@
+"""Pipeline variants: the registry, composition, and one module per family."""

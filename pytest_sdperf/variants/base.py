@@ -1,0 +1,94 @@
+"""Worker-side types that loaders and transforms receive and return.
+
+A loader is ``def load(ctx: BuildContext) -> Pipeline``; a transform is
+``def apply(pipeline: Pipeline, ctx: BuildContext) -> None`` (it mutates ``pipeline``).
+Nothing here imports torch, so plugin code can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Mapping, TypeVar
+
+from ..workload import Workload
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where the source model lives.
+
+    kind: ``tiny`` (the embedded model, built into ``path``), ``diffusers`` (a local folder in
+        diffusers layout), ``openvino`` (a folder holding an exported OpenVINO IR pipeline)
+        or ``hub`` (a hub id, only on machines with network).
+    key: a short content hash or id, used to key caches and reference images.
+    """
+
+    kind: str
+    location: str
+    key: str
+    allow_pickle: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the worker request."""
+        return {
+            "kind": self.kind,
+            "location": self.location,
+            "key": self.key,
+            "allow_pickle": self.allow_pickle,
+        }
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a loader or transform may read: model, workload, cache, device and settings."""
+
+    model: ModelRef
+    workload: Workload
+    cache_dir: Path
+    device: str = "cpu"
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+    def setting(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        """A ``--sdperf-set name=value`` setting parsed with ``parse``, else ``default``."""
+        raw = self.settings.get(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"--sdperf-set {name}={raw!r}: {exc}") from None
+
+
+@dataclass
+class Pipeline:
+    """A runnable pipeline plus how to call it.
+
+    pipe: the diffusers-style pipeline object.
+    backend: ``torch`` or ``openvino``.
+    call_kwargs: extra keyword arguments for every call (e.g. prompt embeddings).
+    contexts: factories of context managers entered around every call (e.g. autocast).
+    info: figures the build produced (``export_s``, ``compile_s``, ``model_size_bytes``...).
+    generate: replaces the default call when set (e.g. throughput mode); takes
+        (pipeline, workload, latents) and returns images as a float array (N, H, W, 3).
+    prepare_latents: turns the workload's float32 numpy latents into what ``pipe`` takes;
+        default: a torch tensor of the UNet's dtype on the pipeline's device.
+    """
+
+    pipe: Any
+    backend: str = "torch"
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
+    contexts: list[Callable[[], ContextManager[Any]]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    generate: Callable[[Pipeline, Workload, Any], Any] | None = None
+    prepare_latents: Callable[[Any, Pipeline, BuildContext], Any] | None = None
+
+    def entered(self) -> contextlib.ExitStack:
+        """An ExitStack with every call context entered."""
+        stack = contextlib.ExitStack()
+        for factory in self.contexts:
+            stack.enter_context(factory())
+        return stack

@@ -1,0 +1,224 @@
+"""The variant registry: frozen specs, name/glob selection, availability and composition.
+
+A variant is data, not code: its loader, transforms and availability probe are
+``"module:function"`` references, so a worker process can rebuild it by import alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+BACKENDS = ("torch", "openvino", "any")
+
+
+class VariantError(ValueError):
+    """A variant name, pattern or composition that cannot be honoured; the message says why."""
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Everything needed to build and judge one pipeline variant.
+
+    name: the user-facing name, e.g. ``torch-bf16``.
+    family: a group name for listings (``torch``, ``openvino``, ``system``...).
+    backend: ``torch`` or ``openvino`` for pipeline-building variants, ``any`` for variants
+        that only change the worker's environment (allocators, threads, pinning).
+    loader: ``module:function`` taking a BuildContext and returning a Pipeline; None means
+        the default PyTorch loader (diffusers, float32).
+    transforms: ``module:function`` references applied in order to the loaded Pipeline.
+    requires: importable module names the variant needs.
+    needs_cuda: skip unless a CUDA device is present.
+    env: environment variables set before the worker process starts.
+    cpus: CPU list the worker pins itself to before importing anything heavy, e.g. ``"0"``.
+    checks: ``module:function`` probes, each returning None or why the variant cannot run.
+    thresholds: default threshold overrides for tests of this variant.
+
+    Example (in a conftest.py)::
+
+        def pytest_sdperf_add_variants(registry):
+            registry.add(VariantSpec(name="my-fast", family="mine",
+                                     description="my scheduler tweak",
+                                     transforms=("mypkg.variants:use_my_scheduler",)))
+    """
+
+    name: str
+    family: str
+    description: str
+    backend: str = "torch"
+    loader: str | None = None
+    transforms: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    needs_cuda: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    cpus: str | None = None
+    checks: tuple[str, ...] = ()
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or any(ch in self.name for ch in "+,*?[] "):
+            raise VariantError(f"variant name {self.name!r} may not be empty or hold '+,*?[] '")
+        if self.backend not in BACKENDS:
+            raise VariantError(f"variant {self.name}: backend {self.backend!r} not in {BACKENDS}")
+        for ref in (self.loader, *self.checks, *self.transforms):
+            if ref is not None and ":" not in ref:
+                raise VariantError(f"variant {self.name}: {ref!r} is not a 'module:function'")
+        object.__setattr__(self, "env", _frozen(self.env))
+        object.__setattr__(self, "thresholds", _frozen(self.thresholds))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the worker request."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "description": self.description,
+            "backend": self.backend,
+            "loader": self.loader,
+            "transforms": list(self.transforms),
+            "requires": list(self.requires),
+            "needs_cuda": self.needs_cuda,
+            "env": dict(self.env),
+            "cpus": self.cpus,
+            "checks": list(self.checks),
+            "thresholds": dict(self.thresholds),
+            "parts": list(self.parts),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VariantSpec:
+        """The inverse of ``to_dict``."""
+        kw = dict(data)
+        kw["transforms"] = tuple(kw.get("transforms", ()))
+        kw["requires"] = tuple(kw.get("requires", ()))
+        kw["parts"] = tuple(kw.get("parts", ()))
+        kw["checks"] = tuple(kw.get("checks", ()))
+        return cls(**kw)
+
+
+def resolve_ref(ref: str) -> Callable[..., Any]:
+    """Import ``module:qualname`` and return the object."""
+    module_name, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def function_ref(fn: Callable[..., Any]) -> str:
+    """The ``module:qualname`` of a module-level function (what VariantSpec fields take)."""
+    qualname = getattr(fn, "__qualname__", "")
+    if "<" in qualname:
+        raise VariantError(f"{fn!r} must be a module-level function so workers can import it")
+    return f"{fn.__module__}:{qualname}"
+
+
+def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
+    """Stack variants, ``a+b+c``: one loader at most, one backend, no conflicting env.
+
+    Transforms run in the order given; thresholds take the loosest of the parts.
+    """
+    parts = list(specs)
+    name = "+".join(p.name for p in parts)
+    if len({p.name for p in parts}) != len(parts):
+        raise VariantError(f"{name}: a variant appears twice")
+    backends = {p.backend for p in parts} - {"any"}
+    if len(backends) > 1:
+        raise VariantError(f"{name}: cannot stack backends {sorted(backends)} in one pipeline")
+    loaders = {p.loader for p in parts if p.loader}
+    if len(loaders) > 1:
+        owners = [p.name for p in parts if p.loader]
+        raise VariantError(f"{name}: {owners} each load the pipeline their own way; pick one")
+    env: dict[str, str] = {}
+    for p in parts:
+        for key, value in p.env.items():
+            if key in env and env[key] != value:
+                raise VariantError(f"{name}: {key} is set to both {env[key]!r} and {value!r}")
+            env[key] = value
+    cpus = {p.cpus for p in parts if p.cpus}
+    if len(cpus) > 1:
+        raise VariantError(f"{name}: conflicting CPU pinning {sorted(cpus)}")
+    return VariantSpec(
+        name=name,
+        family="composed",
+        description=" + ".join(p.description for p in parts),
+        backend=backends.pop() if backends else "any",
+        loader=loaders.pop() if loaders else None,
+        transforms=tuple(t for p in parts for t in p.transforms),
+        requires=tuple(dict.fromkeys(r for p in parts for r in p.requires)),
+        needs_cuda=any(p.needs_cuda for p in parts),
+        env=env,
+        cpus=cpus.pop() if cpus else None,
+        checks=tuple(dict.fromkeys(c for p in parts for c in p.checks)),
+        thresholds=_loosest([p.thresholds for p in parts]),
+        parts=tuple(p.name for p in parts),
+    )
+
+
+def _loosest(maps: list[Mapping[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for mapping in maps:
+        for key, value in mapping.items():
+            looser = min if key.startswith("min_") else max
+            out[key] = looser(out[key], value) if key in out else value
+    return out
+
+
+class VariantRegistry:
+    """Name -> VariantSpec, in registration order (torch-fp32 first)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, VariantSpec] = {}
+
+    def add(self, spec: VariantSpec) -> None:
+        """Register a variant; a second variant of the same name is an error."""
+        if spec.name in self._specs:
+            raise VariantError(f"variant {spec.name!r} is registered twice")
+        self._specs[spec.name] = spec
+
+    def __iter__(self) -> Iterator[VariantSpec]:
+        return iter(self._specs.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def get(self, name: str) -> VariantSpec:
+        """A registered or composed (``a+b``) variant; unknown names list the known ones."""
+        if "+" in name:
+            return compose(self.get(part) for part in name.split("+"))
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise VariantError(
+                f"unknown variant {name!r}; known variants: {', '.join(self._specs)}"
+            ) from None
+
+    def select(self, patterns: Iterable[str] | None) -> list[VariantSpec]:
+        """The variants named or matched by globs, in registry order then pattern order."""
+        if patterns is None:
+            return list(self._specs.values())
+        chosen: dict[str, VariantSpec] = {}
+        for pattern in patterns:
+            if any(ch in pattern for ch in "*?["):
+                hits = [s for n, s in self._specs.items() if fnmatch.fnmatchcase(n, pattern)]
+                if not hits:
+                    raise VariantError(
+                        f"--sdperf-variants pattern {pattern!r} matches no variant; "
+                        f"known variants: {', '.join(self._specs)}"
+                    )
+                chosen.update((s.name, s) for s in hits)
+            else:
+                spec = self.get(pattern)
+                chosen[spec.name] = spec
+        return list(chosen.values())

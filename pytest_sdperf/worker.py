@@ -1,0 +1,154 @@
+"""The measuring process: ``python -m pytest_sdperf.worker REQUEST.json RESULT.json``.
+
+One variant per process, so its memory is its own, a crash costs one test, and environment
+variants (LD_PRELOAD, thread counts, pinning) apply before anything heavy is imported.
+The result file is plain JSON; images are written as PNG into the request's ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+
+class SkipVariant(Exception):
+    """Raised by a loader or transform when this machine cannot run the variant."""
+
+
+def parse_cpus(text: str) -> set[int]:
+    """'0-2,5' -> {0, 1, 2, 5}."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def main(argv: list[str]) -> int:
+    """Entry point; exit status 0 whenever a result file was written."""
+    request = json.loads(Path(argv[0]).read_text())
+    result_path = Path(argv[1])
+    cpus = request["variant"].get("cpus")
+    if cpus:
+        os.sched_setaffinity(0, parse_cpus(cpus))
+    try:
+        result = measure(request)
+    except SkipVariant as exc:
+        result = {"status": "skip", "reason": str(exc)}
+    except Exception:
+        traceback.print_exc()
+        result = {"status": "error", "error": traceback.format_exc()}
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, result_path)
+    return 0
+
+
+def measure(request: dict[str, Any]) -> dict[str, Any]:
+    """Build the variant, time it, measure its memory, save its images."""
+    from .measure.latency import LatencyStats, StageClock
+    from .variants.base import BuildContext, ModelRef
+    from .variants.build import build_pipeline, make_generate, sync_fn
+    from .workload import Workload
+
+    ctx = BuildContext(
+        model=ModelRef(**request["model"]),
+        workload=Workload.from_dict(request["workload"]),
+        cache_dir=Path(request["cache_dir"]),
+        device=request["device"],
+        settings=request.get("settings", {}),
+    )
+    start = time.perf_counter()
+    pipeline = build_pipeline(request["variant"], ctx)
+    build_s = time.perf_counter() - start
+    sync = sync_fn(ctx.device)
+    clock = StageClock(pipeline.pipe, sync)
+    generate, latents_sha = make_generate(pipeline, ctx, clock)
+    images = _timed(generate, sync)[1]
+    first_call_s = time.perf_counter() - start
+    for _ in range(request["warmup"]):
+        generate()
+    clock.reset()
+    samples = []
+    for _ in range(request["rounds"]):
+        seconds, images = _timed(generate, sync)
+        samples.append(seconds)
+    stats = LatencyStats.from_samples(samples, first_call_s, clock.stages())
+    out_dir = Path(request["out_dir"])
+    return {
+        "status": "ok",
+        "build_s": build_s,
+        "latency": stats.to_dict(),
+        "memory": _memory(generate, ctx.device, request.get("memray_capture")),
+        "images": _save_images(images, out_dir),
+        "info": pipeline.info,
+        "environment": _environment_report(),
+        "latents_sha256": latents_sha,
+        "device": ctx.device,
+    }
+
+
+def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:
+    sync()
+    start = time.perf_counter()
+    out = call()
+    sync()
+    return time.perf_counter() - start, out
+
+
+def _memory(generate: Callable[[], Any], device: str, capture: str | None) -> dict[str, Any]:
+    from .measure.memory import MemoryStats, cuda_peak_of, memray_peak_of, peak_rss_of
+
+    before, peak_rss = peak_rss_of(generate)
+    peak_heap = memray_peak_of(generate, Path(capture) if capture else None)
+    cuda = cuda_peak_of(generate) if device.startswith("cuda") else None
+    return MemoryStats(peak_rss, peak_heap, before, cuda).to_dict()
+
+
+def _save_images(images: Any, out_dir: Path) -> list[str]:
+    import numpy as np
+
+    from .measure.similarity import save_png, to_uint8
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(to_uint8(np.asarray(images))):
+        path = out_dir / f"image-{i}.png"
+        save_png(img, path)
+        paths.append(str(path))
+    return paths
+
+
+def _environment_report() -> dict[str, Any]:
+    """What the worker really ran under, so environment variants can be verified."""
+    report: dict[str, Any] = {
+        key: os.environ.get(key)
+        for key in ("LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "KMP_AFFINITY")
+    }
+    report["affinity"] = sorted(os.sched_getaffinity(0))
+    report["pid"] = os.getpid()
+    if "torch" in sys.modules:
+        report["torch_threads"] = sys.modules["torch"].get_num_threads()
+    try:
+        maps = Path("/proc/self/maps").read_text()
+        report["allocator_loaded"] = sorted(
+            {name for name in ("jemalloc", "tcmalloc") if name in maps}
+        )
+    except OSError:
+        report["allocator_loaded"] = []
+    return report
+
+
+def latents_digest(array: Any) -> str:
+    """sha256 of the initial latents, to prove every variant got the same noise."""
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""Workloads (what to generate) and the per-test thresholds the `sdperf` marker may set."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One generation request, identical for every variant it is given to.
+
+    The initial latents are derived from ``seed`` once (see ``initial_latents``) and handed to
+    every variant, so all of them start from the same noise and their images compare pixel
+    to pixel whatever their backend's random generator.
+    """
+
+    prompt: str = "a photo of an astronaut riding a horse on mars"
+    negative_prompt: str = "low resolution, blurry"
+    steps: int = 10
+    height: int = 128
+    width: int = 128
+    images_per_prompt: int = 1
+    guidance_scale: float = 7.5
+    seed: int = 42
+
+    def key(self) -> str:
+        """A short stable id of this workload, used to name reference images."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return f"{self.height}x{self.width}-{self.steps}st-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Workload:
+        """The inverse of ``to_dict``."""
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits a test is held to; stored in the baseline entry, where a user may edit them.
+
+    latency_pct: allowed latency slowdown in percent of the baseline median.
+    memory_pct: allowed growth of peak memory in percent of the baseline.
+    min_ssim / min_psnr: the least similarity to the FP32 reference image.
+    """
+
+    latency_pct: float = 50.0
+    memory_pct: float = 20.0
+    min_ssim: float = 0.90
+    min_psnr: float = 20.0
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain data for JSON."""
+        return dataclasses.asdict(self)
+
+    def merged(self, overrides: Mapping[str, Any]) -> Thresholds:
+        """A copy with the given fields replaced."""
+        return dataclasses.replace(self, **{k: float(v) for k, v in overrides.items()})
+
+
+@dataclass(frozen=True)
+class MarkerArgs:
+    """Keyword arguments accepted by ``@pytest.mark.sdperf(...)``; anything else is an error."""
+
+    workload: Workload = field(default_factory=Workload)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+_WORKLOAD_FIELDS = {f.name: f.type for f in dataclasses.fields(Workload)}
+_THRESHOLD_FIELDS = {f.name for f in dataclasses.fields(Thresholds)}
+
+
+def parse_marker_kwargs(kwargs: Mapping[str, Any], where: str) -> MarkerArgs:
+    """Validate ``sdperf`` marker keywords; a typo raises ValueError listing the valid names."""
+    unknown = sorted(set(kwargs) - set(_WORKLOAD_FIELDS) - _THRESHOLD_FIELDS)
+    if unknown:
+        valid = ", ".join(sorted(set(_WORKLOAD_FIELDS) | _THRESHOLD_FIELDS))
+        raise ValueError(f"{where}: unknown sdperf marker argument(s) {unknown}; valid: {valid}")
+    workload_kw = {k: v for k, v in kwargs.items() if k in _WORKLOAD_FIELDS}
+    for name in ("steps", "height", "width", "images_per_prompt"):
+        value = workload_kw.get(name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{where}: sdperf marker {name}={value!r} must be a positive int")
+    for name in ("height", "width"):
+        value = workload_kw.get(name)
+        if value is not None and value % 8:
+            raise ValueError(f"{where}: sdperf marker {name}={value} must be a multiple of 8")
+    thresholds = {k: float(v) for k, v in kwargs.items() if k in _THRESHOLD_FIELDS}
+    return MarkerArgs(workload=Workload(**workload_kw), thresholds=thresholds)
