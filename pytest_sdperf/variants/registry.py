@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -41,6 +42,12 @@ class VariantSpec:
     cpus: CPU list the worker pins itself to before importing anything heavy, e.g. ``"0"``.
     checks: ``module:function`` probes, each returning None or why the variant cannot run.
     thresholds: default threshold overrides for tests of this variant.
+    order: where this variant's transforms run in a composition, lowest first (ties keep the
+        order the user wrote): 10 precision, 20 component swaps, 30 structure (attention,
+        token merging, VAE decoding), 40 precomputation, 80 graph capture (compile, IPEX),
+        90 offloading (it installs device hooks, so it goes last).
+    exclusive: group names; two parts of a composition sharing one cannot stack (e.g.
+        ``dtype``: torch-bf16 and torch-fp16 both decide the weights' dtype).
 
     Example (in a conftest.py)::
 
@@ -63,9 +70,12 @@ class VariantSpec:
     checks: tuple[str, ...] = ()
     thresholds: Mapping[str, float] = field(default_factory=dict)
     parts: tuple[str, ...] = ()
+    order: int = 50
+    exclusive: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.name or any(ch in self.name for ch in "+,*?[] "):
+        reserved = ",*?[] " if self.parts else "+,*?[] "
+        if not self.name or any(ch in self.name for ch in reserved):
             raise VariantError(f"variant name {self.name!r} may not be empty or hold '+,*?[] '")
         if self.backend not in BACKENDS:
             raise VariantError(f"variant {self.name}: backend {self.backend!r} not in {BACKENDS}")
@@ -91,6 +101,8 @@ class VariantSpec:
             "checks": list(self.checks),
             "thresholds": dict(self.thresholds),
             "parts": list(self.parts),
+            "order": self.order,
+            "exclusive": list(self.exclusive),
         }
 
     @classmethod
@@ -101,6 +113,7 @@ class VariantSpec:
         kw["requires"] = tuple(kw.get("requires", ()))
         kw["parts"] = tuple(kw.get("parts", ()))
         kw["checks"] = tuple(kw.get("checks", ()))
+        kw["exclusive"] = tuple(kw.get("exclusive", ()))
         return cls(**kw)
 
 
@@ -124,43 +137,65 @@ def function_ref(fn: Callable[..., Any]) -> str:
 def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
     """Stack variants, ``a+b+c``: one loader at most, one backend, no conflicting env.
 
-    Transforms run in the order given; thresholds take the loosest of the parts.
+    Transforms run by each part's ``order`` (precision, swaps, structure, precomputation,
+    graph capture, offloading), parts of equal order as written; thresholds take the
+    loosest of the parts. Every rejection raises VariantError saying which parts clash.
     """
     parts = list(specs)
     name = "+".join(p.name for p in parts)
+    _check_stackable(name, parts)
+    ordered = sorted(parts, key=lambda p: p.order)
+    return VariantSpec(
+        name=name,
+        family="composed",
+        description=" + ".join(p.description for p in parts),
+        backend=next((p.backend for p in parts if p.backend != "any"), "any"),
+        loader=next((p.loader for p in parts if p.loader), None),
+        transforms=tuple(t for p in ordered for t in p.transforms),
+        requires=tuple(dict.fromkeys(r for p in parts for r in p.requires)),
+        needs_cuda=any(p.needs_cuda for p in parts),
+        env=_merged_env(name, parts),
+        cpus=next((p.cpus for p in parts if p.cpus), None),
+        checks=tuple(dict.fromkeys(c for p in parts for c in p.checks)),
+        thresholds=_loosest([p.thresholds for p in parts]),
+        parts=tuple(p.name for p in parts),
+        order=min(p.order for p in parts),
+        exclusive=tuple(dict.fromkeys(g for p in parts for g in p.exclusive)),
+    )
+
+
+def _check_stackable(name: str, parts: list[VariantSpec]) -> None:
+    """Raise VariantError when ``parts`` cannot make one pipeline and one environment."""
     if len({p.name for p in parts}) != len(parts):
         raise VariantError(f"{name}: a variant appears twice")
+    groups: dict[str, str] = {}
+    for p in parts:
+        for group in p.exclusive:
+            if group in groups:
+                raise VariantError(
+                    f"{name}: {groups[group]} and {p.name} both decide the {group}; "
+                    "they cannot be stacked, pick one"
+                )
+            groups[group] = p.name
     backends = {p.backend for p in parts} - {"any"}
     if len(backends) > 1:
         raise VariantError(f"{name}: cannot stack backends {sorted(backends)} in one pipeline")
-    loaders = {p.loader for p in parts if p.loader}
-    if len(loaders) > 1:
-        owners = [p.name for p in parts if p.loader]
+    owners = [p.name for p in parts if p.loader]
+    if len({p.loader for p in parts if p.loader}) > 1:
         raise VariantError(f"{name}: {owners} each load the pipeline their own way; pick one")
+    cpus = {p.cpus for p in parts if p.cpus}
+    if len(cpus) > 1:
+        raise VariantError(f"{name}: conflicting CPU pinning {sorted(cpus)}")
+
+
+def _merged_env(name: str, parts: list[VariantSpec]) -> dict[str, str]:
     env: dict[str, str] = {}
     for p in parts:
         for key, value in p.env.items():
             if key in env and env[key] != value:
                 raise VariantError(f"{name}: {key} is set to both {env[key]!r} and {value!r}")
             env[key] = value
-    cpus = {p.cpus for p in parts if p.cpus}
-    if len(cpus) > 1:
-        raise VariantError(f"{name}: conflicting CPU pinning {sorted(cpus)}")
-    return VariantSpec(
-        name=name,
-        family="composed",
-        description=" + ".join(p.description for p in parts),
-        backend=backends.pop() if backends else "any",
-        loader=loaders.pop() if loaders else None,
-        transforms=tuple(t for p in parts for t in p.transforms),
-        requires=tuple(dict.fromkeys(r for p in parts for r in p.requires)),
-        needs_cuda=any(p.needs_cuda for p in parts),
-        env=env,
-        cpus=cpus.pop() if cpus else None,
-        checks=tuple(dict.fromkeys(c for p in parts for c in p.checks)),
-        thresholds=_loosest([p.thresholds for p in parts]),
-        parts=tuple(p.name for p in parts),
-    )
+    return env
 
 
 def _loosest(maps: list[Mapping[str, float]]) -> dict[str, float]:
@@ -172,11 +207,44 @@ def _loosest(maps: list[Mapping[str, float]]) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class VariantPattern:
+    """A family of names made on demand, e.g. ``env-threads-N`` for any N.
+
+    regex: matched against the whole name; factory: (name, match) -> VariantSpec, raising
+    VariantError for a value it refuses; shown: the name listings print (``env-threads-N``).
+    """
+
+    regex: str
+    factory: Callable[[str, re.Match[str]], VariantSpec]
+    shown: str
+    description: str
+
+    def make(self, name: str) -> VariantSpec | None:
+        """The spec for ``name``, or None if the name does not match."""
+        match = re.fullmatch(self.regex, name)
+        if match is None:
+            return None
+        spec = self.factory(name, match)
+        if spec.name != name:
+            raise VariantError(f"pattern {self.shown} made {spec.name!r} for {name!r}")
+        return spec
+
+
 class VariantRegistry:
-    """Name -> VariantSpec, in registration order (torch-fp32 first)."""
+    """Name -> VariantSpec, in registration order (torch-fp32 first), plus name patterns."""
 
     def __init__(self) -> None:
         self._specs: dict[str, VariantSpec] = {}
+        self._patterns: list[VariantPattern] = []
+
+    def add_pattern(self, pattern: VariantPattern) -> None:
+        """Register a name pattern; registered names take precedence over patterns."""
+        self._patterns.append(pattern)
+
+    def patterns(self) -> list[VariantPattern]:
+        """The registered name patterns, for listings."""
+        return list(self._patterns)
 
     def add(self, spec: VariantSpec) -> None:
         """Register a variant; a second variant of the same name is an error."""
@@ -197,12 +265,14 @@ class VariantRegistry:
         """A registered or composed (``a+b``) variant; unknown names list the known ones."""
         if "+" in name:
             return compose(self.get(part) for part in name.split("+"))
-        try:
+        if name in self._specs:
             return self._specs[name]
-        except KeyError:
-            raise VariantError(
-                f"unknown variant {name!r}; known variants: {', '.join(self._specs)}"
-            ) from None
+        for pattern in self._patterns:
+            spec = pattern.make(name)
+            if spec is not None:
+                return spec
+        known = [*self._specs, *(p.shown for p in self._patterns)]
+        raise VariantError(f"unknown variant {name!r}; known variants: {', '.join(known)}")
 
     def select(self, patterns: Iterable[str] | None) -> list[VariantSpec]:
         """The variants named or matched by globs, in registry order then pattern order."""

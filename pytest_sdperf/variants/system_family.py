@@ -1,0 +1,172 @@
+"""System-environment variants: allocator preload, thread count, CPU pinning (reference B).
+
+No code change to the pipeline: each sets the worker's environment before its process
+starts (``env``) or pins the worker before anything heavy is imported (``cpus``). Backend
+``any``, so they stack on any pipeline variant: ``env-jemalloc+torch-bf16``. The worker
+reports what it really ran under (LD_PRELOAD, MALLOC_CONF, OMP_NUM_THREADS, affinity, torch
+threads, the allocator mapped into it) with every measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sysconfig
+from pathlib import Path
+
+from .registry import VariantError, VariantPattern, VariantRegistry, VariantSpec
+
+MODULE = "pytest_sdperf.variants.system_family"
+# The Hugging Face Sapphire Rapids post's jemalloc tuning (reference B).
+JEMALLOC_CONF = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
+                 "dirty_decay_ms:-1,muzzy_decay_ms:-1")
+LIB_DIRS = ("/usr/lib/{multiarch}", "/lib/{multiarch}", "/usr/lib64", "/usr/lib",
+            "/usr/local/lib")
+ALLOCATORS = {
+    # variant: (library file, Debian/Ubuntu package)
+    "env-jemalloc": ("libjemalloc.so.2", "libjemalloc2"),
+    "env-tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+}
+# Same-valued settings compose fine; different thread counts clash on OMP_NUM_THREADS.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _multiarch() -> str:
+    return str(sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu")
+
+
+def find_library(filename: str) -> Path | None:
+    """The first ``filename`` in the usual library folders (and $CONDA_PREFIX/lib), or None."""
+    dirs = [d.format(multiarch=_multiarch()) for d in LIB_DIRS]
+    if os.environ.get("CONDA_PREFIX"):
+        dirs.insert(0, os.path.join(os.environ["CONDA_PREFIX"], "lib"))
+    for folder in dirs:
+        path = Path(folder) / filename
+        if path.is_file():
+            return path
+    return None
+
+
+def library_path(variant: str) -> str:
+    """Where the variant's allocator is, or where Debian would put it (then the check fails)."""
+    filename = ALLOCATORS[variant][0]
+    found = find_library(filename)
+    return str(found or Path("/usr/lib") / _multiarch() / filename)
+
+
+def _missing_reason(variant: str) -> str | None:
+    filename, package = ALLOCATORS[variant]
+    if find_library(filename) is not None:
+        return None
+    return (f"{variant} preloads {filename}, which is not installed here; install it with "
+            f"'apt-get install -y {package}' (Debian/Ubuntu) or "
+            f"'conda install -c conda-forge {variant.split('-')[1]}'")
+
+
+def check_jemalloc() -> str | None:
+    """Availability probe: is libjemalloc.so.2 installed?"""
+    return _missing_reason("env-jemalloc")
+
+
+def check_tcmalloc() -> str | None:
+    """Availability probe: is libtcmalloc_minimal.so.4 installed?"""
+    return _missing_reason("env-tcmalloc")
+
+
+def physical_cpus(allowed: set[int] | None = None) -> list[int]:
+    """One logical CPU per physical core among ``allowed`` (default: this process's CPUs)."""
+    allowed = set(os.sched_getaffinity(0)) if allowed is None else allowed
+    seen: dict[tuple[str, str], int] = {}
+    for cpu in sorted(allowed):
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            key = ((topo / "physical_package_id").read_text().strip(),
+                   (topo / "core_id").read_text().strip())
+        except OSError:
+            key = ("?", str(cpu))
+        seen.setdefault(key, cpu)
+    return sorted(seen.values())
+
+
+def cpu_list(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (the worker's ``parse_cpus`` reads it back)."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def threads_variant(count: int) -> VariantSpec:
+    """``env-threads-N``: OMP_NUM_THREADS and MKL_NUM_THREADS set to N (torch follows them)."""
+    if count < 1:
+        raise VariantError(f"env-threads-{count}: the thread count must be 1 or more")
+    return VariantSpec(
+        name=f"env-threads-{count}", family="system", backend="any",
+        description=f"OMP_NUM_THREADS={count} (torch's intra-op threads); any env-threads-N works",
+        env={var: str(count) for var in THREAD_VARS},
+        # Fewer threads make the same image; only latency moves, which is the point.
+    )
+
+
+def threads_spec(name: str, match: re.Match[str]) -> VariantSpec:
+    """The ``env-threads-N`` pattern's factory."""
+    return threads_variant(int(match.group(1)))
+
+
+def pinned_spec(name: str, match: re.Match[str]) -> VariantSpec:
+    """``env-pinned-A`` or ``env-pinned-A-B``: the worker pinned to CPUs A..B."""
+    lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+    if hi < lo:
+        raise VariantError(f"{name}: CPU range {lo}-{hi} is empty")
+    return VariantSpec(
+        name=name, family="system", backend="any", cpus=f"{lo}-{hi}" if hi > lo else str(lo),
+        description=f"worker pinned to CPUs {lo}-{hi} (sched_setaffinity, as taskset does)",
+        checks=(f"{MODULE}:check_pinned_cpus",),
+    )
+
+
+def check_pinned_cpus() -> str | None:
+    """Pinning needs sched_setaffinity (Linux)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "env-pinned needs sched_setaffinity (Linux); this platform has none"
+    return None
+
+
+def _allocator_spec(variant: str) -> VariantSpec:
+    lib = library_path(variant)
+    env = {"LD_PRELOAD": lib}
+    if variant == "env-jemalloc":
+        env["MALLOC_CONF"] = JEMALLOC_CONF
+    kind = variant.split("-")[1]
+    return VariantSpec(
+        name=variant, family="system", backend="any", env=env, exclusive=("allocator",),
+        description=f"{kind} through LD_PRELOAD ({lib})"
+                    + (" with the reference's MALLOC_CONF" if kind == "jemalloc" else ""),
+        checks=(f"{MODULE}:check_{kind}",),
+        # Another allocator returns the same numbers; peak RSS moves by design
+        # (jemalloc's decay is off in that MALLOC_CONF: it keeps freed pages).
+        thresholds={"memory_pct": 30.0},
+    )
+
+
+def register(registry: VariantRegistry) -> None:
+    """Register env-jemalloc, env-tcmalloc, env-threads-1 (+ env-threads-N), env-pinned."""
+    for variant in ALLOCATORS:
+        registry.add(_allocator_spec(variant))
+    registry.add_pattern(VariantPattern(
+        regex=r"env-threads-(\d+)", factory=threads_spec, shown="env-threads-N",
+        description="OMP_NUM_THREADS=N for any N"))
+    registry.add(threads_variant(1))
+    physical = physical_cpus()
+    registry.add(VariantSpec(
+        name="env-pinned", family="system", backend="any", cpus=cpu_list(physical),
+        description=f"worker pinned to one CPU per physical core ({cpu_list(physical)}), like "
+                    "'numactl -C'; env-pinned-A-B pins to CPUs A..B",
+        checks=(f"{MODULE}:check_pinned_cpus",),
+    ))
+    registry.add_pattern(VariantPattern(
+        regex=r"env-pinned-(\d+)(?:-(\d+))?", factory=pinned_spec, shown="env-pinned-A-B",
+        description="the worker pinned to CPUs A..B"))

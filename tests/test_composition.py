@@ -1,0 +1,143 @@
+"""Composition (``a+b``), name patterns (``env-threads-N``) and their rejections.
+
+Pure registry tests: nothing heavy is imported, except in the listing test (pytester).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_sdperf.variants.builtin import register_builtin
+from pytest_sdperf.variants.registry import VariantError, VariantRegistry, VariantSpec
+
+pytest_plugins = ["pytester"]
+
+ISSUE_NAMES = (
+    "torch-fp32", "torch-bf16", "torch-default-attn", "torch-compile", "ipex-bf16",
+    "dpm-solver", "tome", "vae-slicing", "vae-tiling", "tiny-vae", "precomputed-embeds",
+    "torch-fp16", "model-cpu-offload", "sequential-cpu-offload", "env-jemalloc",
+    "env-tcmalloc", "env-threads-1", "env-pinned",
+)
+
+
+@pytest.fixture(scope="module")
+def registry() -> VariantRegistry:
+    """The built-in variants."""
+    reg = VariantRegistry()
+    register_builtin(reg)
+    return reg
+
+
+def test_every_issue_name_is_registered(registry: VariantRegistry) -> None:
+    names = [spec.name for spec in registry]
+    assert [n for n in ISSUE_NAMES if n not in names] == []
+    assert [p.shown for p in registry.patterns()] == ["env-threads-N", "env-pinned-A-B"]
+
+
+def test_composed_variant_stacks_transforms_in_stage_order(registry: VariantRegistry) -> None:
+    spec = registry.get("tome+dpm-solver+torch-bf16")
+    assert spec.parts == ("tome", "dpm-solver", "torch-bf16")
+    assert spec.backend == "torch" and spec.family == "composed"
+    # precision (10) before the scheduler swap (20) before token merging (30)
+    assert [t.split(":")[1] for t in spec.transforms] == ["apply_bf16", "apply_dpm_solver",
+                                                          "apply_tome"]
+    assert "tomesd" in spec.requires
+
+
+def test_composed_thresholds_take_the_loosest(registry: VariantRegistry) -> None:
+    spec = registry.get("torch-bf16+tiny-vae")
+    assert spec.thresholds["latency_pct"] == 75.0  # from torch-bf16
+    assert spec.thresholds["min_ssim"] == -1.0  # from tiny-vae
+
+
+def test_environment_variant_stacks_on_a_pipeline_variant(registry: VariantRegistry) -> None:
+    spec = registry.get("env-jemalloc+torch-bf16")
+    assert spec.backend == "torch"
+    assert spec.env["LD_PRELOAD"].endswith("libjemalloc.so.2")
+    assert "dirty_decay_ms:-1" in spec.env["MALLOC_CONF"]
+    assert spec.transforms == registry.get("torch-bf16").transforms
+
+
+def test_composition_round_trips_through_the_worker_request(registry: VariantRegistry) -> None:
+    spec = registry.get("env-threads-3+env-pinned-0+torch-bf16+dpm-solver")
+    assert VariantSpec.from_dict(spec.to_dict()) == spec
+    assert spec.cpus == "0" and spec.env["OMP_NUM_THREADS"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("torch-bf16+torch-fp16", "torch-bf16 and torch-fp16 both decide the dtype"),
+        ("torch-bf16+ipex-bf16", "both decide the dtype"),
+        ("torch-compile+ipex-bf16", "both decide the graph"),
+        ("model-cpu-offload+sequential-cpu-offload", "both decide the offload"),
+        ("env-jemalloc+env-tcmalloc", "both decide the allocator"),
+        ("env-threads-1+env-threads-2", "OMP_NUM_THREADS is set to both '1' and '2'"),
+        ("env-pinned-0+env-pinned-1", "conflicting CPU pinning"),
+        ("tome+tome", "a variant appears twice"),
+        ("tome+no-such-thing", "unknown variant 'no-such-thing'"),
+    ],
+)
+def test_impossible_compositions_are_rejected(
+    registry: VariantRegistry, name: str, message: str
+) -> None:
+    with pytest.raises(VariantError, match=message):
+        registry.get(name)
+
+
+def test_mixing_backends_is_rejected(registry: VariantRegistry) -> None:
+    reg = VariantRegistry()
+    register_builtin(reg)
+    reg.add(VariantSpec(name="ov-fake", family="openvino", description="x", backend="openvino",
+                        loader="mod:load"))
+    with pytest.raises(VariantError, match=r"cannot stack backends \['openvino', 'torch'\]"):
+        reg.get("ov-fake+tome")
+    assert reg.get("ov-fake+env-jemalloc").backend == "openvino"
+
+
+def test_thread_pattern_makes_any_count(registry: VariantRegistry) -> None:
+    spec = registry.get("env-threads-7")
+    assert spec.env == {"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": "7"}
+    assert "env-threads-7" not in registry  # made on demand, not registered
+    with pytest.raises(VariantError, match="1 or more"):
+        registry.get("env-threads-0")
+
+
+def test_pinned_pattern_and_bad_range(registry: VariantRegistry) -> None:
+    assert registry.get("env-pinned-0-1").cpus == "0-1"
+    with pytest.raises(VariantError, match="is empty"):
+        registry.get("env-pinned-3-1")
+
+
+def test_unknown_name_lists_patterns_too(registry: VariantRegistry) -> None:
+    with pytest.raises(VariantError, match="env-threads-N"):
+        registry.get("env-thread-2")
+
+
+def test_glob_selection_and_composed_names(registry: VariantRegistry) -> None:
+    chosen = registry.select(["env-*", "torch-bf16+dpm-solver+tome"])
+    names = [s.name for s in chosen]
+    assert names[:4] == ["env-jemalloc", "env-tcmalloc", "env-threads-1", "env-pinned"]
+    assert names[-1] == "torch-bf16+dpm-solver+tome"
+
+
+def test_cli_rejects_a_bad_composition_with_the_reason(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--sdperf", "--sdperf-variants", "torch-bf16+torch-fp16")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*torch-bf16 and torch-fp16 both decide the dtype*"])
+
+
+def test_list_variants_names_every_variant_and_why_not(pytester: pytest.Pytester) -> None:
+    from pytest_sdperf.variants.availability import cuda_available
+    from pytest_sdperf.variants.torch_precision import ipex_unusable_reason
+
+    result = pytester.runpytest("--sdperf", "--sdperf-list-variants")
+    out = result.stdout.str()
+    for name in ISSUE_NAMES:
+        assert f"\n{name} " in out, name
+    if not cuda_available():
+        result.stdout.fnmatch_lines(["torch-fp16 * cannot run", "*needs a CUDA GPU*"])
+    ipex_reason = ipex_unusable_reason()
+    if ipex_reason:
+        assert ipex_reason in out
+    result.stdout.fnmatch_lines(["env-threads-1 * runs here", "*any env-threads-N works*"])
