@@ -53,6 +53,7 @@ def _vet_folder(folder: Path, allow_pickle: bool) -> ModelRef:
             f"--sdperf-model {folder}: no model_index.json; expected a diffusers pipeline "
             "folder (save_pretrained) or an exported OpenVINO pipeline"
         )
+    _check_components(folder)
     files = _files(folder)
     pickles = [f for f in files if f.suffix in PICKLE_SUFFIXES]
     has_safetensors = any(f.suffix == ".safetensors" for f in files)
@@ -66,6 +67,33 @@ def _vet_folder(folder: Path, allow_pickle: bool) -> ModelRef:
         )
     kind = "openvino" if is_openvino else "diffusers"
     return ModelRef(kind, str(folder), f"{folder.name}-{_fingerprint(folder, files)}", allow_pickle)
+
+
+def _check_components(folder: Path) -> None:
+    """Every component model_index.json names must have its folder."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except ValueError as exc:
+        raise ModelError(f"{folder / 'model_index.json'}: not valid JSON ({exc})") from None
+    if not isinstance(index, dict):
+        raise ModelError(f"{folder / 'model_index.json'}: expected a JSON object")
+    missing = [
+        name for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2
+        and value[0] is not None and not _component_present(folder, name)
+    ]
+    if missing:
+        raise ModelError(
+            f"--sdperf-model {folder}: model_index.json names component(s) {missing} but their "
+            "folders are missing; copy the whole pipeline folder (save_pretrained output)"
+        )
+
+
+def _component_present(folder: Path, name: str) -> bool:
+    """A component's folder exists; an OpenVINO export keeps ``vae`` as vae_decoder/encoder."""
+    if (folder / name).is_dir():
+        return True
+    return name == "vae" and (folder / "vae_decoder").is_dir()
 
 
 def _files(folder: Path) -> list[Path]:

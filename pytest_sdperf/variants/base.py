@@ -44,13 +44,18 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a loader or transform may read: model, workload, cache, device and settings."""
+    """What a loader or transform may read: model, workload, cache, device and settings.
+
+    variant: the full variant name being built (``a+b`` for a composition), so a loader that
+        several parts share can tell which parts were stacked (e.g. ``ov-int8-hybrid+ov-tome``).
+    """
 
     model: ModelRef
     workload: Workload
     cache_dir: Path
     device: str = "cpu"
     settings: Mapping[str, str] = field(default_factory=dict)
+    variant: str = ""
 
     def setting(self, name: str, default: T, parse: Callable[[str], T]) -> T:
         """A ``--sdperf-set name=value`` setting parsed with ``parse``, else ``default``."""

@@ -1,0 +1,251 @@
+"""The OpenVINO family: recipes from stacked names, the IR cache, IR-folder input, offline
+calibration and throughput mode, on the embedded tiny model (one shared export)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from pytest_sdperf.variants import openvino_cache
+from pytest_sdperf.variants.base import BuildContext, ModelRef
+from pytest_sdperf.variants.openvino_family import Recipe, recipe_for
+from pytest_sdperf.workload import Workload
+
+# Small and quick; the dynamic-shape export serves any size.
+WORKLOAD = Workload(steps=3, height=64, width=64)
+
+
+def ctx_for(model: ModelRef, cache: Path, variant: str, **settings: str) -> BuildContext:
+    return BuildContext(model=model, workload=WORKLOAD, cache_dir=cache, settings=settings,
+                        variant=variant)
+
+
+# --- recipes: pure, no OpenVINO needed ---------------------------------------------------
+
+
+def test_stacked_parts_make_one_recipe(tmp_path: Path) -> None:
+    model = ModelRef("tiny", str(tmp_path), "tiny-x")
+    recipe = recipe_for(ctx_for(model, tmp_path, "ov-int8-hybrid+ov-tome", tome_ratio="0.3"))
+    assert recipe == Recipe(weights="hybrid", static=True, tome_ratio=0.3)
+    assert recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="3")).requests == 3
+    assert recipe_for(ctx_for(model, tmp_path, "ov-fp32")) == Recipe()
+
+
+def test_bad_settings_name_the_setting(tmp_path: Path) -> None:
+    model = ModelRef("tiny", str(tmp_path), "tiny-x")
+    with pytest.raises(ValueError, match="tome_ratio='0.9'.*below 0.75"):
+        recipe_for(ctx_for(model, tmp_path, "ov-tome", tome_ratio="0.9"))
+    with pytest.raises(ValueError, match="ov_requests='0'"):
+        recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="0"))
+
+
+def test_calibration_prompts_ship_with_the_package() -> None:
+    from pytest_sdperf.variants.openvino_build import calibration_prompts
+
+    prompts = calibration_prompts()
+    assert len(prompts) >= 50 and len(set(prompts)) == len(prompts)
+    assert not any(p.startswith("#") for p in prompts)
+
+
+# --- the cache (a cheap copy stands in for an export) -------------------------------------
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "openvino_model.xml").write_text("<net/>")
+    (folder / "openvino_model.bin").write_bytes(b"\0" * 64)
+    return folder
+
+
+def build_copy(source: Path) -> Any:
+    return functools.partial(shutil.copytree, source, dirs_exist_ok=True)
+
+
+def test_second_use_is_a_cache_hit(tmp_path: Path, source: Path) -> None:
+    first = openvino_cache.cached_build(tmp_path, "export", "m-1", {}, build_copy(source))
+    second = openvino_cache.cached_build(tmp_path, "export", "m-1", {}, build_copy(source))
+    assert (first.hit, second.hit) == (False, True)
+    assert second.path == first.path and second.build_s == pytest.approx(first.build_s)
+    assert openvino_cache.ir_size_bytes(second.path) == 64 + len("<net/>")
+
+
+def test_any_key_change_builds_anew(
+    tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = openvino_cache.cached_build(tmp_path, "export", "m-1", {}, build_copy(source))
+    recipe = openvino_cache.cached_build(tmp_path, "export", "m-1", {"r": 1}, build_copy(source))
+    model = openvino_cache.cached_build(tmp_path, "export", "m-2", {}, build_copy(source))
+    versions = {**openvino_cache.library_versions(), "openvino": "1999.0"}
+    monkeypatch.setattr(openvino_cache, "library_versions", lambda: versions)
+    upgraded = openvino_cache.cached_build(tmp_path, "export", "m-1", {}, build_copy(source))
+    assert not any(e.hit for e in (recipe, model, upgraded))
+    assert len({e.path for e in (base, recipe, model, upgraded)}) == 4
+    built = json.loads((upgraded.path / openvino_cache.BUILD_INFO).read_text())
+    assert built["versions"]["openvino"] == "1999.0"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "manifest"])
+def test_damaged_entry_is_rebuilt(tmp_path: Path, source: Path, damage: str) -> None:
+    entry = openvino_cache.cached_build(tmp_path, "export", "m-1", {}, build_copy(source))
+    victim = entry.path / "openvino_model.bin"
+    if damage == "truncate":
+        victim.write_bytes(b"\0" * 10)
+    elif damage == "delete":
+        victim.unlink()
+    else:
+        (entry.path / "sdperf-manifest.json").write_text("{not json")
+    again = openvino_cache.cached_build(tmp_path, "export", "m-1", {}, build_copy(source))
+    assert not again.hit and victim.read_bytes() == b"\0" * 64
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-source"
+    with pytest.raises(RuntimeError, match="FileNotFoundError|No such file"):
+        openvino_cache.cached_build(tmp_path, "export", "m-1", {}, build_copy(missing))
+    assert [p.name for p in (tmp_path / "openvino").iterdir() if p.suffix != ".lock"] == []
+
+
+# --- the real thing, on the embedded model (one export shared by the tests below) ---------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRef, Path]:
+    """The embedded model in a fresh cache, with its ov-fp32 export built once."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("optimum.intel")
+    from pytest_sdperf.models.source import resolve_model
+    from pytest_sdperf.variants.openvino_family import load_openvino
+
+    cache = tmp_path_factory.mktemp("sdc")
+    model = resolve_model("tiny", cache)
+    pipeline = load_openvino(ctx_for(model, cache, "ov-fp32"))
+    assert pipeline.info["cache_hit"] is False and pipeline.info["export_s"] > 0
+    return model, cache
+
+
+def generate(pipeline: Any, ctx: BuildContext) -> Any:
+    from pytest_sdperf.measure.latency import StageClock
+    from pytest_sdperf.variants.build import make_generate
+
+    call, _digest = make_generate(pipeline, ctx, StageClock(pipeline.pipe))
+    return call()
+
+
+@pytest.mark.slow
+def test_export_is_reused_and_gets_the_workload_latents(tiny: tuple[ModelRef, Path]) -> None:
+    from pytest_sdperf.variants.openvino_family import load_openvino
+
+    model, cache = tiny
+    ctx = ctx_for(model, cache, "ov-static")
+    pipeline = load_openvino(ctx)
+    assert pipeline.info["cache_hit"] is True and "cache_build_s" not in pipeline.info
+    first, second = generate(pipeline, ctx), generate(pipeline, ctx)
+    # OpenVINO's pipeline would draw its own noise; with the workload's latents, calls agree.
+    assert first.shape == (1, 64, 64, 3) and abs(first - second).max() < 1e-5
+    assert pipeline.info["model_size_bytes"] > 0 and pipeline.info["compile_s"] > 0
+
+
+@pytest.mark.slow
+def test_ir_folder_input_needs_no_export(tiny: tuple[ModelRef, Path], tmp_path: Path) -> None:
+    from pytest_sdperf.models.source import resolve_model
+    from pytest_sdperf.variants.openvino_family import ir_folder, load_openvino
+    from pytest_sdperf.worker import SkipVariant
+
+    model, cache = tiny
+    exported = ir_folder(ctx_for(model, cache, "ov-fp32"), Recipe(), {"cache_hit": True})
+    ir_model = resolve_model(str(shutil.copytree(exported, tmp_path / "my-ir")), cache)
+    assert ir_model.kind == "openvino"
+    empty_cache = tmp_path / "cache"
+    ctx = ctx_for(ir_model, empty_cache, "ov-fp32")
+    pipeline = load_openvino(ctx)
+    assert pipeline.info["source"] == "openvino-ir" and not empty_cache.exists()
+    reference = generate(load_openvino(ctx_for(model, cache, "ov-fp32")), ctx)
+    assert abs(generate(pipeline, ctx) - reference).max() < 1e-5
+    with pytest.raises(SkipVariant, match="already an OpenVINO IR folder"):
+        load_openvino(ctx_for(ir_model, empty_cache, "ov-tome"))
+
+
+@pytest.mark.slow
+def test_int8_weights_are_smaller(tiny: tuple[ModelRef, Path], tmp_path: Path) -> None:
+    from pytest_sdperf.variants.openvino_build import compress_weights
+    from pytest_sdperf.variants.openvino_cache import ir_size_bytes
+    from pytest_sdperf.variants.openvino_family import ir_folder
+
+    model, cache = tiny
+    base = ir_folder(ctx_for(model, cache, "ov-fp32"), Recipe(), {"cache_hit": True})
+    compress_weights(base, tmp_path / "int8")
+    assert ir_size_bytes(tmp_path / "int8") < 0.4 * ir_size_bytes(base)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any attempt to open a network connection fails the test."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    yield
+
+
+@pytest.mark.slow
+def test_hybrid_calibrates_offline_on_the_shipped_prompts(
+    tiny: tuple[ModelRef, Path], tmp_path: Path, no_network: None
+) -> None:
+    import openvino as ov
+
+    from pytest_sdperf.variants import openvino_build as ob
+    from pytest_sdperf.variants.openvino_family import ir_folder
+
+    model, cache = tiny
+    base = ir_folder(ctx_for(model, cache, "ov-fp32"), Recipe(), {"cache_hit": True})
+    seen: list[str] = []
+
+    class Spy:
+        def __init__(self, pipe: Any) -> None:
+            self.pipe = pipe
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.pipe, name)
+
+        def __call__(self, **kwargs: Any) -> Any:
+            seen.append(kwargs["prompt"])
+            return self.pipe(**kwargs)
+
+    data = ob.collect_unet_inputs(Spy(ob.load_ir(base)), WORKLOAD, samples=10)
+    assert len(data) == 10 and seen == ob.calibration_prompts()[: len(seen)]
+    ob.hybrid_quantize(base, tmp_path / "q", wl=WORKLOAD, samples=4, static=False)
+    unet = ov.Core().read_model(str(tmp_path / "q" / "unet" / "openvino_model.xml"))
+    assert any(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in unet.get_ops())
+
+
+@pytest.mark.slow
+def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Path) -> None:
+    """Through a real worker with a short timeout: a hang fails this test, never CI."""
+    from pytest_sdperf.runner import run_worker
+    from pytest_sdperf.variants.builtin import register_builtin
+    from pytest_sdperf.variants.registry import VariantRegistry
+
+    model, cache = tiny
+    registry = VariantRegistry()
+    register_builtin(registry)
+    request = {
+        "variant": registry.get("ov-async").to_dict(), "model": model.to_dict(),
+        "workload": WORKLOAD.to_dict(), "cache_dir": str(cache), "device": "cpu",
+        "settings": {"ov_requests": "2"}, "rounds": 2, "warmup": 0,
+        "out_dir": str(tmp_path / "images"), "memray_capture": None,
+    }
+    outcome = run_worker(request, tmp_path, 300.0, {})
+    assert outcome.status == "ok", outcome.failure_text("ov-async", 300.0)
+    info = outcome.result["info"]
+    assert info["requests"] == 2 and info["images_per_s"] > 0 and info["requests_agree"] is True
+    assert len(outcome.result["images"]) == 1
