@@ -1,0 +1,373 @@
+"""The ``sdperf`` command: reports, comparisons, history, baselines and the tiny model.
+
+    sdperf report RESULTS.json --html OUT.html [--history DB]
+    sdperf compare OLD.json NEW.json            # exit 1 when NEW regressed against OLD
+    sdperf history [--db DB] [--variant V]
+    sdperf baselines show [--dir baselines]
+    sdperf baselines prune --keep-variants a,b | --older-than DAYS [--dry-run]
+    sdperf model build tiny --out DIR
+
+Exit status: 0 fine, 1 a regression (compare), 2 an error, told in one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fnmatch
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
+from .session import Record
+from .workload import Thresholds
+
+EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+DEFAULT_DB = "baselines/history.sqlite"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def _emit(lines: Sequence[Sequence[str]]) -> None:
+    """Print rows of cells as aligned columns (the first row is the header)."""
+    if not lines:
+        return
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+    for n, row in enumerate(lines):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# --- report -------------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report of a --sdperf-json file (with trends when --history is given)."""
+    from .html_report import read_results, write_html
+
+    header, records, reference = read_results(Path(args.results))
+    history = None
+    if args.history:
+        key = (header.get("machine") or {}).get("key")
+        history = _history_points(args.history, machine_key=str(key) if key else None)
+    write_html(Path(args.html), header, records, args.reference or reference, history)
+    print(f"written: {args.html}")
+    return EXIT_OK
+
+
+def _history_points(target: str, machine_key: str | None = None,
+                    variant: str | None = None) -> list[Any]:
+    """The recorded points of a history database that must already exist."""
+    from .history import HistoryStore, database_url
+
+    if "://" not in target and not Path(target).expanduser().is_file():
+        raise CliError(f"no history database at {target} (record one with --sdperf-history)")
+    store = HistoryStore(database_url(target, Path(".")))
+    try:
+        return store.points(machine_key=machine_key, variant=variant)
+    finally:
+        store.close()
+
+
+# --- compare ------------------------------------------------------------------------------
+
+def _memory_pair(old: Record, new: Record) -> tuple[str, float, float] | None:
+    for figure in ("cuda_peak", "peak_rss"):
+        a, b = old.memory.get(figure), new.memory.get(figure)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0:
+            return figure, float(a), float(b)
+    return None
+
+
+def compare_records(old: Record, new: Record, t: Thresholds) -> list[Check]:
+    """The gates' checks of ``new`` against ``old``: latency samples, memory, similarity."""
+    checks = []
+    if old.samples and new.samples:
+        checks.append(compare_latency(new.samples, old.samples, t.latency_pct))
+    memory = _memory_pair(old, new)
+    if memory is not None:
+        figure, before, after = memory
+        checks.append(compare_memory(after, before, t.memory_pct, figure))
+    if new.ssim is not None and new.psnr is not None:
+        checks.extend(compare_similarity(new.ssim, new.psnr, t.min_ssim, t.min_psnr))
+    return checks
+
+
+def _check_row(test_id: str, old: Record, new: Record, c: Check) -> list[str]:
+    if c.metric.startswith("latency"):
+        before, after = f"{old.p50_s or 0:.4f} s", f"{new.p50_s or 0:.4f} s"
+        change = f"{(c.measured - 1) * 100:+.1f}% (limit {(c.limit - 1) * 100:+.0f}%)"
+    elif c.unit == "B":
+        before, after = f"{(c.baseline or 0) / 2**20:.1f} MiB", f"{c.measured / 2**20:.1f} MiB"
+        change = f"{(c.measured / (c.baseline or 1) - 1) * 100:+.1f}% (limit {c.limit / 2**20:.1f} MiB)"
+    else:
+        prior = old.ssim if c.metric == "SSIM" else old.psnr
+        before = f"{prior:.4g}" if prior is not None else "-"
+        after, change = f"{c.measured:.4g}", f"min {c.limit:g}"
+    verdict = {FAIL: "REGRESSION", INCONCLUSIVE: "inconclusive"}.get(c.status, "ok")
+    return [test_id, c.metric, before, after, change, verdict]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two --sdperf-json files test by test; exit 1 on any regression."""
+    from .html_report import read_results
+
+    _, old_records, _ = read_results(Path(args.old))
+    _, new_records, _ = read_results(Path(args.new))
+    t = Thresholds(args.latency_pct, args.memory_pct, args.min_ssim, args.min_psnr)
+    old = {r.test_id: r for r in old_records}
+    new = {r.test_id: r for r in new_records}
+    rows: list[list[str]] = [["test", "metric", "old", "new", "change", "verdict"]]
+    failed = 0
+    for test_id in [k for k in new if k in old]:
+        for c in compare_records(old[test_id], new[test_id], t):
+            rows.append(_check_row(test_id, old[test_id], new[test_id], c))
+            failed += c.status == FAIL
+    _emit(rows if len(rows) > 1 else [])
+    for test_id in old.keys() - new.keys():
+        print(f"only in {args.old}: {test_id}")
+    for test_id in new.keys() - old.keys():
+        print(f"only in {args.new}: {test_id}")
+    if not old.keys() & new.keys():
+        raise CliError(f"{args.old} and {args.new} have no test in common")
+    print(f"{failed} regression(s)" if failed else "no regression")
+    return EXIT_REGRESSION if failed else EXIT_OK
+
+
+# --- history ------------------------------------------------------------------------------
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print the recorded runs per test, marking change points (steps) in each metric."""
+    from .changepoints import change_points
+    from .history import METRICS, by_test
+
+    points = _history_points(args.db, args.machine_key, args.variant)
+    if not points:
+        raise CliError(f"no runs recorded in {args.db}" + (f" for variant {args.variant}" if args.variant else ""))
+    for test_id, group in by_test(points).items():
+        group = group[-args.last:]
+        marks = {m: set(change_points([p.value(m) or 0.0 for p in group])) for m in METRICS}
+        print(f"{test_id} ({group[0].variant}, machine {group[0].machine_key})")
+        rows = [["run", "recorded (UTC)", "p50", "peak mem", "SSIM", "verdict"]]
+        for i, p in enumerate(group):
+            step = {m: "^" if i in marks[m] else "" for m in METRICS}
+            rows.append([str(p.run_id), f"{p.when:%Y-%m-%d %H:%M}",
+                         _fmt(p.p50_s, "{:.4f} s") + step["p50_s"],
+                         _fmt(p.value("peak_memory"), "{:.1f} MiB") + step["peak_memory"],
+                         _fmt(p.ssim, "{:.4f}") + step["ssim"], p.verdict])
+        _emit(rows)
+        print()
+    print("^ marks a change point: the first run at a new level (PELT step detection)")
+    return EXIT_OK
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return fmt.format(value) if value is not None else "-"
+
+
+# --- baselines ----------------------------------------------------------------------------
+
+def _baseline_path(args: argparse.Namespace) -> Path:
+    from .machine import this_machine
+
+    key = args.machine_key or this_machine().key
+    path = Path(args.dir) / f"{key}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(args.dir).glob("*.json") if ".obtained" not in p.name)
+        raise CliError(f"no baseline file {path} (machine keys there: {', '.join(known) or 'none'})")
+    return path
+
+
+def _load_baseline(path: Path) -> dict[str, Any]:
+    from .baselines import BaselineError, parse_baseline
+
+    try:
+        return parse_baseline(path.read_text(), path)
+    except BaselineError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_baselines_show(args: argparse.Namespace) -> int:
+    """List the entries of one machine key's baseline file."""
+    import numpy as np
+
+    path = _baseline_path(args)
+    doc = _load_baseline(path)
+    print(f"{path}: {len(doc['entries'])} entries")
+    rows = [["test", "variant", "p50", "peak mem", "SSIM", "recorded"]]
+    for test_id, e in doc["entries"].items():
+        mem = e["memory"].get("cuda_peak") or e["memory"].get("peak_rss")
+        sim = e.get("similarity") or {}
+        rows.append([test_id, e["variant"], f"{float(np.median(e['latency']['samples'])):.4f} s",
+                     _fmt(mem / 2**20 if mem else None, "{:.1f} MiB"), _fmt(sim.get("ssim"), "{:.4f}"),
+                     str(e.get("recorded", "-"))])
+    _emit(rows)
+    return EXIT_OK
+
+
+def _prune_rule(args: argparse.Namespace) -> Callable[[Mapping[str, Any]], bool]:
+    """Which entries prune removes: variants not kept, or recorded more than N days ago."""
+    if args.keep_variants is None and args.older_than is None:
+        raise CliError("baselines prune needs --keep-variants LIST or --older-than DAYS")
+    keep = [v.strip() for v in (args.keep_variants or "").split(",") if v.strip()]
+    cutoff = None
+    if args.older_than is not None:
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=args.older_than)
+
+    def remove(entry: Mapping[str, Any]) -> bool:
+        if keep and not any(fnmatch.fnmatchcase(entry["variant"], pat) for pat in keep):
+            return True
+        if cutoff is not None and "recorded" in entry:
+            return _recorded(entry) < cutoff
+        return False
+    return remove
+
+
+def _recorded(entry: Mapping[str, Any]) -> dt.datetime:
+    """An entry's 'recorded' time, in UTC where it names no zone."""
+    try:
+        when = dt.datetime.fromisoformat(str(entry["recorded"]))
+    except ValueError:
+        raise CliError(f"entry of {entry.get('variant')} has a 'recorded' time that is not "
+                       f"ISO 8601: {entry['recorded']!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def cmd_baselines_prune(args: argparse.Namespace) -> int:
+    """Remove entries by variant or age, rewriting the file atomically under its lock."""
+    from filelock import FileLock
+
+    from .baselines import atomic_write_text
+
+    remove = _prune_rule(args)
+    path = _baseline_path(args)
+    with FileLock(str(path) + ".lock"):
+        doc = _load_baseline(path)
+        total = len(doc["entries"])
+        gone = sorted(k for k, e in doc["entries"].items() if remove(e))
+        if gone and not args.dry_run:
+            doc["entries"] = {k: e for k, e in doc["entries"].items() if k not in gone}
+            atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    verb = "would remove" if args.dry_run else "removed"
+    for test_id in gone:
+        print(f"{verb}: {test_id}")
+    print(f"{verb} {len(gone)} of {total} entries from {path}")
+    return EXIT_OK
+
+
+# --- model --------------------------------------------------------------------------------
+
+def cmd_model_build(args: argparse.Namespace) -> int:
+    """Build the embedded tiny model into --out, with its sha256 manifest."""
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise CliError(f"{out} exists and is not empty; give a new or empty folder")
+    try:
+        from .models.source import write_manifest
+        from .models.tiny import build_tiny
+    except ImportError as exc:
+        raise CliError(f"building the tiny model needs torch, diffusers and transformers "
+                       f"(pip install 'pytest-sdperf[torch]'): {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    build_tiny(out)
+    write_manifest(out)
+    print(f"built the tiny model into {out}")
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------------------
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _add_compare(sub: Any) -> None:
+    t = Thresholds()
+    p = sub.add_parser("compare", help="compare two --sdperf-json files; exit 1 on a regression",
+                       description="Judge NEW against OLD test by test with the gates' rules: "
+                       "latency by the bootstrap CI of the ratio of medians of the raw samples, "
+                       "peak memory, and the SSIM/PSNR minimums.")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
+    p.add_argument("--latency-pct", type=_non_negative_float, default=t.latency_pct,
+                   help=f"allowed slowdown in %% (default {t.latency_pct:g})")
+    p.add_argument("--memory-pct", type=_non_negative_float, default=t.memory_pct,
+                   help=f"allowed peak memory growth in %% (default {t.memory_pct:g})")
+    p.add_argument("--min-ssim", type=float, default=t.min_ssim, help=f"default {t.min_ssim:g}")
+    p.add_argument("--min-psnr", type=float, default=t.min_psnr, help=f"default {t.min_psnr:g}")
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_baselines(sub: Any) -> None:
+    p = sub.add_parser("baselines", help="show or prune a machine's baseline file")
+    bsub = p.add_subparsers(dest="action", required=True, metavar="show|prune")
+    for name, func, text in (("show", cmd_baselines_show, "list the entries"),
+                             ("prune", cmd_baselines_prune, "remove entries by variant or age")):
+        q = bsub.add_parser(name, help=text, description=text + ". prune removes the entries whose "
+                            "variant matches none of --keep-variants (names or globs), and/or whose "
+                            "'recorded' time is more than --older-than DAYS ago." if name == "prune" else text)
+        q.add_argument("--dir", default="baselines", help="baseline folder (default: baselines)")
+        q.add_argument("--machine-key", help="whose file (default: this machine's key)")
+        q.set_defaults(func=func)
+    prune = bsub.choices["prune"]
+    prune.add_argument("--keep-variants", metavar="LIST", help="comma list of variant names or globs to keep")
+    prune.add_argument("--older-than", metavar="DAYS", type=_non_negative_float,
+                       help="remove entries recorded more than DAYS ago")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, change nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sdperf`` argument parser (subcommands set ``func``)."""
+    parser = argparse.ArgumentParser(
+        prog="sdperf", description="pytest-sdperf's reports, comparisons, history, baselines and "
+        "models. Exit status: 0 fine, 1 a regression (compare), 2 an error.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("report", help="write the HTML report of a --sdperf-json file")
+    p.add_argument("results", metavar="RESULTS.json")
+    p.add_argument("--html", required=True, metavar="OUT.html")
+    p.add_argument("--history", metavar="DB", help="history database URL or SQLite file, for trends")
+    p.add_argument("--reference", metavar="VARIANT", help="speedups' base (default: as in the run)")
+    p.set_defaults(func=cmd_report)
+    _add_compare(sub)
+    p = sub.add_parser("history", help="recorded runs with change points")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"URL or SQLite file (default {DEFAULT_DB})")
+    p.add_argument("--variant", help="only this variant")
+    p.add_argument("--machine-key", help="only this machine key")
+    p.add_argument("--last", type=int, default=30, metavar="N", help="the last N runs of each test (default 30)")
+    p.set_defaults(func=cmd_history)
+    _add_baselines(sub)
+    p = sub.add_parser("model", help="build the embedded tiny model")
+    msub = p.add_subparsers(dest="action", required=True, metavar="build")
+    q = msub.add_parser("build", help="build a model into a folder")
+    q.add_argument("name", choices=["tiny"])
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.set_defaults(func=cmd_model_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sdperf`` console script; returns the exit status."""
+    from .baselines import BaselineError
+    from .history import HistoryError
+
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (CliError, HistoryError, BaselineError, ValueError, OSError) as exc:
+        print(f"sdperf: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
