@@ -36,7 +36,8 @@ ENTRY_SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["samples"],
             "properties": {
-                "samples": {"type": "array", "minItems": 1, "items": {**_NUM, "exclusiveMinimum": 0}}
+                "samples": {"type": "array", "minItems": 1, "items": {**_NUM, "exclusiveMinimum": 0}},
+                "calibration": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
             },
         },
         "memory": {
@@ -116,6 +117,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide baselines from teammates
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

@@ -1,6 +1,6 @@
 """Pure verdict functions: (measurement, baseline, thresholds) -> checks.
 
-Latency rule: the ratio of medians (current / baseline) with a 95% bootstrap confidence
+Latency rule (samples may be seconds, or seconds over the calibration workload): the ratio of medians (current / baseline) with a 95% bootstrap confidence
 interval from the two sets of samples. Regression when the interval's lower bound is above
 ``1 + latency_pct/100``; pass when the point estimate is at or below that limit;
 inconclusive when the estimate is above the limit but the interval reaches below it (noise
@@ -30,6 +30,7 @@ class Check:
     limit: float
     unit: str
     detail: str = ""
+    detectable_pct: float | None = None
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""
@@ -82,6 +83,10 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
         f"median {np.median(current):.3f} s vs {np.median(baseline):.3f} s, "
         f"95% CI of the ratio {low:.3f}-{high:.3f}, n={len(current)}/{len(baseline)}"
     )
+    # A true ratio R shows up with about this interval around it, so the run flags it once
+    # R - halfwidth > limit: the smallest slowdown this run could have detected.
+    detectable = (limit + (high - low) / 2 - 1.0) * 100.0
+    detail += f", smallest detectable slowdown {detectable:.0f}%"
     if low > limit:
         status = FAIL
     elif point <= limit:
@@ -89,7 +94,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     else:
         status = INCONCLUSIVE
         detail += "; too noisy to decide: raise --sdperf-rounds"
-    return Check("latency ratio", status, point, 1.0, limit, "x", detail)
+    return Check("latency ratio", status, point, 1.0, limit, "x", detail, detectable)
 
 
 def compare_memory(current: float, baseline: float, pct: float, figure: str) -> Check:

@@ -11,6 +11,9 @@ from typing import Any
 DEFAULT_ROUNDS = 5
 DEFAULT_WARMUP = 1
 DEFAULT_TIMEOUT_S = 900.0
+AUTO_MIN_ROUNDS = 5
+AUTO_MAX_ROUNDS = 60
+AUTO_HALFWIDTH = 0.02  # stop when the 95% CI of the median is within +-2%
 
 
 def positive_int(text: str) -> int:
@@ -22,6 +25,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
     return value
+
+
+def rounds_value(text: str) -> int:
+    """A positive round count, or 'auto' (returned as 0): sample until the median is known."""
+    if text.strip().lower() == "auto":
+        return 0
+    return positive_int(text)
 
 
 def non_negative_int(text: str) -> int:
@@ -56,6 +66,13 @@ def device_choice(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, cpu, cuda, cuda:N")
 
 
+def gate_mode(text: str) -> str:
+    """relative (latency over the interleaved calibration workload) or absolute (seconds)."""
+    if text not in ("relative", "absolute"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'relative' or 'absolute'")
+    return text
+
+
 def key_value(text: str) -> tuple[str, str]:
     """'tome_ratio=0.5' -> ('tome_ratio', '0.5')."""
     key, sep, value = text.partition("=")
@@ -74,6 +91,14 @@ def variant_patterns(text: str) -> tuple[str, ...]:
     return items
 
 
+def history_target(text: str) -> str:
+    """A database URL (``postgresql+psycopg://host/db``), a SQLite file path, or 'default'."""
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("empty: give a database URL, a file path or 'default'")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the plugin reads from options and ini keys, validated once."""
@@ -84,7 +109,7 @@ class Settings:
     baselines_dir: Path
     update: bool
     update_all: bool
-    rounds: int
+    rounds: int  # 0 means auto: sample until the median is known to AUTO_HALFWIDTH
     warmup: int
     cache_dir: Path
     json_path: Path | None
@@ -94,6 +119,12 @@ class Settings:
     sets: tuple[tuple[str, str], ...] = ()
     memray_dir: Path | None = None
     reference_variant: str = "torch-fp32"
+    gate_mode: str = "relative"
+    time_budget_s: float = 120.0
+    benchmark_json: Path | None = None
+    machine_key: str | None = None
+    html_path: Path | None = None
+    history: str | None = None  # a database URL, a SQLite file path, or 'default'
 
 
 def _default_cache_dir() -> Path:
@@ -147,7 +178,7 @@ def settings_from_config(config: Any) -> Settings:
         update=bool(config.getoption("sdperf_update")) or _pick_bool(config, "sdperf_update"),
         update_all=bool(config.getoption("sdperf_update_all"))
         or _pick_bool(config, "sdperf_update_all"),
-        rounds=_pick(config, "sdperf_rounds", "sdperf_rounds", positive_int, DEFAULT_ROUNDS),
+        rounds=_pick(config, "sdperf_rounds", "sdperf_rounds", rounds_value, DEFAULT_ROUNDS),
         warmup=_pick(config, "sdperf_warmup", "sdperf_warmup", non_negative_int, DEFAULT_WARMUP),
         cache_dir=_pick(
             config, "sdperf_cache_dir", "sdperf_cache_dir", _path, _default_cache_dir()
@@ -162,9 +193,19 @@ def settings_from_config(config: Any) -> Settings:
         sets=tuple(config.getoption("sdperf_set") or ())
         + tuple(key_value(line) for line in config.getini("sdperf_set") or ()),
         memray_dir=_pick(config, "sdperf_memray_dir", "sdperf_memray_dir", _path, None),
+        gate_mode=_pick(config, "sdperf_gate", "sdperf_gate", gate_mode, "relative"),
+        time_budget_s=_pick(
+            config, "sdperf_time_budget", "sdperf_time_budget", positive_float, 120.0
+        ),
+        benchmark_json=_pick(
+            config, "sdperf_benchmark_json", "sdperf_benchmark_json", _path, None
+        ),
+        machine_key=_pick(config, "sdperf_machine_key", "sdperf_machine_key", str, None),
         reference_variant=_pick(
             config, "sdperf_reference", "sdperf_reference", str, "torch-fp32"
         ),
+        html_path=_pick(config, "sdperf_html", "sdperf_html", _path, None),
+        history=_pick(config, "sdperf_history", "sdperf_history", history_target, None),
     )
 
 

@@ -11,16 +11,17 @@ import datetime as dt
 import re
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import pytest
 
-from .baselines import BaselineError, atomic_write_text
+from .baselines import BaselineError
 from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
+from .measure.latency import LatencyStats
 from .measure.similarity import Similarity, compare_images, load_png
-from .session import Measurement, Record, SdperfState
+from .session import Measurement, Record, SdperfState, WorkerFailure
 from .variants.registry import VariantSpec
 from .workload import Thresholds
 
@@ -41,11 +42,17 @@ class Gate:
 
     def check(self, m: Measurement) -> Record:
         """Judge ``m``; fails the test (pytest.fail) on a regression or a new recording."""
+        if isinstance(m, WorkerFailure):
+            pytest.fail(m.message, pytrace=False)
         try:
             entry = self.state.store.get(self.test_id)
         except BaselineError as exc:
-            self._record(m, None, "error", str(exc))
-            pytest.fail(str(exc), pytrace=False)
+            if not self.state.settings.update_all:
+                self._record(m, None, "error", str(exc))
+                pytest.fail(str(exc), pytrace=False)
+            entry = None
+        if self.state.foreign_baseline:
+            return self._check_foreign(m, entry)
         thresholds = self._thresholds(entry)
         problems: list[str] = []
         similarity = self._similarity(m, problems)
@@ -55,10 +62,14 @@ class Gate:
         if entry is None or s.update_all:
             self.state.store.queue(self.test_id, new_entry)
             if entry is None and not s.update_all:
+                others = self.state.other_keys()
+                seen = f" (baselines exist for other machines: {', '.join(others)}; they are " \
+                    "never compared silently, see --sdperf-machine-key)" if others else ""
                 problems.append(f"no baseline entry for {self.test_id} in {self.state.store.path}: "
-                                "recorded now; run again to compare")
-        checks = [] if entry is None else self._checks(m, entry, similarity, thresholds)
+                                f"recorded now; run again to compare{seen}")
+        checks = self._checks(m, entry, similarity, thresholds)
         regressions = [c for c in checks if c.status == FAIL]
+        record.detectable_pct = checks[0].detectable_pct if checks else None  # latency's
         for c in checks:
             if c.status == INCONCLUSIVE:
                 record.verdict = "inconclusive"
@@ -76,21 +87,60 @@ class Gate:
             pytest.fail("\n".join(problems), pytrace=False)
         return record
 
+    def _check_foreign(self, m: Measurement, entry: Mapping[str, Any] | None) -> Record:
+        """Against another machine's file: calibration-relative latency and similarity only."""
+        store, here = self.state.store, self.state.machine.key
+        if entry is None:
+            pytest.skip(f"no entry for {self.test_id} in {store.path} (machine key "
+                        f"{store.machine_key}; this machine is {here})")
+        t = self._thresholds(entry)
+        cur, base = m.latency.relative(), LatencyStats.from_dict(entry["latency"]).relative()
+        if not (cur and base):
+            pytest.skip(f"baseline of machine {store.machine_key} has no calibration samples; "
+                        f"this machine ({here}) cannot be compared with it by ratio")
+        problems: list[str] = []
+        sim = self._similarity(m, problems)
+        checks = [replace(compare_latency(cur, base, t.latency_pct),
+                          metric=f"latency ratio (relative, vs machine {store.machine_key})")]
+        if sim is not None:
+            checks += compare_similarity(sim.ssim, sim.psnr, t.min_ssim, t.min_psnr)
+        record = self._record(m, sim, "pass")
+        failed = [c for c in checks if c.status == FAIL]
+        if failed:
+            record.verdict, record.reason = "regression", "; ".join(c.message() for c in failed)
+            pytest.fail("\n".join([f"sdperf regression in {self.test_id} against {store.path} "
+                                   f"(another machine: {store.machine_key}):",
+                                   *(f"  {c.message()}" for c in failed)]), pytrace=False)
+        return record
+
     def _thresholds(self, entry: Mapping[str, Any] | None) -> Thresholds:
-        if entry is not None:
-            return Thresholds().merged(entry["thresholds"])
-        return Thresholds().merged(self.spec.thresholds).merged(self.marker_thresholds)
+        """Defaults < the variant's < the baseline entry's (hand edits) < the marker's."""
+        stored = entry["thresholds"] if entry is not None else {}
+        return Thresholds().merged(self.spec.thresholds).merged(stored).merged(self.marker_thresholds)
 
     def _checks(
-        self, m: Measurement, entry: Mapping[str, Any], sim: Similarity | None, t: Thresholds
+        self, m: Measurement, entry: Mapping[str, Any] | None, sim: Similarity | None, t: Thresholds
     ) -> list[Check]:
-        checks = [compare_latency(m.latency.samples, entry["latency"]["samples"], t.latency_pct)]
-        gated = m.memory.gated_value()
-        if gated is not None and entry["memory"].get(gated[0]):
-            checks.append(compare_memory(gated[1], entry["memory"][gated[0]], t.memory_pct, gated[0]))
+        """Latency first (its check carries the detectable slowdown), then memory, similarity."""
+        checks = []
+        if entry is not None:
+            checks.append(self._latency_check(m, entry, t))
+            gated = m.memory.gated_value()
+            if gated is not None and entry["memory"].get(gated[0]):
+                base = entry["memory"][gated[0]]
+                checks.append(compare_memory(gated[1], base, t.memory_pct, gated[0]))
         if sim is not None:
             checks.extend(compare_similarity(sim.ssim, sim.psnr, t.min_ssim, t.min_psnr))
         return checks
+
+    def _latency_check(self, m: Measurement, entry: Mapping[str, Any], t: Thresholds) -> Check:
+        """Relative to the calibration workload where both sides have it, else seconds."""
+        stored = LatencyStats.from_dict(entry["latency"])
+        cur_rel, base_rel = m.latency.relative(), stored.relative()
+        if self.state.settings.gate_mode == "relative" and cur_rel and base_rel:
+            check = compare_latency(cur_rel, base_rel, t.latency_pct)
+            return replace(check, metric="latency ratio (relative to calibration)")
+        return compare_latency(m.latency.samples, stored.samples, t.latency_pct)
 
     def _regression_text(
         self, m: Measurement, regressions: list[Check], new_entry: Mapping[str, Any]
@@ -105,6 +155,9 @@ class Gate:
         if s.update and not s.update_all:
             store.queue(self.test_id, new_entry)
             lines.append("  --sdperf-update: the baseline entry was rewritten with these figures")
+            if m.variant == s.reference_variant and any(c.metric in ("SSIM", "PSNR") for c in regressions):
+                self._write_references(m, self.reference_paths(m))
+                lines.append("  --sdperf-update: the reference images were rewritten too")
         else:
             lines.append("  if the change is intended: rerun with --sdperf-update")
         return lines
@@ -138,7 +191,7 @@ class Gate:
         return [folder / f"{m.workload.key()}-{i}.png" for i in range(m.workload.images_per_prompt)]
 
     def _write_references(self, m: Measurement, refs: list[Path]) -> None:
-        for src, dst in zip(m.images, refs):
+        for src, dst in zip(m.images, refs, strict=True):
             dst.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(dst, src.read_bytes())
         self.state.notes.append(f"reference images written: {refs[0].parent}")
@@ -174,6 +227,8 @@ class Gate:
             p90_s=m.latency.p90, first_call_s=m.latency.first_call_s,
             memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
             psnr=sim.to_dict()["psnr"] if sim else None, info=dict(m.info), reason=reason,
+            samples=m.latency.samples, images=tuple(str(p) for p in m.images),
+            reference_images=tuple(str(p) for p in self.reference_paths(m)),
         )
         self.state.records.append(record)
         return record
@@ -185,5 +240,3 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp.write_bytes(data)
     tmp.replace(path)
 
-
-__all__ = ["Gate", "SdperfInconclusive", "atomic_write_text"]

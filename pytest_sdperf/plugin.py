@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import hookspecs
 from .config import (
-    Settings, UsageError, device_choice, key_value, non_negative_int, positive_float,
-    positive_int, settings_from_config, variant_patterns,
+    Settings,
+    UsageError,
+    device_choice,
+    gate_mode,
+    history_target,
+    key_value,
+    non_negative_int,
+    positive_float,
+    rounds_value,
+    settings_from_config,
+    variant_patterns,
 )
 from .workload import Workload, parse_marker_kwargs
+
+if TYPE_CHECKING:
+    from .session import SdperfState  # noqa: F401  (named in a string below)
 
 STATE = pytest.StashKey["SdperfState"]()
 SKIP_REASON = "run with --sdperf"
@@ -25,15 +37,29 @@ OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("--sdperf-variants", {"metavar": "LIST", "type": variant_patterns},
      "comma list of variant names, globs or a+b compositions (default: all)"),
     ("--sdperf-baselines", {"metavar": "DIR"}, "baseline folder (default: baselines/)"),
-    ("--sdperf-rounds", {"metavar": "N", "type": positive_int}, "timed rounds (default 5)"),
+    ("--sdperf-rounds", {"metavar": "N", "type": rounds_value},
+     "timed rounds (default 5), or 'auto': until the median is known to +-2% or the time budget"),
+    ("--sdperf-time-budget", {"metavar": "S", "type": positive_float},
+     "seconds of timed rounds per variant with --sdperf-rounds auto (default 120)"),
     ("--sdperf-warmup", {"metavar": "N", "type": non_negative_int}, "warm-up calls (default 1)"),
     ("--sdperf-cache-dir", {"metavar": "DIR"}, "model/artifact cache (default ~/.cache/pytest-sdperf)"),
     ("--sdperf-json", {"metavar": "PATH"}, "write this run's results as JSON"),
+    ("--sdperf-benchmark-json", {"metavar": "PATH"},
+     "write the timed rounds in pytest-benchmark's JSON format (for pytest-benchmark compare)"),
     ("--sdperf-timeout", {"metavar": "S", "type": positive_float}, "worker timeout (default 900)"),
     ("--sdperf-device", {"metavar": "DEV", "type": device_choice}, "auto (default), cpu, cuda"),
     ("--sdperf-memray-dir", {"metavar": "DIR"}, "keep each variant's memray capture here"),
+    ("--sdperf-gate", {"metavar": "MODE", "type": gate_mode},
+     "relative (default: latency over an interleaved calibration workload) or absolute"),
+    ("--sdperf-machine-key", {"metavar": "KEY"},
+     "compare with another machine's baseline file, by calibration-relative latency only"),
     ("--sdperf-reference", {"metavar": "VARIANT"},
      "the variant whose images are the reference and speedups' base (default torch-fp32)"),
+    ("--sdperf-html", {"metavar": "PATH"},
+     "write a self-contained HTML report (table, charts, images, trends) to PATH"),
+    ("--sdperf-history", {"metavar": "URL_OR_PATH", "type": history_target},
+     "append results to a history database: a SQLAlchemy URL (postgresql+psycopg://...), "
+     "a SQLite file, or 'default' (<baselines>/history.sqlite)"),
 )
 FLAGS = (
     ("--sdperf", "run the sdperf benchmark tests (skipped otherwise)"),
@@ -91,6 +117,19 @@ def pytest_configure(config: pytest.Config) -> None:
     except (UsageError, VariantError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
+    if settings.enabled and _xdist_workers(config):
+        config.issue_config_time_warning(pytest.PytestWarning(
+            "pytest-sdperf: timings taken while pytest-xdist runs tests in parallel compete for "
+            "the same cores and are not trustworthy; results and baselines stay consistent "
+            "(file lock), but record and gate latency without -n"), stacklevel=2)
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    try:
+        value = config.getoption("numprocesses")
+    except ValueError:
+        return 0
+    return 0 if value in (None, 0, "0") else 2
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -99,14 +138,14 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return None
     from _pytest.main import wrap_session
 
-    return wrap_session(config, _list_variants)  # type: ignore[no-any-return]
+    return wrap_session(config, _list_variants)
 
 
 def _list_variants(config: pytest.Config, session: pytest.Session) -> int:
     from .variants.availability import unavailable_reason
 
     state = config.stash[STATE]
-    tr = config.pluginmanager.get_plugin("terminalreporter")
+    tr: Any = config.pluginmanager.get_plugin("terminalreporter")
     tr.section("sdperf variants")
     for spec in state.registry:
         reason = unavailable_reason(spec)
@@ -114,6 +153,10 @@ def _list_variants(config: pytest.Config, session: pytest.Session) -> int:
         tr.write_line(f"{spec.name:28} {spec.family:10} {'runs here' if not reason else 'cannot run'}")
         tr.write_line(f"    {spec.description}")
         tr.write_line(f"    needs: {needs or 'nothing extra'}" + (f"; {reason}" if reason else ""))
+    for pattern in state.registry.patterns():
+        tr.write_line(f"{pattern.shown:28} {'pattern':10} (any value, e.g. as listed above)")
+        tr.write_line(f"    {pattern.description}")
+    tr.write_line("compose any of these with '+', e.g. torch-bf16+dpm-solver+tome")
     return 0
 
 
@@ -144,7 +187,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def sdperf_settings(pytestconfig: pytest.Config) -> Settings:
     """The validated sdperf settings of this session."""
-    return pytestconfig.stash[STATE].settings
+    settings: Settings = pytestconfig.stash[STATE].settings
+    return settings
 
 
 @pytest.fixture
@@ -170,17 +214,18 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
                        sdperf_workload: Workload, tmp_path: Path) -> Any:
     """Build the variant in a fresh worker process and measure it (a ``Measurement``).
 
-    A worker that raises, crashes or exceeds ``--sdperf-timeout`` fails this test with the
-    worker's output; a variant that finds it cannot run here skips with its reason.
+    A worker that raises, crashes or exceeds ``--sdperf-timeout`` fails this test (in its
+    call phase, when the measurement is used) with the worker's output; a variant that finds
+    it cannot run here skips with its reason.
     """
     from .models.source import ModelError
-    from .session import Measurement
+    from .session import Measurement, WorkerFailure
 
     state = request.config.stash[STATE]
     try:
         model = state.model()
     except ModelError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        return WorkerFailure(str(exc))
     capture = None
     if state.settings.memray_dir:
         capture = state.settings.memray_dir / (re.sub(r"[^\w.-]+", "_", request.node.nodeid) + ".bin")
@@ -188,7 +233,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
     if outcome.status == "skip":
         pytest.skip(outcome.result.get("reason", "the variant skipped itself"))
     if outcome.status != "ok":
-        pytest.fail(outcome.failure_text(sdperf_variant.name, state.settings.timeout_s), pytrace=False)
+        return WorkerFailure(outcome.failure_text(sdperf_variant.name, state.settings.timeout_s))
     return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.result)
 
 
@@ -209,7 +254,7 @@ def sdperf_gate(request: pytest.FixtureRequest, sdperf_variant: Any, tmp_path: P
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Flush queued baseline writes once, and write --sdperf-json."""
+    """Flush queued baseline writes once; write --sdperf-json, the history and --sdperf-html."""
     from .baselines import BaselineError
     from .report import write_json
 
@@ -222,10 +267,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     except BaselineError as exc:
         state.notes.append(f"baselines not written: {exc}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if state.settings.benchmark_json:
+        from .interop import write_benchmark_json
+
+        write_benchmark_json(state.settings.benchmark_json, state.records)
+        state.written.append(state.settings.benchmark_json)
     if state.settings.json_path:
         write_json(state.settings.json_path, state.header(), state.records,
                    state.settings.reference_variant)
         state.written.append(state.settings.json_path)
+    history = _record_history(state) if state.settings.history else None
+    if state.settings.html_path:
+        from .html_report import write_html
+
+        write_html(state.settings.html_path, state.header(), state.records,
+                   state.settings.reference_variant, history)
+        state.written.append(state.settings.html_path)
+
+
+def _record_history(state: SdperfState) -> Any:
+    """Append this run to --sdperf-history; this machine's history, or None (with a note)."""
+    from .history import HistoryError, append_and_load
+
+    try:
+        return append_and_load(str(state.settings.history), state.settings.baselines_dir,
+                               state.header(), state.records)
+    except HistoryError as exc:
+        state.notes.append(f"history not recorded: {exc}")
+        return None
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

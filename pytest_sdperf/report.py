@@ -38,7 +38,7 @@ def _num(value: float | None, fmt: str) -> str:
 def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[tuple[str, ...]]:
     """One row of strings per record, in COLUMNS order."""
     ups = speedups(records, reference)
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in records:
         mem = r.memory.get("cuda_peak") or r.memory.get("peak_rss")
         ips = r.info.get("images_per_s")
@@ -61,7 +61,7 @@ def table(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list
     body = rows(records, reference)
     widths = [max(len(c), *(len(row[i]) for row in body)) for i, c in enumerate(COLUMNS)]
     def fmt(cells: Iterable[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
     return [fmt(COLUMNS), fmt("-" * w for w in widths), *(fmt(row) for row in body)]
 
 

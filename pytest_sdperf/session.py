@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .baselines import BaselineStore
-from .config import Settings
+from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings
 from .machine import Machine, this_machine
 from .measure.latency import LatencyStats
 from .measure.memory import MemoryStats
@@ -59,6 +59,21 @@ class Measurement:
         )
 
 
+class WorkerFailure:
+    """Stands in for a Measurement when the worker crashed, hung or raised.
+
+    The test fails, in its call phase, as soon as it touches the measurement.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __getattr__(self, name: str) -> Any:
+        import pytest
+
+        pytest.fail(self.message, pytrace=False)
+
+
 @dataclass
 class Record:
     """One test's row in the summary and the JSON results."""
@@ -76,6 +91,10 @@ class Record:
     psnr: float | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
+    detectable_pct: float | None = None
+    samples: tuple[float, ...] = ()
+    images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
+    reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
 
 
 def package_versions() -> dict[str, str]:
@@ -118,8 +137,21 @@ class SdperfState:
     def store(self) -> BaselineStore:
         """The baseline file for this machine key."""
         if self._store is None:
-            self._store = BaselineStore(self.settings.baselines_dir, self.machine.key)
+            key = self.settings.machine_key or self.machine.key
+            self._store = BaselineStore(self.settings.baselines_dir, key)
         return self._store
+
+    @property
+    def foreign_baseline(self) -> bool:
+        """True when --sdperf-machine-key points at another machine's baseline file."""
+        return self.store.machine_key != self.machine.key
+
+    def other_keys(self) -> list[str]:
+        """Machine keys that have baseline files here, other than this machine's."""
+        return sorted(
+            p.stem for p in self.settings.baselines_dir.glob("*.json")
+            if ".obtained" not in p.name and p.stem != self.machine.key
+        )
 
     def model(self) -> ModelRef:
         """The source model, resolved (and the tiny one built) on first use."""
@@ -150,8 +182,9 @@ class SdperfState:
     def run(
         self, spec: VariantSpec, wl: Workload, workdir: Path, rounds: int | None = None,
         warmup: int | None = None, memray_capture: Path | None = None,
+        extra_settings: Mapping[str, str] | None = None,
     ) -> WorkerOutcome:
-        """Measure one variant in a worker process."""
+        """Measure one variant in a worker process (``extra_settings`` add to --sdperf-set)."""
         s = self.settings
         request = {
             "variant": spec.to_dict(),
@@ -159,8 +192,10 @@ class SdperfState:
             "workload": wl.to_dict(),
             "cache_dir": str(s.cache_dir),
             "device": self.device(),
-            "settings": dict(s.sets),
+            "settings": {**dict(s.sets), **dict(extra_settings or {})},
             "rounds": s.rounds if rounds is None else rounds,
+            "auto": {"min_rounds": AUTO_MIN_ROUNDS, "max_rounds": AUTO_MAX_ROUNDS,
+                     "halfwidth": AUTO_HALFWIDTH, "budget_s": s.time_budget_s},
             "warmup": s.warmup if warmup is None else warmup,
             "out_dir": str(workdir / "images"),
             "memray_capture": str(memray_capture) if memray_capture else None,

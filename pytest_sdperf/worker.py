@@ -35,9 +35,9 @@ def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text())
     result_path = Path(argv[1])
     cpus = request["variant"].get("cpus")
-    if cpus:
-        os.sched_setaffinity(0, parse_cpus(cpus))
     try:
+        if cpus:
+            _pin(cpus)
         result = measure(request)
     except SkipVariant as exc:
         result = {"status": "skip", "reason": str(exc)}
@@ -50,8 +50,18 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _pin(cpus: str) -> None:
+    """Pin this process to ``cpus``; CPUs this machine does not offer skip the variant."""
+    try:
+        os.sched_setaffinity(0, parse_cpus(cpus))
+    except (OSError, ValueError) as exc:
+        raise SkipVariant(f"cannot pin the worker to CPUs {cpus} ({exc}); this machine "
+                          f"offers CPUs {sorted(os.sched_getaffinity(0))}") from None
+
+
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """Build the variant, time it, measure its memory, save its images."""
+    from .measure.calibration import make_calibration
     from .measure.latency import LatencyStats, StageClock
     from .variants.base import BuildContext, ModelRef
     from .variants.build import build_pipeline, make_generate, sync_fn
@@ -63,6 +73,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         cache_dir=Path(request["cache_dir"]),
         device=request["device"],
         settings=request.get("settings", {}),
+        variant=request["variant"].get("name", ""),
     )
     start = time.perf_counter()
     pipeline = build_pipeline(request["variant"], ctx)
@@ -71,15 +82,19 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     clock = StageClock(pipeline.pipe, sync)
     generate, latents_sha = make_generate(pipeline, ctx, clock)
     images = _timed(generate, sync)[1]
-    first_call_s = time.perf_counter() - start
+    # Time a loader spent filling a cache (exporting, quantizing) is reported on its own.
+    first_call_s = time.perf_counter() - start - float(pipeline.info.get("cache_build_s", 0.0))
     for _ in range(request["warmup"]):
         generate()
     clock.reset()
-    samples = []
-    for _ in range(request["rounds"]):
+    calibrate = make_calibration(ctx.device, "torch" in sys.modules)
+    samples: list[float] = []
+    calibration: list[float] = []
+    while _more_rounds(request, samples, calibration):
+        calibration.append(calibrate())
         seconds, images = _timed(generate, sync)
         samples.append(seconds)
-    stats = LatencyStats.from_samples(samples, first_call_s, clock.stages())
+    stats = LatencyStats.from_samples(samples, first_call_s, clock.stages(), calibration)
     out_dir = Path(request["out_dir"])
     return {
         "status": "ok",
@@ -92,6 +107,22 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         "latents_sha256": latents_sha,
         "device": ctx.device,
     }
+
+
+def _more_rounds(request: dict[str, Any], samples: list[float], calibration: list[float]) -> bool:
+    """Fixed rounds, or (rounds 0 = auto) until the median is known well enough or time is up."""
+    rounds = int(request["rounds"])
+    if rounds > 0:
+        return len(samples) < rounds
+    auto = request["auto"]
+    if len(samples) < auto["min_rounds"]:
+        return True
+    if len(samples) >= auto["max_rounds"] or sum(samples) >= auto["budget_s"]:
+        return False
+    from .measure.latency import median_ci_halfwidth
+
+    relative = [s / c for s, c in zip(samples, calibration, strict=True)]
+    return median_ci_halfwidth(relative) > float(auto["halfwidth"])
 
 
 def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:

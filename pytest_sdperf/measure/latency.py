@@ -12,7 +12,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Summary of the timed rounds (seconds); ``samples`` keeps the raw data for the gates."""
+    """Summary of the timed rounds (seconds); ``samples`` keeps the raw data for the gates.
+
+    ``calibration`` holds the seconds of the calibration workload timed just before each
+    round (see measure/calibration.py); ``relative()`` divides each round by it.
+    """
 
     samples: tuple[float, ...]
     p50: float
@@ -21,6 +25,13 @@ class LatencyStats:
     stdev: float
     first_call_s: float | None = None
     stages: Mapping[str, float] = field(default_factory=dict)
+    calibration: tuple[float, ...] = ()
+
+    def relative(self) -> tuple[float, ...] | None:
+        """Each round's seconds over its calibration's seconds; None without calibration."""
+        if len(self.calibration) != len(self.samples) or not all(c > 0 for c in self.calibration):
+            return None
+        return tuple(s / c for s, c in zip(self.samples, self.calibration, strict=True))
 
     @classmethod
     def from_samples(
@@ -28,6 +39,7 @@ class LatencyStats:
         samples: list[float] | tuple[float, ...],
         first_call_s: float | None = None,
         stages: Mapping[str, float] | None = None,
+        calibration: list[float] | tuple[float, ...] = (),
     ) -> LatencyStats:
         """Compute p50/p90/mean/stdev; one sample has a stdev of 0."""
         if not samples:
@@ -41,12 +53,14 @@ class LatencyStats:
             stdev=float(statistics.stdev(data)) if len(data) > 1 else 0.0,
             first_call_s=first_call_s,
             stages=dict(stages or {}),
+            calibration=tuple(float(c) for c in calibration),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         out = asdict(self)
         out["samples"] = list(self.samples)
+        out["calibration"] = list(self.calibration)
         out["stages"] = dict(self.stages)
         return out
 
@@ -54,8 +68,22 @@ class LatencyStats:
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyStats:
         """The inverse of ``to_dict`` (statistics are recomputed from the samples)."""
         return cls.from_samples(
-            list(data["samples"]), data.get("first_call_s"), data.get("stages") or {}
+            list(data["samples"]), data.get("first_call_s"), data.get("stages") or {},
+            list(data.get("calibration") or ()),
         )
+
+
+def median_ci_halfwidth(samples: list[float] | tuple[float, ...]) -> float:
+    """Half the width of the 95% bootstrap CI of the median, relative to the median."""
+    from scipy.stats import bootstrap
+
+    data = np.asarray(samples, dtype=float)
+    if len(data) < 3:
+        return float("inf")
+    res = bootstrap((data,), np.median, n_resamples=1000, confidence_level=0.95,
+                    method="percentile", rng=np.random.default_rng(0))
+    low, high = res.confidence_interval
+    return float((high - low) / 2 / np.median(data))
 
 
 class StageClock:

@@ -36,7 +36,8 @@ def load_png(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        array: np.ndarray = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return array
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
@@ -48,7 +49,8 @@ def save_png(array: np.ndarray, path: Path) -> None:
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Float images in [0, 1] (N, H, W, 3) to uint8, rounding as PIL does."""
-    return (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    out: np.ndarray = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return out
 
 
 def compare_images(obtained: list[np.ndarray], reference: list[np.ndarray]) -> Similarity:
@@ -58,7 +60,7 @@ def compare_images(obtained: list[np.ndarray], reference: list[np.ndarray]) -> S
     if len(obtained) != len(reference):
         raise ValueError(f"{len(obtained)} images obtained but {len(reference)} in the reference")
     ssims, psnrs, diffs = [], [], []
-    for got, ref in zip(obtained, reference):
+    for got, ref in zip(obtained, reference, strict=True):
         if got.shape != ref.shape:
             raise ValueError(f"image shape {got.shape} differs from the reference's {ref.shape}")
         ssims.append(float(structural_similarity(ref, got, channel_axis=-1, data_range=255)))

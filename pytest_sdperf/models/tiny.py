@@ -78,8 +78,7 @@ def byte_level_vocab() -> tuple[dict[str, int], list[str]]:
 def build_tiny(out_dir: Path) -> None:
     """Build the tiny pipeline deterministically and save it to ``out_dir`` (safetensors)."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
-    from diffusers import UNet2DConditionModel
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab, merges = byte_level_vocab()

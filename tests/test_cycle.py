@@ -1,0 +1,122 @@
+"""The baseline cycle, through pytest itself, with the fake pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_sdperf.testing import SdperfRun
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester) -> SdperfRun:
+    r = SdperfRun(pytester)
+    r.write_suite()
+    return r
+
+
+def _scale_samples(path, factor: float) -> None:
+    doc = json.loads(path.read_text())
+    for entry in doc["entries"].values():
+        entry["latency"]["samples"] = [s * factor for s in entry["latency"]["samples"]]
+    path.write_text(json.dumps(doc))
+
+
+def test_record_pass_regress_update_cycle(run: SdperfRun) -> None:
+    first = run.run("--sdperf-variants", "fake")
+    first.assert_outcomes(failed=1)
+    first.stdout.fnmatch_lines(["*no baseline entry for*recorded now*", "*no FP32 reference image*"])
+    path = run.baseline_file()
+    assert "test_gen[fake]" in path.read_text()
+
+    run.run("--sdperf-variants", "fake").assert_outcomes(passed=1)
+
+    _scale_samples(path, 1 / 3)  # the baseline now claims a 3x faster pipeline
+    before = path.read_bytes()
+    regressed = run.run("--sdperf-variants", "fake")
+    regressed.assert_outcomes(failed=1)
+    regressed.stdout.fnmatch_lines([
+        "*sdperf regression in*test_gen[[]fake[]]*",
+        "*latency ratio*: measured*limit 1.500x*",
+        f"*baseline: {path}*",
+        "*obtained:*obtained.json*",
+    ])
+    assert path.read_bytes() == before, "a failing run without --sdperf-update wrote the baseline"
+
+    updated = run.run("--sdperf-variants", "fake", "--sdperf-update")
+    updated.assert_outcomes(failed=1)
+    updated.stdout.fnmatch_lines(["*--sdperf-update: the baseline entry was rewritten*"])
+    assert path.read_bytes() != before
+    run.run("--sdperf-variants", "fake").assert_outcomes(passed=1)
+
+
+def test_update_all_rewrites_and_passes(run: SdperfRun) -> None:
+    run.run("--sdperf-variants", "fake").assert_outcomes(failed=1)
+    _scale_samples(run.baseline_file(), 1 / 3)
+    run.run("--sdperf-variants", "fake", "--sdperf-update-all").assert_outcomes(passed=1)
+    run.run("--sdperf-variants", "fake").assert_outcomes(passed=1)
+
+
+def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
+    """A variant whose code got 3x slower since its baseline was recorded."""
+    run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=1").assert_outcomes(failed=1)
+    result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*latency ratio*: measured 2.*x*"])
+
+
+def test_similarity_gate_fails_a_noisy_variant(run: SdperfRun) -> None:
+    run.run("--sdperf-variants", "fake,fake-noisy").assert_outcomes(failed=2)
+    result = run.run("--sdperf-variants", "fake,fake-noisy")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*SSIM: measured 0.*limit 0.9*"])
+    assert "test_gen[fake-noisy]" in result.stdout.str().split("FAILED")[-1]
+
+
+def test_memory_gate_fails_when_a_call_holds_more(run: SdperfRun) -> None:
+    slow = ("--sdperf-set", "fake_delay=0.1")  # so touching the pages is no latency change
+    run.run("--sdperf-variants", "fake-hungry", *slow, "--sdperf-set", "fake_hold_mb=0").assert_outcomes(failed=1)
+    result = run.run("--sdperf-variants", "fake-hungry", *slow, "--sdperf-set", "fake_hold_mb=200")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*memory (peak_rss): measured*MiB, baseline*MiB, limit*"])
+    assert "latency ratio" not in result.stdout.str()
+
+
+def test_summary_table_and_json(run: SdperfRun) -> None:
+    out = run.root / "results.json"
+    result = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-json", str(out))
+    result.stdout.fnmatch_lines(["*sdperf summary*", "variant*p50*speedup*SSIM*PSNR*verdict",
+                                 "fake *1.00x*", "fake-slow *0.3*x*"])
+    doc = json.loads(out.read_text())
+    assert {r["variant"] for r in doc["results"]} == {"fake", "fake-slow"}
+    assert doc["machine"]["key"] and doc["environment"]["python"]
+
+
+def test_other_machines_baselines_are_never_compared_silently(run: SdperfRun) -> None:
+    run.run("--sdperf-variants", "fake").assert_outcomes(failed=1)
+    mine = run.baseline_file()
+    other = mine.with_name("x86_64-some-other-cpu-avx512-64c.json")
+    mine.rename(other)
+    result = run.run("--sdperf-variants", "fake")
+    result.assert_outcomes(failed=1)  # recorded anew for this machine, naming the other key
+    result.stdout.fnmatch_lines(["*baselines exist for other machines: x86_64-some-other-cpu-avx512-64c*"])
+
+    before = other.read_bytes()
+    asked = run.run("--sdperf-variants", "fake", "--sdperf-machine-key", other.stem)
+    asked.assert_outcomes(passed=1)  # compared by calibration-relative latency, on request
+    assert other.read_bytes() == before  # another machine's file is never written
+
+    missing = run.run("--sdperf-variants", "fake", "--sdperf-machine-key", "nowhere", "-rs")
+    missing.assert_outcomes(skipped=1)
+    missing.stdout.fnmatch_lines(["*machine key nowhere; this machine is*"])
+
+
+def test_auto_rounds_stop_when_the_median_is_known(run: SdperfRun) -> None:
+    args = [a for a in run.args("--sdperf-variants", "fake") if a != "5"]
+    args[args.index("--sdperf-rounds") + 1:args.index("--sdperf-rounds") + 1] = ["auto"]
+    run.pytester.runpytest_subprocess(*args, "--sdperf-time-budget", "20")
+    entry = next(iter(json.loads(run.baseline_file().read_text())["entries"].values()))
+    samples = entry["latency"]["samples"]
+    assert 5 <= len(samples) <= 60 and sum(samples) < 25  # min rounds, max rounds, budget
+    assert len(entry["latency"]["calibration"]) == len(samples)

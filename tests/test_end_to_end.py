@@ -1,0 +1,64 @@
+"""The real path: the embedded tiny model, the torch-fp32 variant, a worker process each run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+SUITE = Path(__file__).parents[1] / "suites" / "test_text_to_image.py"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sdperf-cache")
+
+
+def run(pytester: pytest.Pytester, cache_dir: Path, *extra: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "--sdperf", "--sdperf-variants", "torch-fp32", "--sdperf-cache-dir", str(cache_dir),
+        "--sdperf-rounds", "5", "--sdperf-warmup", "1", "-p", "no:cacheprovider", *extra,
+    )
+
+
+def test_tiny_model_records_passes_and_catches_a_2x_regression(
+    pytester: pytest.Pytester, cache_dir: Path
+) -> None:
+    shutil.copy(SUITE, pytester.path / SUITE.name)
+    first = run(pytester, cache_dir)
+    first.assert_outcomes(failed=1)
+    first.stdout.fnmatch_lines(["*no baseline entry*recorded now*", "torch-fp32 *1.00x*recorded"])
+
+    second = run(pytester, cache_dir)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["torch-fp32 *s *1.00x*MiB*1.0000*pass"])
+
+    baseline = next(p for p in (pytester.path / "baselines").glob("*.json"))
+    doc = json.loads(baseline.read_text())
+    (entry,) = doc["entries"].values()
+    assert entry["similarity"]["ssim"] == 1.0  # same latents, same model: identical image
+    assert entry["memory"]["peak_rss"] > entry["memory"]["peak_heap"] > 0
+    assert entry["latency"]["stages"]["steps_per_call"] >= 10
+    entry["latency"]["samples"] = [s / 2 for s in entry["latency"]["samples"]]
+    baseline.write_text(json.dumps(doc))
+
+    third = run(pytester, cache_dir)
+    third.assert_outcomes(failed=1)
+    third.stdout.fnmatch_lines(["*sdperf regression in*torch-fp32*", "*latency ratio*: measured*limit 1.500x*"])
+
+
+def test_tiny_model_build_is_deterministic(tmp_path: Path) -> None:
+    from pytest_sdperf.models.source import MANIFEST, ensure_tiny
+
+    first = ensure_tiny(tmp_path / "a")
+    second = ensure_tiny(tmp_path / "b")
+    assert (first / MANIFEST).read_text() == (second / MANIFEST).read_text()
+    assert not list(first.rglob("*.bin")) and list(first.rglob("*.safetensors"))
+
+    weights = next(first.rglob("*.safetensors"))
+    weights.write_bytes(b"damaged")
+    rebuilt = ensure_tiny(tmp_path / "a")
+    assert (rebuilt / MANIFEST).read_text() == (second / MANIFEST).read_text()

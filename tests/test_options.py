@@ -1,0 +1,89 @@
+"""Options, ini twins, markers, variant selection and listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_sdperf.testing import SdperfRun
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester) -> SdperfRun:
+    r = SdperfRun(pytester, rounds=2)
+    r.write_suite()
+    return r
+
+
+def test_without_flag_benchmarks_are_skipped(pytester: pytest.Pytester, run: SdperfRun) -> None:
+    result = pytester.runpytest("-rs")
+    outcomes = result.parseoutcomes()  # every registered variant: collected, then skipped
+    assert set(outcomes) == {"skipped"} and outcomes["skipped"] >= 8
+    result.stdout.fnmatch_lines(["*run with --sdperf*"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sdperf-rounds", "0"], "*--sdperf-rounds*'0' must be 1 or more*"),
+        (["--sdperf-rounds", "many"], "*--sdperf-rounds*'many' is not an integer*"),
+        (["--sdperf-rounds", "x"], "*--sdperf-rounds*'x' is not an integer*"),
+        (["--sdperf-timeout", "-1"], "*--sdperf-timeout*must be a positive number*"),
+        (["--sdperf-device", "tpu"], "*--sdperf-device*'tpu' is not one of*"),
+        (["--sdperf-variants", "nope"], "*unknown variant 'nope'; known variants: torch-fp32*fake*"),
+        (["--sdperf-variants", "zz-*"], "*pattern 'zz-?' matches no variant*"),
+        (["--sdperf-variants", "fake,,x"], "*not a comma list of variant names*"),
+        (["--sdperf-set", "novalue"], "*'novalue' is not NAME=VALUE*"),
+        (["--sdperf-reference", "nope"], "*unknown variant 'nope'*"),
+    ],
+)
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester, run: SdperfRun,
+                                      args: list[str], message: str) -> None:
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_ini_twins_are_read_and_validated(pytester: pytest.Pytester, run: SdperfRun) -> None:
+    pytester.makeini("[pytest]\nsdperf_rounds = 0\n")
+    result = pytester.runpytest("--sdperf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini key sdperf_rounds = '0'*must be 1 or more*"])
+
+
+def test_ini_rounds_reach_the_worker(pytester: pytest.Pytester, run: SdperfRun) -> None:
+    pytester.makeini("[pytest]\nsdperf_rounds = 3\nsdperf_variants = fake\n")
+    args = [a for a in run.args() if a not in ("--sdperf-rounds", "2")]
+    pytester.runpytest_subprocess(*args)
+    import json
+    entry = next(iter(json.loads(run.baseline_file().read_text())["entries"].values()))
+    assert len(entry["latency"]["samples"]) == 3
+
+
+def test_marker_typo_is_an_error(pytester: pytest.Pytester, run: SdperfRun) -> None:
+    run.write_suite(marker_extra=", step=3")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown sdperf marker argument(s) ['step']; valid: " in result.stderr.str()
+
+
+def test_glob_and_composition_selection(pytester: pytest.Pytester, run: SdperfRun) -> None:
+    result = pytester.runpytest("--collect-only", "-q", "--sdperf-variants", "fake-h*,fake+fake-noisy")
+    result.stdout.fnmatch_lines(["*test_gen[[]fake-hungry[]]", "*test_gen[[]fake-hang[]]",
+                                 "*test_gen[[]fake+fake-noisy[]]"])
+
+
+def test_list_variants(pytester: pytest.Pytester, run: SdperfRun) -> None:
+    result = pytester.runpytest("--sdperf-list-variants")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*sdperf variants*", "torch-fp32 *torch*", "*needs: torch*",
+                                 "fake-crash *fake*runs here*"])
+
+
+def test_bad_model_folder_fails_with_fix(pytester: pytest.Pytester, run: SdperfRun) -> None:
+    bad = pytester.mkdir("pickled")
+    (bad / "model_index.json").write_text("{}")
+    (bad / "unet.bin").write_bytes(b"x")
+    result = pytester.runpytest_subprocess(*run.args("--sdperf-variants", "fake",
+                                                     "--sdperf-model", str(bad)))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pickle files (unet.bin)*--sdperf-allow-pickle*"])

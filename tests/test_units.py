@@ -1,0 +1,91 @@
+"""Small units: registry, composition, marker arguments, machine key, latency stats."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_sdperf.machine import Machine, isa_level
+from pytest_sdperf.measure.latency import LatencyStats
+from pytest_sdperf.variants.registry import VariantError, VariantRegistry, VariantSpec, compose
+from pytest_sdperf.workload import Workload, parse_marker_kwargs
+
+
+def spec(name: str, **kw: object) -> VariantSpec:
+    return VariantSpec(name=name, family="t", description=name, **kw)  # type: ignore[arg-type]
+
+
+def registry() -> VariantRegistry:
+    reg = VariantRegistry()
+    for s in (spec("a"), spec("b", transforms=("m:f",)), spec("ov", backend="openvino", loader="m:ov"),
+              spec("e1", backend="any", env={"X": "1"}), spec("e2", backend="any", env={"X": "2"})):
+        reg.add(s)
+    return reg
+
+
+def test_select_by_name_glob_and_composition() -> None:
+    reg = registry()
+    assert [s.name for s in reg.select(["e*", "a"])] == ["e1", "e2", "a"]
+    composed = reg.get("a+b+e1")
+    assert composed.transforms == ("m:f",) and composed.env == {"X": "1"}
+    assert composed.parts == ("a", "b", "e1") and composed.backend == "torch"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("a+ov", "cannot stack backends"),
+    ("e1+e2", "X is set to both"),
+    ("a+a", "appears twice"),
+    ("a+zzz", "unknown variant 'zzz'"),
+])
+def test_bad_compositions(name: str, message: str) -> None:
+    with pytest.raises(VariantError, match=message):
+        registry().get(name)
+
+
+def test_duplicate_and_bad_names() -> None:
+    reg = registry()
+    with pytest.raises(VariantError, match="registered twice"):
+        reg.add(spec("a"))
+    with pytest.raises(VariantError, match="may not"):
+        spec("a+b")
+    with pytest.raises(VariantError, match="module:function"):
+        spec("c", transforms=("nocolon",))
+
+
+def test_spec_round_trips_through_json() -> None:
+    s = registry().get("b+e1")
+    assert VariantSpec.from_dict(s.to_dict()) == s
+
+
+def test_compose_takes_the_loosest_thresholds() -> None:
+    c = compose([spec("x", thresholds={"min_ssim": 0.9, "latency_pct": 10}),
+                 spec("y", thresholds={"min_ssim": 0.5, "latency_pct": 30})])
+    assert c.thresholds == {"min_ssim": 0.5, "latency_pct": 30}
+
+
+def test_marker_arguments() -> None:
+    args = parse_marker_kwargs({"steps": 3, "min_ssim": 0.8}, "t")
+    assert args.workload == Workload(steps=3) and args.thresholds == {"min_ssim": 0.8}
+    with pytest.raises(ValueError, match="multiple of 8"):
+        parse_marker_kwargs({"height": 100}, "t")
+    with pytest.raises(ValueError, match="positive int"):
+        parse_marker_kwargs({"steps": 0}, "t")
+
+
+def test_workload_key_is_stable_and_sensitive() -> None:
+    assert Workload().key() == Workload().key()
+    assert Workload(seed=1).key() != Workload().key()
+
+
+def test_machine_key() -> None:
+    m = Machine("x86_64", "AMD EPYC 7B13 64-Core Processor", "avx2", 2, None)
+    assert m.key == "x86_64-amd-epyc-7b13-avx2-2c"
+    assert isa_level({"avx2", "avx512f", "amx_tile"}) == "amx"
+    assert isa_level({"sse2"}) == "base"
+
+
+def test_latency_stats() -> None:
+    stats = LatencyStats.from_samples([1.0, 2.0, 3.0])
+    assert (stats.p50, stats.mean, stats.stdev) == (2.0, 2.0, 1.0)
+    assert LatencyStats.from_dict(stats.to_dict()) == stats
+    with pytest.raises(ValueError):
+        LatencyStats.from_samples([])
