@@ -20,6 +20,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(pytester: pytest.Pytester, cache_dir: Path, *extra: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
         "--sdperf", "--sdperf-variants", "torch-fp32", "--sdperf-cache-dir", str(cache_dir),
+        "--sdperf-baselines", str(pytester.path / "baselines"),
         "--sdperf-rounds", "5", "--sdperf-warmup", "1", "-p", "no:cacheprovider", *extra,
     )
 
