@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from filelock import FileLock
 
@@ -142,20 +143,30 @@ def tiny_cache_key() -> str:
 
 def ensure_tiny(cache_dir: Path) -> Path:
     """The tiny model's folder in the cache, built (under a lock) if missing or damaged."""
+    from .tiny import build_tiny
+
     target = cache_dir / "models" / f"tiny-{tiny_cache_key()}"
+    return cached_folder(target, build_tiny, "the embedded tiny model")
+
+
+def cached_folder(target: Path, build: Callable[[Path], None], label: str) -> Path:
+    """``target``, built by ``build(folder)`` unless it is there and matches its manifest.
+
+    Built under a file lock into a temporary folder renamed into place, so concurrent runs build
+    once and a crash leaves no half folder; a damaged folder (a file whose sha256 differs from
+    the manifest) is rebuilt.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if _manifest_ok(target):
             return target
         if target.exists():
-            print(f"sdperf: tiny model at {target} is damaged; rebuilding", file=sys.stderr)
+            print(f"sdperf: {label} at {target} is damaged; rebuilding", file=sys.stderr)
             shutil.rmtree(target)
-        print(f"sdperf: building the embedded tiny model into {target}", file=sys.stderr)
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+        print(f"sdperf: building {label} into {target}", file=sys.stderr)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            from .tiny import build_tiny
-
-            build_tiny(tmp)
+            build(tmp)
             write_manifest(tmp)
             os.replace(tmp, target)
         finally:

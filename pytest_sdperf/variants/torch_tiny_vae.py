@@ -10,9 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +41,11 @@ def tiny_taesd_key() -> str:
 
 
 def ensure_tiny_taesd(cache_dir: Path) -> Path:
-    """The random AutoencoderTiny's folder in the cache, built under a lock if missing."""
-    from filelock import FileLock
-
-    from ..models.source import write_manifest
+    """The random AutoencoderTiny's folder in the cache, built under a lock if missing or damaged."""
+    from ..models.source import cached_folder
 
     target = cache_dir / "models" / f"tiny-taesd-{tiny_taesd_key()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "sdperf-manifest.json").is_file():
-            return target
-        shutil.rmtree(target, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny-taesd-", dir=target.parent))
-        try:
-            build_tiny_taesd(tmp)
-            write_manifest(tmp)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_folder(target, build_tiny_taesd, "the random tiny autoencoder")
 
 
 def build_tiny_taesd(out_dir: Path) -> None:
