@@ -22,6 +22,8 @@ import jsonschema
 from filelock import FileLock
 
 SCHEMA_VERSION = 1
+# What a baseline file keeps of the session header (a measured peak would churn every write).
+HEADER_KEYS = ("machine", "environment")
 
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -197,6 +199,7 @@ class BaselineStore:
         copying it to ``.bak``; without it such a file is left untouched.
         """
         written: list[Path] = []
+        header = {k: v for k, v in header.items() if k in HEADER_KEYS}
         if self._pending:
             with FileLock(str(self.path) + ".lock"):
                 written.append(self._merge_and_write(header, force))

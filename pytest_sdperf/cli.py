@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
+from .config import non_negative_float
 from .session import Record
 from .workload import Thresholds
 
@@ -262,34 +263,28 @@ def cmd_baselines_prune(args: argparse.Namespace) -> int:
 # --- model --------------------------------------------------------------------------------
 
 def cmd_model_build(args: argparse.Namespace) -> int:
-    """Build the embedded tiny model into --out, with its sha256 manifest."""
+    """Build the embedded tiny model or a profile into --out, with its sha256 manifest."""
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} exists and is not empty; give a new or empty folder")
     try:
+        from functools import partial
+
+        from .models.profiles import build_profile
         from .models.source import write_manifest
         from .models.tiny import build_tiny
     except ImportError as exc:
-        raise CliError(f"building the tiny model needs torch, diffusers and transformers "
+        raise CliError(f"building a model needs torch, diffusers and transformers "
                        f"(pip install 'pytest-sdperf[torch]'): {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
-    build_tiny(out)
+    build = build_tiny if args.name == "tiny" else partial(build_profile, args.name)
+    build(out)
     write_manifest(out)
-    print(f"built the tiny model into {out}")
+    print(f"built {args.name} into {out}")
     return EXIT_OK
 
 
 # --- parser -------------------------------------------------------------------------------
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
 
 def _add_compare(sub: Any) -> None:
     t = Thresholds()
@@ -299,9 +294,9 @@ def _add_compare(sub: Any) -> None:
                        "peak memory, and the SSIM/PSNR minimums.")
     p.add_argument("old", metavar="OLD.json")
     p.add_argument("new", metavar="NEW.json")
-    p.add_argument("--latency-pct", type=_non_negative_float, default=t.latency_pct,
+    p.add_argument("--latency-pct", type=non_negative_float, default=t.latency_pct,
                    help=f"allowed slowdown in %% (default {t.latency_pct:g})")
-    p.add_argument("--memory-pct", type=_non_negative_float, default=t.memory_pct,
+    p.add_argument("--memory-pct", type=non_negative_float, default=t.memory_pct,
                    help=f"allowed peak memory growth in %% (default {t.memory_pct:g})")
     p.add_argument("--min-ssim", type=float, default=t.min_ssim, help=f"default {t.min_ssim:g}")
     p.add_argument("--min-psnr", type=float, default=t.min_psnr, help=f"default {t.min_psnr:g}")
@@ -321,7 +316,7 @@ def _add_baselines(sub: Any) -> None:
         q.set_defaults(func=func)
     prune = bsub.choices["prune"]
     prune.add_argument("--keep-variants", metavar="LIST", help="comma list of variant names or globs to keep")
-    prune.add_argument("--older-than", metavar="DAYS", type=_non_negative_float,
+    prune.add_argument("--older-than", metavar="DAYS", type=non_negative_float,
                        help="remove entries recorded more than DAYS ago")
     prune.add_argument("--dry-run", action="store_true", help="say what would be removed, change nothing")
 
@@ -346,13 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=30, metavar="N", help="the last N runs of each test (default 30)")
     p.set_defaults(func=cmd_history)
     _add_baselines(sub)
-    p = sub.add_parser("model", help="build the embedded tiny model")
+    p = sub.add_parser("model", help="build the embedded tiny model or a full-size profile")
     msub = p.add_subparsers(dest="action", required=True, metavar="build")
-    q = msub.add_parser("build", help="build a model into a folder")
-    q.add_argument("name", choices=["tiny"])
+    q = msub.add_parser("build", help="build a model into a folder (random weights, no download)")
+    q.add_argument("name", choices=["tiny", *_profile_names()])
     q.add_argument("--out", required=True, metavar="DIR")
     q.set_defaults(func=cmd_model_build)
     return parser
+
+
+def _profile_names() -> list[str]:
+    from .models.profiles import profile_names
+
+    return profile_names()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

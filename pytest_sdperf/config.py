@@ -56,6 +56,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """Parse a number >= 0 (a percentage), or raise an error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -88,6 +99,29 @@ def variant_patterns(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma list of variant names (e.g. 'torch-fp32,ov-*')"
         )
+    return items
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """'512x512' or '512' -> (height, width), each a positive multiple of 8."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH (e.g. 512x512)") from None
+    if min(height, width) < 8 or height % 8 or width % 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive "
+                                         "multiples of 8 (e.g. 256x256)")
+    return height, width
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """A comma list of names ('reference-a,reference-b' or 'all')."""
+    items = tuple(item.strip() for item in text.split(","))
+    if any(not item for item in items):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of names")
     return items
 
 
@@ -125,6 +159,20 @@ class Settings:
     machine_key: str | None = None
     html_path: Path | None = None
     history: str | None = None  # a database URL, a SQLite file path, or 'default'
+    steps: int | None = None  # --sdperf-steps: overrides every test's steps
+    size: tuple[int, int] | None = None  # --sdperf-size: overrides every test's height, width
+    protocols: tuple[str, ...] = ()  # --sdperf-protocol: protocol tests to run ('all')
+    rounds_given: bool = False  # rounds/warmup came from an option or ini key, not defaults
+    warmup_given: bool = False
+
+    def workload_overrides(self) -> dict[str, int]:
+        """What --sdperf-steps and --sdperf-size impose on every test's workload."""
+        out: dict[str, int] = {}
+        if self.steps is not None:
+            out["steps"] = self.steps
+        if self.size is not None:
+            out["height"], out["width"] = self.size
+        return out
 
 
 def _default_cache_dir() -> Path:
@@ -206,6 +254,12 @@ def settings_from_config(config: Any) -> Settings:
         ),
         html_path=_pick(config, "sdperf_html", "sdperf_html", _path, None),
         history=_pick(config, "sdperf_history", "sdperf_history", history_target, None),
+        steps=_pick(config, "sdperf_steps", "sdperf_steps", positive_int, None),
+        size=_pick(config, "sdperf_size", "sdperf_size", image_size, None),
+        protocols=_pick(config, "sdperf_protocol", "sdperf_protocol", name_list, ()),
+        rounds_given=_pick(config, "sdperf_rounds", "sdperf_rounds", rounds_value, None) is not None,
+        warmup_given=_pick(config, "sdperf_warmup", "sdperf_warmup", non_negative_int, None)
+        is not None,
     )
 
 

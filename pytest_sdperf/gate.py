@@ -229,6 +229,7 @@ class Gate:
             psnr=sim.to_dict()["psnr"] if sim else None, info=dict(m.info), reason=reason,
             samples=m.latency.samples, images=tuple(str(p) for p in m.images),
             reference_images=tuple(str(p) for p in self.reference_paths(m)),
+            efficiency=self.state.efficiency(m),
         )
         self.state.records.append(record)
         return record

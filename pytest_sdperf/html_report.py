@@ -21,7 +21,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from .report import rows, speedups
+from .report import peak_lines, rows, speedups
 from .session import REFERENCE_VARIANT, Record
 from .workload import Thresholds
 
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
     from .history import HistoryPoint
 
-HEADERS = ("test", "variant", "p50", "p90", "speedup", "img/s", "peak mem", "model size",
-           "SSIM", "PSNR", "verdict", "reason")
+HEADERS = ("test", "variant", "p50", "p90", "speedup", "img/s", "GFLOP/s", "% peak", "peak mem",
+           "model size", "SSIM", "PSNR", "verdict", "reason")
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;
  margin:0 auto;max-width:1340px;padding:18px 24px;color:#1c2430;background:#fafbfc}
@@ -80,25 +80,29 @@ def _summary(header: Mapping[str, Any], records: Sequence[Record], generated: st
     counts = Counter(r.verdict for r in records)
     badges = " ".join(f"<span>{_pill(v)} {n}</span>" for v, n in sorted(counts.items()))
     key = escape(str((header.get("machine") or {}).get("key", "unknown machine")))
+    note = header.get("model_note")
+    note_html = f"<div class='sub' id='model-note'><b>Note:</b> {escape(str(note))}</div>" if note else ""
     return (f"<h1>sdperf report</h1><div class='sub'>{len(records)} results on <b>{key}</b>, "
-            f"generated {escape(generated)}</div><div class='badges'>{badges}</div>")
+            f"generated {escape(generated)}</div>{note_html}<div class='badges'>{badges}</div>")
 
 
 def _table(records: Sequence[Record], reference: str) -> str:
     cells = rows(records, reference)
     body = []
     for r, row in zip(records, cells, strict=True):
-        variant, p50, up, ips, mem, size, ssim, psnr, _ = row
+        variant, p50, up, ips, gflops, pct, mem, size, ssim, psnr, _ = row
         psnr = "identical" if r.psnr is not None and r.psnr >= 999 else psnr
         p90 = f"{r.p90_s:.3f} s" if r.p90_s is not None else "-"
         tds = [f"<td class='l'>{escape(short_id(r.test_id))}</td>", f"<td class='l'><b>{escape(variant)}</b></td>"]
-        tds += [f"<td>{escape(c)}</td>" for c in (p50, p90, up, ips, mem, size, ssim, psnr)]
+        tds += [f"<td>{escape(c)}</td>" for c in (p50, p90, up, ips, gflops, pct, mem, size, ssim, psnr)]
         tds += [f"<td class='l'>{_pill(r.verdict)}</td>", f"<td class='l reason'>{escape(r.reason)}</td>"]
         body.append("<tr>" + "".join(tds) + "</tr>")
     head = "".join(f"<th class='{'l' if h in ('test', 'variant', 'verdict', 'reason') else ''}'>{h}</th>"
                    for h in HEADERS)
+    flops = "".join(f"<br>{escape(line)}" for line in peak_lines(records))
     return (f"<h2>Results</h2><div class='sub'>speedup: the reference variant's p50 "
-            f"({escape(reference)}, same model and workload) over each variant's p50</div>"
+            f"({escape(reference)}, same model and workload) over each variant's p50; GFLOP/s: "
+            f"one UNet call's counted FLOPs over the median denoising step's seconds{flops}</div>"
             f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
@@ -211,11 +215,24 @@ def _kv_table(title: str, items: Mapping[str, Any]) -> str:
     return f"<div><h3>{escape(title)}</h3><table class='kv'>{body}</table></div>"
 
 
+def peak_items(peak: Mapping[str, Any]) -> dict[str, str]:
+    """The machine's peak FLOP/s as label -> 'figure (basis)', for the machine section."""
+    items = {}
+    theo = peak.get("theoretical")
+    items["theoretical (CPU, fp32)"] = (f"{theo['gflops_per_s']:.1f} GFLOP/s ({theo['basis']})" if theo
+                                        else "not determined")
+    for dtype, gemm in (peak.get("measured") or {}).items():
+        items[f"measured GEMM ({gemm['device']}, {dtype})"] = (
+            f"{gemm['gflops_per_s']:.1f} GFLOP/s ({gemm['basis']})")
+    return items
+
+
 def _environment(header: Mapping[str, Any]) -> str:
     machine = dict(header.get("machine") or {})
     env = dict(header.get("environment") or {})
+    peak = _kv_table("peak FLOP/s", peak_items(header["peak"])) if header.get("peak") else ""
     return ("<h2>Machine and packages</h2><div class='charts' id='environment'>"
-            + _kv_table("machine", machine) + _kv_table("package versions", env) + "</div>")
+            + _kv_table("machine", machine) + peak + _kv_table("package versions", env) + "</div>")
 
 
 def render(header: Mapping[str, Any], records: Sequence[Record], reference: str = REFERENCE_VARIANT,
@@ -259,7 +276,7 @@ def read_results(path: Path) -> tuple[dict[str, Any], list[Record], str]:
     """
     try:
         doc = json.loads(path.read_text())
-        header = {k: doc[k] for k in ("machine", "environment") if k in doc}
+        header = {k: doc[k] for k in ("machine", "environment", "peak", "model_note") if k in doc}
         records = [record_from_dict(item) for item in doc["results"]]
         base = [i["variant"] for i in doc["results"] if i.get("speedup_vs_fp32") == 1.0]
     except OSError as exc:

@@ -15,14 +15,17 @@ from .config import (
     device_choice,
     gate_mode,
     history_target,
+    image_size,
     key_value,
+    name_list,
     non_negative_int,
     positive_float,
+    positive_int,
     rounds_value,
     settings_from_config,
     variant_patterns,
 )
-from .workload import Workload, parse_marker_kwargs
+from .workload import Workload, parse_marker_kwargs, resolve_workload
 
 if TYPE_CHECKING:
     from .session import SdperfState  # noqa: F401  (named in a string below)
@@ -33,7 +36,15 @@ FIXTURES = ("sdperf_variant", "sdperf_measurement", "sdperf_gate")
 
 OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("--sdperf-model", {"metavar": "MODEL"},
-     "'tiny' (default, built locally), a diffusers or OpenVINO folder, or a hub id"),
+     "'tiny' (default, built locally), a profile (sd15-arch, sd21-arch, sdxl-arch: full-size "
+     "architectures with random weights, built locally), a diffusers or OpenVINO folder, "
+     "or a hub id"),
+    ("--sdperf-steps", {"metavar": "N", "type": positive_int},
+     "denoising steps of every test, overriding markers and the model's default"),
+    ("--sdperf-size", {"metavar": "HxW", "type": image_size},
+     "image size of every test (e.g. 256x256), overriding markers and the model's default"),
+    ("--sdperf-protocol", {"metavar": "LIST", "type": name_list},
+     "run these published-protocol tests (e.g. reference-b, or 'all'); skipped otherwise"),
     ("--sdperf-variants", {"metavar": "LIST", "type": variant_patterns},
      "comma list of variant names, globs or a+b compositions (default: all)"),
     ("--sdperf-baselines", {"metavar": "DIR"}, "baseline folder (default: baselines/)"),
@@ -99,8 +110,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "sdperf(**kwargs): workload (prompt, negative_prompt, steps, height, width, "
-        "images_per_prompt, guidance_scale, seed) and thresholds (latency_pct, memory_pct, "
-        "min_ssim, min_psnr) of a pytest-sdperf benchmark test",
+        "images_per_prompt, guidance_scale, seed), thresholds (latency_pct, memory_pct, "
+        "min_ssim, min_psnr) and protocol (protocol, arch, rounds, warmup, warmup_steps) of a "
+        "pytest-sdperf benchmark test",
     )
     from .session import SdperfState
     from .variants.builtin import register_builtin
@@ -168,20 +180,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate ``sdperf`` markers; without --sdperf, skip the benchmark tests."""
-    enabled = config.stash[STATE].settings.enabled
+    """Validate ``sdperf`` markers; without --sdperf, skip the benchmark tests.
+
+    Protocol tests (marker ``protocol=...``) are deselected unless --sdperf-protocol names them
+    (or 'all') or their file was named on the command line, so ``pytest --sdperf suites/``
+    stays the quick default suite.
+    """
+    settings = config.stash[STATE].settings
+    named = {Path(str(a).split("::")[0]).resolve() for a in config.args}
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("sdperf")
+        protocol = None
         if marker is not None:
             if marker.args:
                 raise pytest.UsageError(f"{item.nodeid}: the sdperf marker takes keywords only")
             try:
-                parse_marker_kwargs(marker.kwargs, item.nodeid)
+                protocol = parse_marker_kwargs(marker.kwargs, item.nodeid).run.protocol
             except (ValueError, TypeError) as exc:
                 raise pytest.UsageError(str(exc)) from None
+        wanted = (protocol is None or protocol in settings.protocols or "all" in settings.protocols
+                  or Path(str(item.path)).resolve() in named)
+        (kept if wanted else deselected).append(item)
         uses = marker is not None or any(f in getattr(item, "fixturenames", ()) for f in FIXTURES)
-        if uses and not enabled:
+        if uses and not settings.enabled:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -193,9 +220,28 @@ def sdperf_settings(pytestconfig: pytest.Config) -> Settings:
 
 @pytest.fixture
 def sdperf_workload(request: pytest.FixtureRequest) -> Workload:
-    """The workload of this test: defaults overridden by ``@pytest.mark.sdperf(...)``."""
+    """The workload of this test.
+
+    Workload defaults, then the model's (``--sdperf-model``: tiny 128x128/10 steps, a profile
+    its own small size, a folder its native size), then ``@pytest.mark.sdperf(...)``, then
+    ``--sdperf-size`` / ``--sdperf-steps``. A protocol test for another architecture skips.
+    """
+    from .models.source import default_workload
+
+    settings = request.config.stash[STATE].settings
     marker = request.node.get_closest_marker("sdperf")
-    return parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).workload
+    args = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid)
+    if args.run.arch and settings.enabled:
+        from .models.source import ModelError
+
+        try:
+            arch = request.config.stash[STATE].model().arch
+        except ModelError:
+            arch = ""  # sdperf_measurement reports the model's problem
+        if arch and arch != args.run.arch:
+            pytest.skip(f"{args.run.protocol or 'this test'} needs an {args.run.arch} "
+                        f"pipeline; --sdperf-model {settings.model} is {arch}")
+    return resolve_workload(args, default_workload(settings.model), settings.workload_overrides())
 
 
 @pytest.fixture
@@ -229,7 +275,15 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
     capture = None
     if state.settings.memray_dir:
         capture = state.settings.memray_dir / (re.sub(r"[^\w.-]+", "_", request.node.nodeid) + ".bin")
-    outcome = state.run(sdperf_variant, sdperf_workload, tmp_path, memray_capture=capture)
+    marker = request.node.get_closest_marker("sdperf")
+    protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
+    s = state.settings
+    outcome = state.run(
+        sdperf_variant, sdperf_workload, tmp_path, memray_capture=capture,
+        rounds=protocol.rounds if protocol.rounds is not None and not s.rounds_given else None,
+        warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given else None,
+        warmup_steps=protocol.warmup_steps,
+    )
     if outcome.status == "skip":
         pytest.skip(outcome.result.get("reason", "the variant skipped itself"))
     if outcome.status != "ok":
@@ -303,5 +357,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
     state = config.stash.get(STATE, None)
     if state is not None:
-        write_terminal_summary(terminalreporter, state.records, state.notes, state.written,
+        notes = [*state.notes, state.model_note()] if state.records and state.model_note() else state.notes
+        write_terminal_summary(terminalreporter, state.records, notes, state.written,
                                state.settings.reference_variant)

@@ -10,7 +10,8 @@ from typing import Any, Iterable, Sequence
 from .baselines import atomic_write_text
 from .session import REFERENCE_VARIANT, Record
 
-COLUMNS = ("variant", "p50", "speedup", "img/s", "peak mem", "size", "SSIM", "PSNR", "verdict")
+COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem", "size", "SSIM", "PSNR",
+           "verdict")
 
 
 def speedups(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> dict[str, float | None]:
@@ -35,6 +36,28 @@ def _num(value: float | None, fmt: str) -> str:
     return format(value, fmt) if value is not None else "-"
 
 
+def _flops(value: Any) -> str:
+    """About three significant figures, never an exponent: 5.12, 51.2, 512, 5120."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _pct(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
+
+
+def peak_lines(records: Sequence[Record]) -> list[str]:
+    """What %peak is relative to: one line per distinct peak the records were held to."""
+    limits = dict.fromkeys(
+        (r.efficiency["peak_gflops_per_s"], r.efficiency.get("peak_basis", ""))
+        for r in records if r.efficiency.get("peak_gflops_per_s")
+    )
+    return [f"%peak: achieved UNet FLOP/s over {_flops(g)} GFLOP/s, {basis}" for g, basis in limits]
+
+
 def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[tuple[str, ...]]:
     """One row of strings per record, in COLUMNS order."""
     ups = speedups(records, reference)
@@ -47,6 +70,8 @@ def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[
             _num(r.p50_s, ".3f") + (" s" if r.p50_s is not None else ""),
             _num(ups.get(r.test_id), ".2f") + ("x" if ups.get(r.test_id) else ""),
             _num(ips, ".2f"),
+            _flops(r.efficiency.get("achieved_gflops_per_s")),
+            _pct(r.efficiency.get("pct_of_peak")),
             _mib(mem),
             _mib(r.info.get("model_size_bytes")),
             _num(r.ssim, ".4f"),
@@ -72,7 +97,7 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
         return
     tr = terminalreporter
     tr.section("sdperf summary")
-    for line in table(records, reference):
+    for line in [*table(records, reference), *peak_lines(records)]:
         tr.write_line(line)
     ups = [r for r in records if r.reason]
     for r in ups:

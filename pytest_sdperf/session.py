@@ -10,8 +10,10 @@ from typing import Any, Mapping
 from .baselines import BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings
 from .machine import Machine, this_machine
+from .measure.efficiency import against_peak
 from .measure.latency import LatencyStats
 from .measure.memory import MemoryStats
+from .measure.peak import GemmPeak, MachinePeak, cpu_peak, session_cpus
 from .runner import WorkerOutcome, run_worker
 from .variants.availability import cuda_available, unavailable_reason
 from .variants.base import ModelRef
@@ -40,6 +42,7 @@ class Measurement:
     build_s: float
     latents_sha256: str
     device: str
+    efficiency: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_result(cls, spec: VariantSpec, model: ModelRef, wl: Workload, res: Mapping[str, Any]) -> Measurement:
@@ -56,6 +59,7 @@ class Measurement:
             build_s=float(res["build_s"]),
             latents_sha256=res["latents_sha256"],
             device=res.get("device", "cpu"),
+            efficiency=res.get("efficiency") or {},
         )
 
 
@@ -95,6 +99,7 @@ class Record:
     samples: tuple[float, ...] = ()
     images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
     reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
+    efficiency: Mapping[str, Any] = field(default_factory=dict)  # see measure/efficiency.py
 
 
 def package_versions() -> dict[str, str]:
@@ -125,6 +130,7 @@ class SdperfState:
         self._model: ModelRef | None = None
         self.written: list[Path] = []
         self.notes: list[str] = []
+        self._peak: MachinePeak | None = None
 
     @property
     def machine(self) -> Machine:
@@ -132,6 +138,25 @@ class SdperfState:
         if self._machine is None:
             self._machine = this_machine()
         return self._machine
+
+    @property
+    def peak(self) -> MachinePeak:
+        """The machine's FLOP/s limit: theoretical (read once) and, once a worker measured it, GEMM."""
+        if self._peak is None:
+            self._peak = MachinePeak(cpu_peak())
+        return self._peak
+
+    def _take_peak(self, result: Mapping[str, Any]) -> None:
+        measured = result.get("machine_peak")
+        if measured and not self.peak.measured:
+            gemm = {k: GemmPeak(**v) for k, v in measured.items()}
+            self._peak = MachinePeak(self.peak.theoretical, gemm)
+
+    def efficiency(self, m: Measurement) -> dict[str, Any]:
+        """``m``'s efficiency figures set against the machine's peak for its device and dtype."""
+        if not m.efficiency:
+            return {}
+        return against_peak(m.efficiency, self.peak, m.device, str(m.info.get("dtype") or "float32"))
 
     @property
     def store(self) -> BaselineStore:
@@ -182,9 +207,12 @@ class SdperfState:
     def run(
         self, spec: VariantSpec, wl: Workload, workdir: Path, rounds: int | None = None,
         warmup: int | None = None, memray_capture: Path | None = None,
-        extra_settings: Mapping[str, str] | None = None,
+        extra_settings: Mapping[str, str] | None = None, warmup_steps: int | None = None,
     ) -> WorkerOutcome:
-        """Measure one variant in a worker process (``extra_settings`` add to --sdperf-set)."""
+        """Measure one variant in a worker process (``extra_settings`` add to --sdperf-set).
+
+        ``warmup_steps``: steps of the untimed first and warm-up calls (a protocol's).
+        """
         s = self.settings
         request = {
             "variant": spec.to_dict(),
@@ -197,14 +225,30 @@ class SdperfState:
             "auto": {"min_rounds": AUTO_MIN_ROUNDS, "max_rounds": AUTO_MAX_ROUNDS,
                      "halfwidth": AUTO_HALFWIDTH, "budget_s": s.time_budget_s},
             "warmup": s.warmup if warmup is None else warmup,
+            "warmup_steps": warmup_steps,
             "out_dir": str(workdir / "images"),
             "memray_capture": str(memray_capture) if memray_capture else None,
+            "measure_peak": not self.peak.measured,
+            "machine_cpus": sorted(session_cpus()),
         }
-        return run_worker(request, workdir, s.timeout_s, spec.env)
+        outcome = run_worker(request, workdir, s.timeout_s, spec.env)
+        self._take_peak(outcome.result)
+        return outcome
 
     def header(self) -> dict[str, Any]:
-        """Machine and environment, stored with baselines and results."""
-        return {"machine": self.machine.to_dict(), "environment": package_versions()}
+        """Machine, environment, peak FLOP/s and the model note; baselines keep the first two."""
+        out = {"machine": self.machine.to_dict(), "environment": package_versions(),
+               "peak": self.peak.to_dict()}
+        note = self.model_note()
+        return {**out, "model_note": note} if note else out
+
+    def model_note(self) -> str:
+        """What the figures of this session's model mean, where they need saying (profiles)."""
+        if self._model is None or self._model.kind != "profile":
+            return ""
+        from .models.profiles import QUALITY_NOTE
+
+        return f"{self._model.profile}: {QUALITY_NOTE}"
 
     def reference_spec(self) -> VariantSpec:
         """The variant whose images are the reference."""

@@ -39,6 +39,7 @@ class FakePipe:
         self.noise = 0.0
         self.hold_bytes = 0
         self.mode = "ok"
+        self.call_steps: list[int] = []  # steps of every call, in order (reported in info)
 
     def encode_prompt(self, prompt: str) -> int:
         """Stands in for text encoding (timed as a stage)."""
@@ -52,6 +53,7 @@ class FakePipe:
         if self.mode == "raise":
             raise RuntimeError("fake pipeline failure")
         self.encode_prompt(kw["prompt"])
+        self.call_steps.append(kw["num_inference_steps"])
         held = np.ones(self.hold_bytes // 8) if self.hold_bytes else None
         callback = kw.get("callback_on_step_end")
         for step in range(kw["num_inference_steps"]):
@@ -73,9 +75,10 @@ class FakePipe:
 
 def load_fake(ctx: BuildContext) -> Pipeline:
     """Loader: a FakePipe with ``fake_delay`` seconds per step (default 0.01)."""
-    delay = ctx.setting("fake_delay", 0.01, float)
+    pipe = FakePipe(ctx.setting("fake_delay", 0.01, float))
     return Pipeline(
-        pipe=FakePipe(delay), backend="torch", prepare_latents=lambda lat, _p, _c: lat
+        pipe=pipe, backend="torch", prepare_latents=lambda lat, _p, _c: lat,
+        info={"call_steps": pipe.call_steps},
     )
 
 

@@ -7,6 +7,7 @@ The result file is plain JSON; images are written as PNG into the request's ``ou
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,7 +15,10 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from .variants.base import BuildContext, Pipeline
 
 
 class SkipVariant(Exception):
@@ -81,11 +85,12 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     sync = sync_fn(ctx.device)
     clock = StageClock(pipeline.pipe, sync)
     generate, latents_sha = make_generate(pipeline, ctx, clock)
-    images = _timed(generate, sync)[1]
+    warm = _warmup_generate(pipeline, ctx, clock, request.get("warmup_steps")) or generate
+    images = _timed(warm, sync)[1]
     # Time a loader spent filling a cache (exporting, quantizing) is reported on its own.
     first_call_s = time.perf_counter() - start - float(pipeline.info.get("cache_build_s", 0.0))
     for _ in range(request["warmup"]):
-        generate()
+        warm()
     clock.reset()
     calibrate = make_calibration(ctx.device, "torch" in sys.modules)
     samples: list[float] = []
@@ -96,17 +101,33 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         samples.append(seconds)
     stats = LatencyStats.from_samples(samples, first_call_s, clock.stages(), calibration)
     out_dir = Path(request["out_dir"])
+    memory = _memory(generate, ctx.device, request.get("memray_capture"))
+    efficiency = _efficiency(pipeline, ctx, stats.stages)
+    # The machine's GEMM peak is measured once per session, by a worker that has a UNet.
+    peak = _machine_peak(request, ctx.device) if efficiency and request.get("measure_peak") else None
     return {
         "status": "ok",
         "build_s": build_s,
         "latency": stats.to_dict(),
-        "memory": _memory(generate, ctx.device, request.get("memray_capture")),
+        "memory": memory,
         "images": _save_images(images, out_dir),
         "info": pipeline.info,
         "environment": _environment_report(),
         "latents_sha256": latents_sha,
         "device": ctx.device,
+        "efficiency": efficiency,
+        **({"machine_peak": peak} if peak else {}),
     }
+
+
+def _warmup_generate(pipeline: Any, ctx: Any, clock: Any, steps: int | None) -> Any:
+    """A call at ``steps`` steps for the untimed calls (reference B warms up with 10), or None."""
+    from .variants.build import make_generate
+
+    if not steps or steps == ctx.workload.steps:
+        return None
+    wl = dataclasses.replace(ctx.workload, steps=steps)
+    return make_generate(pipeline, dataclasses.replace(ctx, workload=wl), clock)[0]
 
 
 def _more_rounds(request: dict[str, Any], samples: list[float], calibration: list[float]) -> bool:
@@ -131,6 +152,33 @@ def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, An
     out = call()
     sync()
     return time.perf_counter() - start, out
+
+
+def _efficiency(pipeline: Pipeline, ctx: BuildContext, stages: Mapping[str, float]) -> dict[str, Any]:
+    """FLOPs of one step's UNet call and the FLOP/s reached; {} when they cannot be counted."""
+    if "torch" not in sys.modules:  # a pipeline without torch has no UNet to count
+        return {}
+    from .measure.efficiency import step_efficiency
+
+    try:
+        found = step_efficiency(pipeline.pipe, ctx.workload, pipeline.info, stages, ctx.model.location,
+                                ctx.cache_dir)
+    except Exception as exc:  # an unusual UNet costs the figure, never the measurement
+        print(f"sdperf: UNet FLOPs not counted: {exc!r}", file=sys.stderr)
+        return {}
+    return found.to_dict() if found else {}
+
+
+def _machine_peak(request: dict[str, Any], device: str) -> dict[str, Any]:
+    """GEMM peaks over the session's CPUs (or on the GPU), asked of one worker per session."""
+    from .measure.peak import measured_peaks
+
+    cpus = set(request.get("machine_cpus") or os.sched_getaffinity(0))
+    try:
+        return {k: dataclasses.asdict(v) for k, v in measured_peaks(device, cpus).items()}
+    except (RuntimeError, OSError) as exc:
+        print(f"sdperf: GEMM peak not measured: {exc!r}", file=sys.stderr)
+        return {}
 
 
 def _memory(generate: Callable[[], Any], device: str, capture: str | None) -> dict[str, Any]:

@@ -66,31 +66,88 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
-class MarkerArgs:
-    """Keyword arguments accepted by ``@pytest.mark.sdperf(...)``; anything else is an error."""
+class Protocol:
+    """How a test measures, where a published protocol fixes it (marker keywords).
 
-    workload: Workload = field(default_factory=Workload)
+    protocol: the protocol's name (``reference-b``); such tests run only when selected with
+        ``--sdperf-protocol`` or when their file is named on the command line.
+    arch: ``sd`` or ``sdxl``: the test skips on a model of another architecture.
+    rounds / warmup: timed calls and warm-up calls after the first (None: the options').
+    warmup_steps: steps of the first and warm-up calls (None: the workload's).
+    """
+
+    protocol: str | None = None
+    arch: str | None = None
+    rounds: int | None = None
+    warmup: int | None = None
+    warmup_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class MarkerArgs:
+    """Keyword arguments accepted by ``@pytest.mark.sdperf(...)``; anything else is an error.
+
+    ``workload`` holds only what the marker set; ``resolve_workload`` fills in the rest.
+    """
+
+    workload: Mapping[str, Any] = field(default_factory=dict)
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    run: Protocol = field(default_factory=Protocol)
 
 
 _WORKLOAD_FIELDS = {f.name: f.type for f in dataclasses.fields(Workload)}
 _THRESHOLD_FIELDS = {f.name for f in dataclasses.fields(Thresholds)}
+_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(Protocol)}
+ARCHS = ("sd", "sdxl")
 
 
 def parse_marker_kwargs(kwargs: Mapping[str, Any], where: str) -> MarkerArgs:
     """Validate ``sdperf`` marker keywords; a typo raises ValueError listing the valid names."""
-    unknown = sorted(set(kwargs) - set(_WORKLOAD_FIELDS) - _THRESHOLD_FIELDS)
+    known = set(_WORKLOAD_FIELDS) | _THRESHOLD_FIELDS | _PROTOCOL_FIELDS
+    unknown = sorted(set(kwargs) - known)
     if unknown:
-        valid = ", ".join(sorted(set(_WORKLOAD_FIELDS) | _THRESHOLD_FIELDS))
-        raise ValueError(f"{where}: unknown sdperf marker argument(s) {unknown}; valid: {valid}")
+        raise ValueError(f"{where}: unknown sdperf marker argument(s) {unknown}; "
+                         f"valid: {', '.join(sorted(known))}")
     workload_kw = {k: v for k, v in kwargs.items() if k in _WORKLOAD_FIELDS}
-    for name in ("steps", "height", "width", "images_per_prompt"):
-        value = workload_kw.get(name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{where}: sdperf marker {name}={value!r} must be a positive int")
-    for name in ("height", "width"):
-        value = workload_kw.get(name)
-        if value is not None and value % 8:
-            raise ValueError(f"{where}: sdperf marker {name}={value} must be a multiple of 8")
+    check_workload_fields(workload_kw, f"{where}: sdperf marker")
     thresholds = {k: float(v) for k, v in kwargs.items() if k in _THRESHOLD_FIELDS}
-    return MarkerArgs(workload=Workload(**workload_kw), thresholds=thresholds)
+    return MarkerArgs(workload=workload_kw, thresholds=thresholds,
+                      run=_protocol(kwargs, where))
+
+
+def check_workload_fields(fields: Mapping[str, Any], where: str) -> None:
+    """Positive ints for counts and sizes, sizes a multiple of 8; ValueError naming the field."""
+    for name in ("steps", "height", "width", "images_per_prompt"):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{where} {name}={value!r} must be a positive int")
+    for name in ("height", "width"):
+        value = fields.get(name)
+        if value is not None and value % 8:
+            raise ValueError(f"{where} {name}={value} must be a multiple of 8")
+
+
+def _protocol(kwargs: Mapping[str, Any], where: str) -> Protocol:
+    fields = {k: v for k, v in kwargs.items() if k in _PROTOCOL_FIELDS}
+    for name, least in (("rounds", 1), ("warmup", 0), ("warmup_steps", 1)):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, int) or value < least):
+            raise ValueError(f"{where}: sdperf marker {name}={value!r} must be an int >= {least}")
+    arch = fields.get("arch")
+    if arch is not None and arch not in ARCHS:
+        raise ValueError(f"{where}: sdperf marker arch={arch!r} must be one of {ARCHS}")
+    label = fields.get("protocol")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ValueError(f"{where}: sdperf marker protocol={label!r} must be a non-empty string")
+    return Protocol(**fields)
+
+
+def resolve_workload(marker: MarkerArgs, model_defaults: Mapping[str, Any],
+                     overrides: Mapping[str, Any]) -> Workload:
+    """The test's workload: Workload defaults < the model's defaults < marker < options.
+
+    ``overrides`` come from --sdperf-size / --sdperf-steps, which win over everything so a
+    protocol suite can be smoke-tested small (its workload key then differs, so its baselines
+    and reference images never mix with the full-size ones).
+    """
+    return Workload(**{**dict(model_defaults), **dict(marker.workload), **dict(overrides)})

@@ -33,9 +33,13 @@ def test_tiny_model_records_passes_and_catches_a_2x_regression(
     first.assert_outcomes(failed=1)
     first.stdout.fnmatch_lines(["*no baseline entry*recorded now*", "torch-fp32 *1.00x*recorded"])
 
-    second = run(pytester, cache_dir)
+    second = run(pytester, cache_dir, "--sdperf-json", "results.json")
     second.assert_outcomes(passed=1)
-    second.stdout.fnmatch_lines(["torch-fp32 *s *1.00x*MiB*1.0000*pass"])
+    second.stdout.fnmatch_lines(["torch-fp32 *s *1.00x*%*MiB*1.0000*pass", "%peak: achieved UNet FLOP/s*"])
+    results = json.loads((pytester.path / "results.json").read_text())
+    efficiency = results["results"][0]["efficiency"]
+    assert efficiency["unet_step_gflops"] > 1 and efficiency["achieved_gflops_per_s"] > 0
+    assert 0 < efficiency["pct_of_peak"] and results["peak"]["measured"]["float32"]["gflops_per_s"] > 0
 
     baseline = next(p for p in (pytester.path / "baselines").glob("*.json"))
     doc = json.loads(baseline.read_text())

@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from filelock import FileLock
 
@@ -23,6 +23,7 @@ from ..variants.base import ModelRef
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 MANIFEST = "sdperf-manifest.json"
 TINY_BUILDER_VERSION = 1
+PROFILE_BUILDER_VERSION = 1
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -31,19 +32,72 @@ class ModelError(Exception):
 
 
 def resolve_model(spec: str, cache_dir: Path, allow_pickle: bool = False) -> ModelRef:
-    """Turn the ``--sdperf-model`` value into a ModelRef, building the tiny model if needed."""
+    """Turn the ``--sdperf-model`` value into a ModelRef, building tiny or a profile if needed."""
+    from .profiles import PROFILE_SUFFIX, get_profile, profile_names
+
     if spec == "tiny":
         path = ensure_tiny(cache_dir)
-        return ModelRef("tiny", str(path), "tiny-" + _manifest_key(path))
+        return ModelRef("tiny", str(path), "tiny-" + _manifest_key(path), arch="sd")
+    if spec in profile_names():
+        path = ensure_profile(spec, cache_dir)
+        return ModelRef("profile", str(path), f"{spec}-{_manifest_key(path)}",
+                        arch=get_profile(spec).arch, profile=spec)
     folder = Path(spec).expanduser()
     if folder.exists():
         return _vet_folder(folder.resolve(), allow_pickle)
+    if spec.endswith(PROFILE_SUFFIX):
+        raise ModelError(f"--sdperf-model {spec!r}: no such profile; known: "
+                         f"{', '.join(profile_names())}")
     if HUB_ID.match(spec) and not spec.startswith((".", "/")):
         return ModelRef("hub", spec, "hub-" + re.sub(r"[^\w.-]", "_", spec), allow_pickle)
     raise ModelError(
-        f"--sdperf-model {spec!r}: no such folder, and not a hub id (owner/name); "
-        "use 'tiny', a local diffusers or OpenVINO folder, or a hub id"
+        f"--sdperf-model {spec!r}: no such folder, and not a hub id (owner/name); use 'tiny', "
+        f"a profile ({', '.join(profile_names())}), a local diffusers or OpenVINO folder, "
+        "or a hub id"
     )
+
+
+def detect_arch(folder: Path) -> str:
+    """``sdxl`` or ``sd`` from a pipeline folder's model_index.json (``""`` if neither).
+
+    Diffusers and optimum-intel both name the pipeline class there (``StableDiffusionXL...``,
+    ``OVStableDiffusionXL...``); an SDXL folder also has ``text_encoder_2``.
+    """
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    name = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
+    if "XL" in name or (isinstance(index, dict) and "text_encoder_2" in index):
+        return "sdxl"
+    return "sd" if "StableDiffusion" in name or "LatentConsistency" in name else ""
+
+
+HUB_DEFAULT_WORKLOAD = {"height": 512, "width": 512, "steps": 20}
+
+
+def default_workload(spec: str) -> dict[str, int]:
+    """Height, width and steps for tests that do not set them, from ``--sdperf-model``.
+
+    tiny: the Workload defaults (128x128, 10 steps); a profile: its own (small, so the full
+    architecture runs on a CPU); a folder: its UNet's native size at 20 steps; a hub id:
+    512x512 at 20 steps. Marker keywords and --sdperf-size/--sdperf-steps override these.
+    """
+    from .profiles import get_profile, profile_names
+
+    if spec == "tiny":
+        return {}
+    if spec in profile_names():
+        return get_profile(spec).default_workload
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        return dict(HUB_DEFAULT_WORKLOAD)
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        side = int(unet["sample_size"]) * 8
+    except (OSError, ValueError, KeyError, TypeError):
+        return dict(HUB_DEFAULT_WORKLOAD)
+    return {"height": side, "width": side, "steps": 20}
 
 
 def _vet_folder(folder: Path, allow_pickle: bool) -> ModelRef:
@@ -67,7 +121,8 @@ def _vet_folder(folder: Path, allow_pickle: bool) -> ModelRef:
             "trust them"
         )
     kind = "openvino" if is_openvino else "diffusers"
-    return ModelRef(kind, str(folder), f"{folder.name}-{_fingerprint(folder, files)}", allow_pickle)
+    return ModelRef(kind, str(folder), f"{folder.name}-{_fingerprint(folder, files)}", allow_pickle,
+                    arch=detect_arch(folder))
 
 
 def _check_components(folder: Path) -> None:
@@ -126,19 +181,34 @@ def _fingerprint(folder: Path, files: list[Path]) -> str:
 
 def tiny_cache_key() -> str:
     """Configs, builder and library versions that decide the tiny model's bytes."""
-    from importlib.metadata import version
-
     from . import tiny
+
+    return _build_key(tiny.all_configs(), TINY_BUILDER_VERSION)
+
+
+def _build_key(configs: Any, builder: int) -> str:
+    from importlib.metadata import version
 
     blob = json.dumps(
         {
-            "configs": tiny.all_configs(),
-            "builder": TINY_BUILDER_VERSION,
+            "configs": configs,
+            "builder": builder,
             "versions": {p: version(p) for p in ("torch", "diffusers", "transformers")},
         },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ensure_profile(name: str, cache_dir: Path) -> Path:
+    """Profile ``name``'s folder in the cache, built (under a lock) if missing or damaged."""
+    from functools import partial
+
+    from .profiles import SEED, STORAGE_DTYPE, build_profile, get_profile
+
+    configs = {"profile": dict(get_profile(name).configs), "seed": SEED, "dtype": STORAGE_DTYPE}
+    target = cache_dir / "models" / f"{name}-{_build_key(configs, PROFILE_BUILDER_VERSION)}"
+    return cached_folder(target, partial(build_profile, name), f"the {name} profile")
 
 
 def ensure_tiny(cache_dir: Path) -> Path:

@@ -1,8 +1,10 @@
 """The ``tiny-vae`` variant: AutoencoderTiny (TAESD) in place of the pipeline's VAE.
 
 With the embedded tiny model a small random AutoencoderTiny is built under a fixed seed and
-cached beside the tiny model (like ``models/source.py`` does); any other model needs a real
-TAESD folder from ``--sdperf-set taesd=/path/to/taesd`` (diffusers layout, safetensors).
+cached beside the tiny model (like ``models/source.py`` does); a profile (``sd15-arch``...)
+gets a random one of TAESD's own shape (TAESD-XL's for ``sdxl-arch``: the same layers, its
+scaling factor); any other model needs a real TAESD folder from
+``--sdperf-set taesd=/path/to/taesd`` (diffusers layout, safetensors).
 """
 
 from __future__ import annotations
@@ -30,32 +32,39 @@ TAESD_HINT = ("give a TAESD folder in diffusers layout with --sdperf-set taesd=P
               "(e.g. madebyollin/taesd for SD 1.x, madebyollin/taesdxl for SDXL, saved locally)")
 
 
-def tiny_taesd_key() -> str:
-    """Config, seed and library versions that decide the random AutoencoderTiny's bytes."""
+def tiny_taesd_key(config: dict[str, Any] | None = None) -> str:
+    """Config, seed and library versions that decide a random AutoencoderTiny's bytes."""
     from importlib.metadata import version
 
-    blob = json.dumps({"config": TINY_TAESD_CONFIG, "seed": TINY_TAESD_SEED,
+    blob = json.dumps({"config": TINY_TAESD_CONFIG if config is None else config,
+                       "seed": TINY_TAESD_SEED,
                        "versions": {p: version(p) for p in ("torch", "diffusers")}},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ensure_tiny_taesd(cache_dir: Path) -> Path:
-    """The random AutoencoderTiny's folder in the cache, built under a lock if missing or damaged."""
+def ensure_tiny_taesd(cache_dir: Path, config: dict[str, Any] | None = None,
+                      label: str = "tiny") -> Path:
+    """A random AutoencoderTiny's folder in the cache (``config``: TINY_TAESD_CONFIG), built
+    under a lock if missing or damaged."""
+    from functools import partial
+
     from ..models.source import cached_folder
 
-    target = cache_dir / "models" / f"tiny-taesd-{tiny_taesd_key()}"
-    return cached_folder(target, build_tiny_taesd, "the random tiny autoencoder")
+    config = TINY_TAESD_CONFIG if config is None else config
+    target = cache_dir / "models" / f"{label}-taesd-{tiny_taesd_key(config)}"
+    return cached_folder(target, partial(build_tiny_taesd, config=config),
+                         f"the random {label} autoencoder")
 
 
-def build_tiny_taesd(out_dir: Path) -> None:
-    """Build the random AutoencoderTiny deterministically and save it (safetensors)."""
+def build_tiny_taesd(out_dir: Path, config: dict[str, Any] | None = None) -> None:
+    """Build a random AutoencoderTiny deterministically and save it (safetensors)."""
     import torch
     from diffusers import AutoencoderTiny
 
     vae_cls: Any = AutoencoderTiny  # diffusers is untyped
     torch.manual_seed(TINY_TAESD_SEED)
-    vae_cls(**TINY_TAESD_CONFIG).eval().save_pretrained(
+    vae_cls(**(TINY_TAESD_CONFIG if config is None else config)).eval().save_pretrained(
         str(out_dir), safe_serialization=True)
 
 
@@ -66,6 +75,12 @@ def taesd_folder(ctx: BuildContext) -> Path:
         if not (given / "config.json").is_file():
             raise ValueError(f"--sdperf-set taesd={given}: no config.json there; {TAESD_HINT}")
         return given
+    if ctx.model.kind == "profile":
+        from ..models.profiles import get_profile
+
+        # TAESD's own architecture is AutoencoderTiny's defaults; the profile adds its scaling.
+        config = dict(get_profile(ctx.model.profile).configs.get("taesd", {}))
+        return ensure_tiny_taesd(ctx.cache_dir, config, ctx.model.profile)
     if ctx.model.kind != "tiny":
         from ..worker import SkipVariant
 

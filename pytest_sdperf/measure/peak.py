@@ -1,0 +1,252 @@
+"""The machine's FLOP/s limit: a theoretical CPU figure and a measured GEMM peak.
+
+Theoretical: physical cores x maximum frequency x fp32 FLOPs per cycle of the vector ISA found
+(an upper bound: all-core clocks under vector load run lower). Measured: the best FLOP/s of a
+large ``torch.mm``, on the CPU over the session's CPUs or on the CUDA device in fp32, fp16 and
+bf16; on a GPU that is the figure that counts. Usage::
+
+    peak = peak_flops()   # MachinePeak(theoretical=TheoreticalPeak(...), measured={"float32": ...})
+    peak.limit_for("cpu", "float32")   # (GFLOP/s, "measured GEMM (torch.mm float32 ...)")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+CPU_SYS = Path("/sys/devices/system/cpu")
+GPU_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What /proc/cpuinfo says that decides the peak."""
+
+    vendor: str = ""
+    family: int | None = None
+    model: int | None = None
+    flags: frozenset[str] = frozenset()
+    mhz: float | None = None  # the highest "cpu MHz" line: the current clock, not the maximum
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """Parse /proc/cpuinfo text (x86 ``flags`` or Arm ``Features``)."""
+    def first(name: str) -> str | None:
+        found = re.search(rf"^{name}\s*:\s*(.*)$", text, re.M)
+        return found.group(1).strip() if found else None
+
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
+    family, model = first("cpu family"), first("model")
+    return CpuInfo(
+        vendor=first("vendor_id") or "",
+        family=int(family) if family and family.isdigit() else None,
+        model=int(model) if model and model.isdigit() else None,
+        flags=frozenset((first("flags") or first("Features") or "").split()),
+        mhz=max(mhz) if mhz else None,
+    )
+
+
+def flops_per_cycle(cpu: CpuInfo) -> tuple[int, str] | None:
+    """fp32 FLOPs per cycle per core for the widest FMA the flags show, and the assumption.
+
+    Two FMA units per core, each a multiply and an add per lane: AVX-512 64, AVX2+FMA 32,
+    SSE 8, Arm NEON 16. AMD Zen 1 (family 23 below model 0x30, and Hygon's) splits 256-bit
+    work into two 128-bit halves (16); Zen 4 (family 25) splits 512-bit work (32).
+    """
+    f = cpu.flags
+    amd = cpu.vendor in ("AuthenticAMD", "HygonGenuine")
+    if "avx512f" in f:
+        if amd and cpu.family == 25:
+            return 32, "AVX-512 on AMD Zen 4 (two 256-bit FMA units): 2 x 8 lanes x 2"
+        return 64, "AVX-512 (assumes two 512-bit FMA units): 2 x 16 lanes x 2"
+    if "avx2" in f and "fma" in f:
+        zen1 = amd and (cpu.family == 24 or (cpu.family == 23 and (cpu.model or 0) < 0x30))
+        if zen1:
+            return 16, "AVX2+FMA on AMD Zen 1 (two 128-bit FMA units): 2 x 4 lanes x 2"
+        return 32, "AVX2+FMA (assumes two 256-bit FMA units): 2 x 8 lanes x 2"
+    if "asimd" in f:
+        return 16, "Arm NEON (assumes two 128-bit FMA units): 2 x 4 lanes x 2"
+    if "sse" in f:
+        return 8, "SSE (no FMA): 4 lanes x (1 mul + 1 add)"
+    return None
+
+
+@dataclass(frozen=True)
+class TheoreticalPeak:
+    """cores x GHz x FLOPs per cycle (fp32); an upper bound, as all-core clocks run lower."""
+
+    gflops_per_s: float
+    cores: int
+    ghz: float
+    flops_per_cycle: int
+    basis: str
+
+
+def theoretical_peak(cpu: CpuInfo, cores: int, max_khz: int | None = None) -> TheoreticalPeak | None:
+    """The fp32 peak from parsed facts; None when the ISA or the clock is unknown."""
+    per_cycle = flops_per_cycle(cpu)
+    if per_cycle is None or not (max_khz or cpu.mhz):
+        return None
+    ghz = max_khz / 1e6 if max_khz else (cpu.mhz or 0.0) / 1e3
+    clock = "cpuinfo_max_freq" if max_khz else "current 'cpu MHz' (no cpufreq)"
+    basis = (f"{cores} physical cores x {ghz:.2f} GHz ({clock}) x {per_cycle[0]} fp32 "
+             f"FLOP/cycle ({per_cycle[1]})")
+    return TheoreticalPeak(cores * ghz * per_cycle[0], cores, ghz, per_cycle[0], basis)
+
+
+def physical_cores(cpus: set[int], sys_root: Path = CPU_SYS) -> int:
+    """How many physical cores ``cpus`` span (SMT siblings share the FMA units)."""
+    groups = set()
+    for cpu in cpus:
+        topo = sys_root / f"cpu{cpu}" / "topology"
+        for name in ("core_cpus_list", "thread_siblings_list"):
+            if (topo / name).is_file():
+                groups.add((topo / name).read_text().strip())
+                break
+        else:
+            groups.add(str(cpu))
+    return max(1, len(groups))
+
+
+def max_freq_khz(cpus: set[int], sys_root: Path = CPU_SYS) -> int | None:
+    """The highest ``cpuinfo_max_freq`` among ``cpus``; None without cpufreq (VMs often)."""
+    found = []
+    for cpu in cpus:
+        path = sys_root / f"cpu{cpu}" / "cpufreq" / "cpuinfo_max_freq"
+        with contextlib.suppress(OSError, ValueError):
+            found.append(int(path.read_text()))
+    return max(found) if found else None
+
+
+def session_cpus() -> set[int]:
+    """The CPUs this process may run on."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def cpu_peak(cpus: set[int] | None = None) -> TheoreticalPeak | None:
+    """The theoretical fp32 peak of ``cpus`` (default: this process's) read from the system."""
+    cpus = cpus or session_cpus()
+    try:
+        cpu = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return None
+    return theoretical_peak(cpu, physical_cores(cpus), max_freq_khz(cpus))
+
+
+@dataclass(frozen=True)
+class GemmPeak:
+    """The best FLOP/s of a large ``torch.mm`` on one device and dtype."""
+
+    gflops_per_s: float
+    device: str
+    dtype: str
+    basis: str
+
+
+def gemm_peak(device: str = "cpu", dtype: str = "float32", n: int | None = None,
+              budget_s: float = 0.5, min_reps: int = 3) -> GemmPeak:
+    """Time ``torch.mm`` of two n x n matrices; the best of the timed products.
+
+    Default n: 8192 on CUDA; on the CPU 1024 up to 8 threads, else 2048 (large enough to reach
+    the GEMM plateau, small enough to keep the measurement near a second on a small machine).
+    Runs at least ``min_reps`` timed products after one warm-up, more while within ``budget_s``.
+    """
+    import torch
+
+    cuda = device.startswith("cuda")
+    n = n or (8192 if cuda else 1024 if torch.get_num_threads() <= 8 else 2048)
+    kind = getattr(torch, dtype)
+    a, b = (torch.randn(n, n, device=device).to(kind) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=kind)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    torch.mm(a, b, out=out)
+    sync()
+    best, reps, start = float("inf"), 0, time.perf_counter()
+    while reps < min_reps or (time.perf_counter() - start < budget_s and reps < 50):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        sync()
+        best, reps = min(best, time.perf_counter() - t0), reps + 1
+    where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} threads"
+    basis = f"torch.mm {dtype} {n}x{n}, best of {reps}, {where}"
+    return GemmPeak(2 * n**3 / best / 1e9, device, dtype, basis)
+
+
+@contextlib.contextmanager
+def whole_machine(cpus: set[int]) -> Iterator[None]:
+    """Run on all of ``cpus`` with one torch thread per physical core, then restore.
+
+    A variant may have pinned its worker or lowered its threads; the peak is the machine's.
+    """
+    import torch
+
+    before, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    try:
+        os.sched_setaffinity(0, cpus)
+        torch.set_num_threads(physical_cores(cpus))
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+        torch.set_num_threads(threads)
+
+
+def measured_peaks(device: str = "cpu", cpus: set[int] | None = None) -> dict[str, GemmPeak]:
+    """GEMM peaks by dtype: fp32 on the CPU (over ``cpus``); fp32, fp16 and bf16 on CUDA."""
+    if device.startswith("cuda"):
+        return {d: _gpu_gemm_peak(device, d) for d in GPU_DTYPES}
+    with whole_machine(cpus or session_cpus()):
+        return {"float32": gemm_peak("cpu", "float32")}
+
+
+def _gpu_gemm_peak(device: str, dtype: str) -> GemmPeak:
+    """8192-square products, or 4096 where the variant's model leaves too little memory."""
+    try:
+        return gemm_peak(device, dtype)
+    except RuntimeError:  # torch.cuda.OutOfMemoryError is one
+        return gemm_peak(device, dtype, n=4096)
+
+
+@dataclass(frozen=True)
+class MachinePeak:
+    """The theoretical CPU peak (None when undetermined) and the measured GEMM peaks by dtype."""
+
+    theoretical: TheoreticalPeak | None = None
+    measured: Mapping[str, GemmPeak] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {"theoretical": asdict(self.theoretical) if self.theoretical else None,
+                "measured": {k: asdict(v) for k, v in self.measured.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MachinePeak:
+        """The inverse of ``to_dict``."""
+        theo = data.get("theoretical")
+        return cls(TheoreticalPeak(**theo) if theo else None,
+                   {k: GemmPeak(**v) for k, v in (data.get("measured") or {}).items()})
+
+    def limit_for(self, device: str, dtype: str = "float32") -> tuple[float, str] | None:
+        """(GFLOP/s, basis) a variant on ``device`` in ``dtype`` is held to: measured first."""
+        gpu = device.startswith("cuda")
+        same = {k: v for k, v in self.measured.items() if v.device.startswith("cuda") == gpu}
+        gemm = same.get(dtype) or same.get("float32")
+        if gemm:
+            return gemm.gflops_per_s, f"measured GEMM ({gemm.basis})"
+        if self.theoretical and not gpu:
+            return self.theoretical.gflops_per_s, f"theoretical ({self.theoretical.basis})"
+        return None
+
+
+def peak_flops(device: str = "cpu", measure: bool = True) -> MachinePeak:
+    """This machine's peak: theoretical (CPU) and, with ``measure``, GEMM-measured (~1 s)."""
+    cpus = session_cpus()
+    return MachinePeak(cpu_peak(cpus), measured_peaks(device, cpus) if measure else {})

@@ -1,0 +1,206 @@
+"""Issue #7: FLOPs of one UNet call, achieved FLOP/s, and the machine's peak beside them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_sdperf.html_report import render
+from pytest_sdperf.measure.efficiency import (
+    against_peak,
+    step_efficiency,
+    unet_batch,
+    unet_config,
+    unet_step_flops,
+)
+from pytest_sdperf.measure.peak import (
+    CpuInfo,
+    GemmPeak,
+    MachinePeak,
+    TheoreticalPeak,
+    flops_per_cycle,
+    gemm_peak,
+    max_freq_khz,
+    parse_cpuinfo,
+    physical_cores,
+    theoretical_peak,
+)
+from pytest_sdperf.models.tiny import UNET_CONFIG
+from pytest_sdperf.report import peak_lines, table
+from pytest_sdperf.session import Record
+from pytest_sdperf.workload import Workload
+
+INTEL_AVX512 = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 106
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+cpu MHz\t\t: 2900.000
+flags\t\t: fpu sse sse2 avx fma avx2 avx512f avx512bw amx_tile
+"""
+ZEN1 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model\t\t: 1
+model name\t: AMD EPYC
+cpu MHz\t\t: 1996.248
+flags\t\t: fpu sse sse2 fma avx avx2
+processor\t: 1
+cpu MHz\t\t: 1800.000
+"""
+
+
+@pytest.fixture(scope="module")
+def diffusers_unet() -> None:
+    """diffusers' UNet module, imported once (5-15 s on a small machine; the counts take ~1 s)."""
+    pytest.importorskip("diffusers.models.unets.unet_2d_condition")
+
+
+def _count(batch: int, side: int, cache_dir: Path | None = None) -> int:
+    return unet_step_flops(UNET_CONFIG, batch, (side, side), cache_dir=cache_dir)
+
+
+def test_unet_flops_scale_with_latent_area_and_batch(diffusers_unet: None) -> None:
+    small, large, double = _count(2, 16), _count(2, 32), _count(4, 16)
+    assert small > 1e9  # the tiny UNet at 128x128 px, CFG batch 2: ~1.7 GFLOP
+    assert 3.8 < large / small < 6.0  # 4x the pixels; attention grows quadratically
+    assert double / small == pytest.approx(2.0, rel=0.02)
+
+
+def test_counts_are_cached_on_disk(diffusers_unet: None, tmp_path: Path) -> None:
+    counted = _count(2, 16, tmp_path)
+    (stored,) = (tmp_path / "flops").glob("*.json")
+    assert json.loads(stored.read_text())["flops"] == counted
+    stored.write_text(json.dumps({"flops": 123}))
+    assert _count(2, 16, tmp_path) == 123  # read back, not counted again
+    assert _count(2, 24, tmp_path) != 123  # another shape, another entry
+
+
+def test_token_merging_lowers_the_count_and_is_labelled(diffusers_unet: None) -> None:
+    pytest.importorskip("tomesd")
+    pipe = SimpleNamespace(unet=SimpleNamespace(config=UNET_CONFIG), vae_scale_factor=8)
+    wl = Workload(height=256, width=256)
+    plain = step_efficiency(pipe, wl, {}, {"step": 0.5})
+    merged = step_efficiency(pipe, wl, {"tome_ratio": 0.5}, {"step": 0.5})
+    assert plain is not None and merged is not None
+    assert merged.unet_step_gflops < plain.unet_step_gflops
+    assert "merged" in merged.flops_basis and "merged" not in plain.flops_basis
+    assert plain.achieved_gflops_per_s == pytest.approx(plain.unet_step_gflops / 0.5)
+    assert plain.unet_batch == 2 and plain.latent_hw == (32, 32)
+
+
+def test_unet_batch_follows_classifier_free_guidance() -> None:
+    assert unet_batch(Workload(images_per_prompt=3), {}) == 6
+    assert unet_batch(Workload(guidance_scale=1.0), {}) == 1
+    assert unet_batch(Workload(), {"time_cond_proj_dim": 256}) == 1  # LCM: guidance embedded
+
+
+def test_unet_config_from_pipeline_or_folder_else_none(tmp_path: Path) -> None:
+    assert unet_config(SimpleNamespace()) is None  # the fake pipeline: nothing to count
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text('{"block_out_channels": [8], "in_channels": 4}')
+    assert unet_config(SimpleNamespace(), str(tmp_path)) == {"block_out_channels": [8], "in_channels": 4}
+    other = SimpleNamespace(unet=SimpleNamespace(config={"_class_name": "UNet2DModel"}))
+    assert unet_config(other) is None
+
+
+@pytest.mark.parametrize(("text", "per_cycle"), [
+    (INTEL_AVX512, 64),
+    (ZEN1, 16),  # Zen 1 runs 256-bit FMA as two 128-bit halves
+    (ZEN1.replace("model\t\t: 1\n", "model\t\t: 49\n"), 32),  # Zen 2
+    ("vendor_id: GenuineIntel\nflags: sse sse2 avx avx2 fma\n", 32),
+    ("flags: fpu sse sse2\n", 8),
+    ("Features: fp asimd evtstrm\n", 16),
+])
+def test_flops_per_cycle_from_cpuinfo_flags(text: str, per_cycle: int) -> None:
+    found = flops_per_cycle(parse_cpuinfo(text))
+    assert found is not None and found[0] == per_cycle
+
+
+def test_zen4_avx512_counts_two_256_bit_units() -> None:
+    cpu = CpuInfo(vendor="AuthenticAMD", family=25, model=17, flags=frozenset({"avx512f", "avx2", "fma"}))
+    found = flops_per_cycle(cpu)
+    assert found is not None and found[0] == 32 and "Zen 4" in found[1]
+
+
+def test_theoretical_peak_is_cores_by_clock_by_flops_per_cycle() -> None:
+    cpu = parse_cpuinfo(ZEN1)
+    assert cpu.mhz == pytest.approx(1996.248)  # the highest "cpu MHz" line
+    from_mhz = theoretical_peak(cpu, cores=2)
+    assert from_mhz is not None and from_mhz.gflops_per_s == pytest.approx(2 * 1.996248 * 16)
+    assert "cpu MHz" in from_mhz.basis and "Zen 1" in from_mhz.basis
+    from_sys = theoretical_peak(parse_cpuinfo(INTEL_AVX512), cores=4, max_khz=3_500_000)
+    assert from_sys is not None and from_sys.gflops_per_s == pytest.approx(4 * 3.5 * 64)
+    assert theoretical_peak(parse_cpuinfo("flags: sse\n"), cores=2) is None  # no clock known
+    assert theoretical_peak(parse_cpuinfo("cpu MHz: 2000\n"), cores=2) is None  # no ISA known
+
+
+def test_physical_cores_and_max_freq_from_sysfs(tmp_path: Path) -> None:
+    for cpu, siblings, khz in ((0, "0,2", 3_000_000), (1, "1,3", 3_100_000), (2, "0,2", 3_000_000)):
+        (tmp_path / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{cpu}" / "topology" / "core_cpus_list").write_text(siblings + "\n")
+        (tmp_path / f"cpu{cpu}" / "cpufreq").mkdir()
+        (tmp_path / f"cpu{cpu}" / "cpufreq" / "cpuinfo_max_freq").write_text(f"{khz}\n")
+    assert physical_cores({0, 1, 2}, tmp_path) == 2  # cpu2 is cpu0's SMT sibling
+    assert physical_cores({0, 2}, tmp_path) == 1
+    assert physical_cores({7}, tmp_path) == 1  # no topology: one core per CPU
+    assert max_freq_khz({0, 1}, tmp_path) == 3_100_000
+    assert max_freq_khz({7}, tmp_path) is None
+
+
+def test_gemm_peak_is_positive_and_finite() -> None:
+    pytest.importorskip("torch")
+    found = gemm_peak(n=128, budget_s=0.05)
+    assert found.gflops_per_s > 0 and math.isfinite(found.gflops_per_s)
+    assert found.dtype == "float32" and "128x128" in found.basis
+
+
+PEAK = MachinePeak(
+    TheoreticalPeak(64.0, 2, 2.0, 16, "2 cores x 2.00 GHz x 16"),
+    {"float32": GemmPeak(40.0, "cpu", "float32", "torch.mm float32 1024x1024")},
+)
+
+
+def test_percent_of_peak_prefers_the_measured_gemm_and_keeps_the_theoretical() -> None:
+    out = against_peak({"achieved_gflops_per_s": 10.0}, PEAK, "cpu")
+    assert out["pct_of_peak"] == pytest.approx(25.0) and "measured GEMM" in out["peak_basis"]
+    assert out["pct_of_theoretical"] == pytest.approx(15.625)
+    theo_only = against_peak({"achieved_gflops_per_s": 10.0}, MachinePeak(PEAK.theoretical), "cpu")
+    assert theo_only["pct_of_peak"] == pytest.approx(15.625) and "theoretical" in theo_only["peak_basis"]
+    assert "pct_of_peak" not in against_peak({"achieved_gflops_per_s": 1.0}, MachinePeak(), "cpu")
+
+
+def test_gpu_variants_are_held_to_their_dtypes_gemm() -> None:
+    gpu = MachinePeak(None, {d: GemmPeak(g, "cuda", d, "x") for d, g in (("float32", 50e3), ("bfloat16", 700e3))})
+    assert gpu.limit_for("cuda", "bfloat16") == (700e3, "measured GEMM (x)")
+    assert gpu.limit_for("cuda", "float16") == (50e3, "measured GEMM (x)")  # not measured: fp32's
+    assert gpu.limit_for("cpu") is None  # a GPU's GEMM is no limit for CPU work
+    assert MachinePeak.from_dict(PEAK.to_dict()) == PEAK
+
+
+def _record(variant: str, achieved: float | None, pct: float | None) -> Record:
+    eff = {"unet_step_gflops": 1.7, "achieved_gflops_per_s": achieved, "pct_of_peak": pct,
+           "peak_gflops_per_s": 40.0, "peak_basis": "measured GEMM (torch.mm float32 1024x1024)"}
+    return Record(test_id=f"t::test[{variant}]", variant=variant, model_key="m", workload_key="w",
+                  verdict="pass", p50_s=1.0, efficiency=eff if achieved else {})
+
+
+def test_report_shows_flops_and_percent_of_peak() -> None:
+    records = [_record("torch-fp32", 12.345, 30.86), _record("ov-fp32", 3.21, 8.025), _record("x", None, None)]
+    lines = table(records)
+    assert "GFLOP/s" in lines[0] and "%peak" in lines[0]
+    assert "12.3" in lines[2] and "31%" in lines[2]
+    assert "3.21" in lines[3] and "8.0%" in lines[3]
+    assert peak_lines(records) == [
+        "%peak: achieved UNet FLOP/s over 40.0 GFLOP/s, measured GEMM (torch.mm float32 1024x1024)"]
+    header = {"machine": {"key": "k"}, "peak": PEAK.to_dict()}
+    html = render(header, records, "torch-fp32")
+    results = html.split("id='results'")[1].split("</table>")[0]
+    assert "GFLOP/s</th>" in results and "% peak</th>" in results and "<td>31%</td>" in results
+    machine = html.split("id='environment'")[1]
+    assert "peak FLOP/s" in machine and "64.0 GFLOP/s (2 cores x 2.00 GHz x 16)" in machine
+    assert "measured GEMM (cpu, float32)" in machine
