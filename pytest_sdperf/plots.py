@@ -65,17 +65,26 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None], verdicts: S
 def tradeoff_scatter(labels: Sequence[str], speedups: Sequence[float | None],
                      ssims: Sequence[float | None], verdicts: Sequence[str],
                      min_ssim: float | None = None) -> bytes:
-    """Speedup (x) against SSIM to the reference (y): the speed/quality trade-off."""
-    fig = _figure()
+    """Speedup (x) against SSIM to the reference (y): the speed/quality trade-off.
+
+    Points are numbered and named in a key beside the axes: with twenty variants near SSIM 1,
+    names written at the points would cover each other.
+    """
+    points = [(label, x, y, verdict)
+              for label, x, y, verdict in zip(labels, speedups, ssims, verdicts, strict=True)
+              if x is not None and y is not None]
+    fig = _figure(width=6.6 if len(points) > 6 else 5.2, height=max(3.2, 0.16 * len(points) + 0.6))
     ax = fig.add_subplot()
-    for label, x, y, verdict in zip(labels, speedups, ssims, verdicts, strict=True):
-        if x is None or y is None:
-            continue
-        ax.scatter([x], [y], s=50, color=VERDICT_COLOURS.get(verdict, NEUTRAL), zorder=3)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for number, (label, x, y, verdict) in enumerate(points, start=1):
+        ax.scatter([x], [y], s=50, color=VERDICT_COLOURS.get(verdict, NEUTRAL), zorder=3,
+                   label=f"{number} {label}")
+        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     if min_ssim is not None:
         ax.axhline(min_ssim, color="#c62828", lw=0.8, ls=":", label=f"min SSIM {min_ssim:g}")
-        ax.legend(fontsize=8, loc="lower left")
+    if points or min_ssim is not None:
+        # Outside the axes: constrained layout makes room for it.
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                  handletextpad=0.3, borderaxespad=0.0)
     ax.axvline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xlabel("speedup against the reference (x)")
     _style(ax, "speed / quality (up and right is better)", "SSIM to the reference")
