@@ -82,6 +82,22 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def model_label(model_key: str) -> str:
+    """A model key without its content hash: ``tiny-fed9edcfcc40`` -> ``tiny``.
+
+    Baseline entries are keyed by the label, so a library upgrade that changes the tiny model's
+    bytes (and key) keeps its entries; reference images stay keyed by the full key.
+    """
+    head, sep, tail = model_key.rpartition("-")
+    return head if sep and tail.isalnum() and len(tail) >= 8 else model_key
+
+
+def entry_key(test_id: str, model_key: str, workload_key: str) -> str:
+    """Where a test's entry lives: one per (test, model, workload), so one baseline file holds
+    the tiny model, the profiles and real models side by side (``--sdperf-size`` too)."""
+    return f"{test_id}@{model_label(model_key)}/{workload_key}"
+
+
 def parse_baseline(text: str, path: Path) -> dict[str, Any]:
     """Parse and validate a baseline file's text; any defect raises BaselineError."""
     fix = f"fix or delete {path}, or rewrite it with --sdperf-update-all (a .bak copy is kept)"
@@ -142,6 +158,7 @@ class BaselineStore:
     _entries: dict[str, Any] | None = None
     _error: BaselineError | None = None
     _pending: dict[str, Any] = field(default_factory=dict)
+    _retired: set[str] = field(default_factory=set)
     _obtained: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -183,6 +200,10 @@ class BaselineStore:
         """Write this entry at session end."""
         self._pending[test_id] = dict(entry)
 
+    def retire(self, key: str) -> None:
+        """Remove this entry at session end (a legacy key its new key replaces)."""
+        self._retired.add(key)
+
     def queue_obtained(self, test_id: str, entry: Mapping[str, Any]) -> None:
         """Save what a failing test measured beside the baseline, for diffing."""
         self._obtained[test_id] = dict(entry)
@@ -200,7 +221,7 @@ class BaselineStore:
         """
         written: list[Path] = []
         header = {k: v for k, v in header.items() if k in HEADER_KEYS}
-        if self._pending:
+        if self._pending or self._retired:
             with FileLock(str(self.path) + ".lock"):
                 written.append(self._merge_and_write(header, force))
         if self._obtained:
@@ -217,11 +238,14 @@ class BaselineStore:
                 raise
             shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
             current = {}
+        for key in self._retired - set(self._pending):
+            current.pop(key, None)
         current.update(self._pending)
         doc = {"schema_version": SCHEMA_VERSION, **header, "entries": dict(sorted(current.items()))}
         atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
         self._entries = current
         self._pending = {}
+        self._retired = set()
         return self.path
 
     def reference_dir(self, model_key: str) -> Path:

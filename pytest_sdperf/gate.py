@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from .baselines import BaselineError
+from .baselines import BaselineError, entry_key, model_label
 from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
 from .measure.latency import LatencyStats
 from .measure.similarity import Similarity, compare_images, load_png
@@ -30,6 +30,16 @@ class SdperfInconclusive(UserWarning):
     """A latency comparison the samples could not decide."""
 
 
+def _same_subject(entry: Mapping[str, Any], m: Measurement) -> bool:
+    from .workload import Workload
+
+    try:
+        same_workload = Workload.from_dict(entry["workload"]).key() == m.workload.key()
+    except (TypeError, KeyError):
+        return False
+    return same_workload and model_label(str(entry.get("model", ""))) == model_label(m.model_key)
+
+
 @dataclass
 class Gate:
     """Bound to one test: its id, thresholds from the marker, and the session state."""
@@ -39,13 +49,16 @@ class Gate:
     spec: VariantSpec
     marker_thresholds: Mapping[str, float]
     workdir: Path
+    key: str = ""  # the baseline entry's key, set by check(): test id @ model / workload
+    _legacy: bool = False  # the entry was found under the bare test id (an older file)
 
     def check(self, m: Measurement) -> Record:
         """Judge ``m``; fails the test (pytest.fail) on a regression or a new recording."""
         if isinstance(m, WorkerFailure):
             pytest.fail(m.message, pytrace=False)
+        self.key = entry_key(self.test_id, m.model_key, m.workload.key())
         try:
-            entry = self.state.store.get(self.test_id)
+            entry = self._stored_entry(m)
         except BaselineError as exc:
             if not self.state.settings.update_all:
                 self._record(m, None, "error", str(exc))
@@ -60,12 +73,12 @@ class Gate:
         new_entry = self._entry(m, similarity, thresholds)
         s = self.state.settings
         if entry is None or s.update_all:
-            self.state.store.queue(self.test_id, new_entry)
+            self._queue(new_entry)
             if entry is None and not s.update_all:
                 others = self.state.other_keys()
                 seen = f" (baselines exist for other machines: {', '.join(others)}; they are " \
                     "never compared silently, see --sdperf-machine-key)" if others else ""
-                problems.append(f"no baseline entry for {self.test_id} in {self.state.store.path}: "
+                problems.append(f"no baseline entry for {self.key} in {self.state.store.path}: "
                                 f"recorded now; run again to compare{seen}")
         checks = self._checks(m, entry, similarity, thresholds)
         regressions = [c for c in checks if c.status == FAIL]
@@ -87,11 +100,28 @@ class Gate:
             pytest.fail("\n".join(problems), pytrace=False)
         return record
 
+    def _stored_entry(self, m: Measurement) -> Mapping[str, Any] | None:
+        """The entry under ``self.key``; else one under the bare test id (files written before
+        entries were keyed by model and workload) when its model and workload are ``m``'s."""
+        store = self.state.store
+        entry = store.get(self.key)
+        self._legacy = False
+        if entry is None:
+            old = store.get(self.test_id)
+            if old is not None and _same_subject(old, m):
+                entry, self._legacy = old, True
+        return entry
+
+    def _queue(self, new_entry: Mapping[str, Any]) -> None:
+        self.state.store.queue(self.key, new_entry)
+        if self._legacy:
+            self.state.store.retire(self.test_id)
+
     def _check_foreign(self, m: Measurement, entry: Mapping[str, Any] | None) -> Record:
         """Against another machine's file: calibration-relative latency and similarity only."""
         store, here = self.state.store, self.state.machine.key
         if entry is None:
-            pytest.skip(f"no entry for {self.test_id} in {store.path} (machine key "
+            pytest.skip(f"no entry for {self.key} in {store.path} (machine key "
                         f"{store.machine_key}; this machine is {here})")
         t = self._thresholds(entry)
         cur, base = m.latency.relative(), LatencyStats.from_dict(entry["latency"]).relative()
@@ -146,14 +176,14 @@ class Gate:
         self, m: Measurement, regressions: list[Check], new_entry: Mapping[str, Any]
     ) -> list[str]:
         store, s = self.state.store, self.state.settings
-        store.queue_obtained(self.test_id, new_entry)
+        store.queue_obtained(self.key, new_entry)
         kept = self._keep_obtained_images(m)
         lines = [f"sdperf regression in {self.test_id} (variant {m.variant}):"]
         lines += [f"  {c.message()}" for c in regressions]
         lines.append(f"  baseline: {store.path}")
         lines.append(f"  obtained: {store.obtained_path}" + (f", images {kept}" if kept else ""))
         if s.update and not s.update_all:
-            store.queue(self.test_id, new_entry)
+            self._queue(new_entry)
             lines.append("  --sdperf-update: the baseline entry was rewritten with these figures")
             if m.variant == s.reference_variant and any(c.metric in ("SSIM", "PSNR") for c in regressions):
                 self._write_references(m, self.reference_paths(m))

@@ -123,3 +123,24 @@ def test_auto_rounds_stop_when_the_median_is_known(run: SdperfRun) -> None:
     samples = entry["latency"]["samples"]
     assert 5 <= len(samples) <= 60 and sum(samples) < 25  # min rounds, max rounds, budget
     assert len(entry["latency"]["calibration"]) == len(samples)
+
+
+def test_entries_are_kept_per_model_and_older_files_still_match(pytester):
+    """One file holds a test's entry for each model; a bare test-id key (older files) still
+    serves the model and workload it records."""
+    from pytest_sdperf.testing import make_fake_model
+
+    run = SdperfRun(pytester)
+    run.write_suite()
+    other = make_fake_model(run.root / "other-model")
+    run.run("--sdperf-variants", "fake").assert_outcomes(failed=1)  # records for fake-model
+    result = run.run("--sdperf-variants", "fake", "--sdperf-model", str(other))
+    result.assert_outcomes(failed=1)  # its own entry, recorded: not compared with fake-model's
+    result.stdout.fnmatch_lines(["*no baseline entry for test_suite.py::test_gen[[]fake[]]@other-model/*"])
+    doc = json.loads(run.baseline_file().read_text())
+    assert sorted(k.split("@")[1].split("/")[0] for k in doc["entries"]) == ["fake-model", "other-model"]
+    run.run("--sdperf-variants", "fake").assert_outcomes(passed=1)
+    # An older file: the same entry under the bare test id.
+    doc["entries"] = {k.split("@")[0]: e for k, e in doc["entries"].items() if "@fake-model/" in k}
+    run.baseline_file().write_text(json.dumps(doc))
+    run.run("--sdperf-variants", "fake").assert_outcomes(passed=1)

@@ -122,12 +122,9 @@ def count_parameters(modules: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _tokenizer(pad_token: str) -> Any:
-    from transformers import CLIPTokenizer
+    from .tiny import clip_tokenizer
 
-    from .tiny import byte_level_vocab
-
-    vocab, merges = byte_level_vocab()
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token=pad_token)
+    return clip_tokenizer(model_max_length=77, pad_token=pad_token)
 
 
 def _scheduler(config: Mapping[str, Any]) -> Any:

@@ -7,6 +7,8 @@ one, which is what the similarity gate checks. Build it with ``build_tiny(out_di
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +77,30 @@ def byte_level_vocab() -> tuple[dict[str, int], list[str]]:
     return {tok: i for i, tok in enumerate(tokens)}, []
 
 
+def clip_tokenizer(**kwargs: Any) -> Any:
+    """A CLIPTokenizer over ``byte_level_vocab()``. transformers 5 takes the vocabulary and merges
+    themselves; transformers 4 only reads them from vocab.json and merges.txt."""
+    import transformers
+    from transformers import CLIPTokenizer
+
+    vocab, merges = byte_level_vocab()
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return CLIPTokenizer(vocab=vocab, merges=merges, **kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file, merges_file = Path(tmp, "vocab.json"), Path(tmp, "merges.txt")
+        vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
+        merges_file.write_text("".join(f"{m}\n" for m in ["#version: 0.2", *merges]), encoding="utf-8")
+        return CLIPTokenizer(vocab_file=str(vocab_file), merges_file=str(merges_file), **kwargs)
+
+
 def build_tiny(out_dir: Path) -> None:
     """Build the tiny pipeline deterministically and save it to ``out_dir`` (safetensors)."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    vocab, merges = byte_level_vocab()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    vocab, _ = byte_level_vocab()
+    tokenizer = clip_tokenizer(model_max_length=77)
     text_config = CLIPTextConfig(
         vocab_size=len(vocab),
         bos_token_id=vocab["<|startoftext|>"],
