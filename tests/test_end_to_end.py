@@ -25,7 +25,7 @@ def run(pytester: pytest.Pytester, cache_dir: Path, *extra: str) -> pytest.RunRe
     )
 
 
-def test_tiny_model_records_passes_and_catches_a_2x_regression(
+def test_tiny_model_records_passes_and_catches_a_10x_regression(
     pytester: pytest.Pytester, cache_dir: Path
 ) -> None:
     shutil.copy(SUITE, pytester.path / SUITE.name)
@@ -47,7 +47,10 @@ def test_tiny_model_records_passes_and_catches_a_2x_regression(
     assert entry["similarity"]["ssim"] == 1.0  # same latents, same model: identical image
     assert entry["memory"]["peak_rss"] > entry["memory"]["peak_heap"] > 0
     assert entry["latency"]["stages"]["steps_per_call"] >= 10
-    entry["latency"]["samples"] = [s / 2 for s in entry["latency"]["samples"]]
+    # Claim the baseline ran 10x faster: far past the 1.5x limit, so the verdict is a failure
+    # even when other work on a 2-core machine widens the interval (at 2x, and once at 4x, with
+    # a tox job beside it, the 95% interval reached below 1.5x and the verdict was inconclusive).
+    entry["latency"]["samples"] = [s / 10 for s in entry["latency"]["samples"]]
     baseline.write_text(json.dumps(doc))
 
     third = run(pytester, cache_dir)

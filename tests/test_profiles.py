@@ -138,10 +138,11 @@ def test_builder_writes_an_sdxl_pipeline_with_two_tokenizers(small_xl):
 def test_sdxl_pipeline_runs_through_the_variants(pytester, small_xl):
     """torch-fp32, precomputed embeddings (pooled ones too) and OpenVINO static on SDXL."""
     pytest.importorskip("optimum.intel")
+    # Latency is not what this test is about: two rounds on a shared 2-core machine are noise.
     pytester.makepyfile(test_xl="""
 import pytest
 
-@pytest.mark.sdperf()
+@pytest.mark.sdperf(latency_pct=10000)
 def test_gen(sdperf_measurement, sdperf_gate):
     sdperf_gate.check(sdperf_measurement)
 """)
