@@ -40,6 +40,8 @@ ENTRY_SCHEMA: dict[str, Any] = {
             "properties": {
                 "samples": {"type": "array", "minItems": 1, "items": {**_NUM, "exclusiveMinimum": 0}},
                 "calibration": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
+                "calibration_kernel": {"type": "string"},
+                "reference": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
             },
         },
         "memory": {

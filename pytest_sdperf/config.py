@@ -77,10 +77,14 @@ def device_choice(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, cpu, cuda, cuda:N")
 
 
+GATE_MODES = ("relative", "paired", "absolute")
+
+
 def gate_mode(text: str) -> str:
-    """relative (latency over the interleaved calibration workload) or absolute (seconds)."""
-    if text not in ("relative", "absolute"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'relative' or 'absolute'")
+    """relative (latency over the interleaved calibration workload), paired (over the reference
+    variant run in the same worker, rounds interleaved) or absolute (seconds)."""
+    if text not in GATE_MODES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(GATE_MODES)}")
     return text
 
 

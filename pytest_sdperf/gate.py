@@ -124,10 +124,15 @@ class Gate:
             pytest.skip(f"no entry for {self.key} in {store.path} (machine key "
                         f"{store.machine_key}; this machine is {here})")
         t = self._thresholds(entry)
-        cur, base = m.latency.relative(), LatencyStats.from_dict(entry["latency"]).relative()
+        stored = LatencyStats.from_dict(entry["latency"])
+        cur, base = m.latency.relative(), stored.relative()
         if not (cur and base):
             pytest.skip(f"baseline of machine {store.machine_key} has no calibration samples; "
                         f"this machine ({here}) cannot be compared with it by ratio")
+        if stored.kernel() != m.latency.kernel():
+            pytest.skip(f"baseline of machine {store.machine_key} was calibrated with "
+                        f"{stored.kernel()}, this run with {m.latency.kernel()}: their ratios "
+                        "do not compare; re-record that machine's file with --sdperf-update-all")
         problems: list[str] = []
         sim = self._similarity(m, problems)
         checks = [replace(compare_latency(cur, base, t.latency_pct),
@@ -166,11 +171,25 @@ class Gate:
     def _latency_check(self, m: Measurement, entry: Mapping[str, Any], t: Thresholds) -> Check:
         """Relative to the calibration workload where both sides have it, else seconds."""
         stored = LatencyStats.from_dict(entry["latency"])
+        mode = self.state.settings.gate_mode
+        cur_pair, base_pair = m.latency.paired(), stored.paired()
+        if mode == "paired" and cur_pair and base_pair:
+            check = compare_latency(cur_pair, base_pair, t.latency_pct)
+            name = self.state.settings.reference_variant
+            return replace(check, metric=f"latency ratio (paired with {name})")
         cur_rel, base_rel = m.latency.relative(), stored.relative()
-        if self.state.settings.gate_mode == "relative" and cur_rel and base_rel:
+        # paired mode falls back to the calibration for the reference variant itself, and for
+        # a baseline recorded without the reference beside it
+        relative = mode in ("relative", "paired")
+        if relative and cur_rel and base_rel and stored.kernel() == m.latency.kernel():
             check = compare_latency(cur_rel, base_rel, t.latency_pct)
             return replace(check, metric="latency ratio (relative to calibration)")
-        return compare_latency(m.latency.samples, stored.samples, t.latency_pct)
+        check = compare_latency(m.latency.samples, stored.samples, t.latency_pct)
+        if relative and cur_rel and base_rel:
+            note = (f"compared in seconds: the baseline was calibrated with {stored.kernel()}, "
+                    f"this run with {m.latency.kernel()}; --sdperf-update-all re-records it")
+            check = replace(check, detail=f"{check.detail}; {note}")
+        return check
 
     def _regression_text(
         self, m: Measurement, regressions: list[Check], new_entry: Mapping[str, Any]

@@ -61,7 +61,8 @@ OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("--sdperf-device", {"metavar": "DEV", "type": device_choice}, "auto (default), cpu, cuda"),
     ("--sdperf-memray-dir", {"metavar": "DIR"}, "keep each variant's memray capture here"),
     ("--sdperf-gate", {"metavar": "MODE", "type": gate_mode},
-     "relative (default: latency over an interleaved calibration workload) or absolute"),
+     "relative (default: latency over an interleaved calibration workload), paired (over the "
+     "reference variant timed in the same worker, rounds interleaved) or absolute"),
     ("--sdperf-machine-key", {"metavar": "KEY"},
      "compare with another machine's baseline file, by calibration-relative latency only"),
     ("--sdperf-reference", {"metavar": "VARIANT"},

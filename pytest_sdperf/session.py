@@ -230,10 +230,18 @@ class SdperfState:
             "memray_capture": str(memray_capture) if memray_capture else None,
             "measure_peak": not self.peak.measured,
             "machine_cpus": sorted(session_cpus()),
+            "reference": self._paired_reference(spec),
         }
         outcome = run_worker(request, workdir, s.timeout_s, spec.env)
         self._take_peak(outcome.result)
         return outcome
+
+    def _paired_reference(self, spec: VariantSpec) -> dict[str, Any] | None:
+        """The reference variant to time beside ``spec`` in its worker (``--sdperf-gate paired``)."""
+        s = self.settings
+        if s.gate_mode != "paired" or spec.name == s.reference_variant:
+            return None
+        return self.reference_spec().to_dict()
 
     def header(self) -> dict[str, Any]:
         """Machine, environment, peak FLOP/s and the model note; baselines keep the first two."""

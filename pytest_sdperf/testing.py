@@ -16,7 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -186,23 +186,30 @@ class SdperfRun:
 # --- Faults for the gate-validation harness (pytest_sdperf.validate), on real pipelines ---
 
 def extra_work(pipeline: Pipeline, ctx: BuildContext) -> None:
-    """Transform: after every UNet call, ``extra_work_pct`` percent more compute (matmuls)."""
+    """Transform: every call does ``extra_work_pct`` percent more work (default 10; 0: none).
+
+    The call is timed and, before it returns, float32 matmuls run for that share of its
+    time on the same threads: a slowdown of exactly that size that computes like a real one
+    (it competes for the same cores and caches), inside the timed call.
+    """
+    import contextlib
+
     import torch
 
     pct = ctx.setting("extra_work_pct", 10.0, float) / 100.0
-    unet = pipeline.pipe.unet
-    original = unet.forward
+    if pct <= 0:
+        return
     a = torch.randn(256, 256)
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def slower() -> Iterator[None]:
         start = time.perf_counter()
-        out = original(*args, **kwargs)
+        yield
         until = time.perf_counter() + (time.perf_counter() - start) * pct
         while time.perf_counter() < until:
             a.matmul(a)
-        return out
 
-    unet.forward = forward
+    pipeline.contexts.append(slower)
 
 
 def perturb_unet(pipeline: Pipeline, ctx: BuildContext) -> None:

@@ -1,21 +1,27 @@
 """Measure how good the gates are on this machine: false alarms and detections.
 
-``python -m pytest_sdperf.validate --runs 20`` records a baseline of the reference variant on
-the embedded model, then, ``runs`` times and interleaved, measures in fresh workers:
+``python -m pytest_sdperf.validate --runs 20`` repeats ``runs`` independent trials on the
+embedded model. Each trial records a fresh baseline (so the baseline's own noise is part of
+every trial, as it is when a nightly job compares with a file recorded on another day), then
+measures, in fresh workers and in a shuffled order:
 
 - the unchanged pipeline (A/A): every regression flagged is a false alarm;
-- the pipeline with 5, 10 and 25% extra work in the denoising loop: each flag is a detection;
+- the pipeline with 5, 10 and 25% extra work in every call: each flag is a detection;
 - a quality fault (noise on the UNet weights) and a memory fault (an extra allocation held
   during the call): the similarity and memory gates must fail, the latency gate stay quiet.
 
-Each run is judged like a test (bootstrap CI of the ratio of medians), both relative to the
-calibration workload and in absolute seconds, so the two modes are compared on the same data.
+The pipeline under test is a harness variant (``fault-*``): torch-fp32 plus the fault, timed
+beside torch-fp32 itself in its worker, so every measurement carries all three latency
+figures and each run is judged in each gate mode on the same data: ``paired`` (over the
+reference's rounds beside it), ``relative`` (over the calibration workload), ``absolute``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -23,42 +29,49 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory
-from .config import Settings
+from .config import GATE_MODES, Settings
 from .measure.latency import LatencyStats
 from .measure.similarity import compare_images, load_png
 from .session import SdperfState
 from .variants.builtin import register_builtin
 from .variants.registry import VariantRegistry, VariantSpec
 
-FAULTS: dict[str, tuple[str, dict[str, str]]] = {
-    "quality": ("pytest_sdperf.testing:perturb_unet", {}),
-    "memory": ("pytest_sdperf.testing:hold_memory", {}),
+FAULTS: dict[str, str] = {
+    "slow": "pytest_sdperf.testing:extra_work",
+    "quality": "pytest_sdperf.testing:perturb_unet",
+    "memory": "pytest_sdperf.testing:hold_memory",
 }
+# Unchanged: the slow fault with no extra work (same variant name, so the same code path).
+UNCHANGED = ("fault-slow", {"extra_work_pct": "0"})
+
+
+def _per_mode() -> dict[str, Any]:
+    return {mode: 0 for mode in GATE_MODES}
 
 
 @dataclass
 class Tally:
-    """Counts for one condition."""
+    """Counts for one condition, per gate mode where latency is concerned."""
 
     runs: int = 0
-    flagged: dict[str, int] = field(default_factory=lambda: {"relative": 0, "absolute": 0})
-    inconclusive: dict[str, int] = field(default_factory=lambda: {"relative": 0, "absolute": 0})
+    flagged: dict[str, int] = field(default_factory=_per_mode)
+    inconclusive: dict[str, int] = field(default_factory=_per_mode)
+    ratios: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in GATE_MODES})
+    detectable: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in GATE_MODES})
     similarity_failed: int = 0
     memory_failed: int = 0
-    ratios: list[float] = field(default_factory=list)
 
 
 def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
     registry = VariantRegistry()
     register_builtin(registry)
-    for name, (ref, _) in FAULTS.items():
-        registry.add(VariantSpec(name=f"fault-{name}", family="harness", description=name, transforms=(ref,)))
-    registry.add(VariantSpec(name="fault-slow", family="harness", description="extra work",
-                             transforms=("pytest_sdperf.testing:extra_work",)))
+    for name, ref in FAULTS.items():
+        registry.add(VariantSpec(name=f"fault-{name}", family="harness", description=name,
+                                 transforms=(ref,)))
     settings = Settings(
         enabled=True, model=args.model, variants=None, baselines_dir=workdir / "baselines",
         update=False, update_all=False, rounds=args.rounds, warmup=1, cache_dir=args.cache_dir,
-        json_path=None, timeout_s=900.0, allow_pickle=False, device="cpu",
+        json_path=None, timeout_s=900.0, allow_pickle=False, device="cpu", gate_mode="paired",
     )
     return SdperfState(settings, registry, workdir)
 
@@ -72,16 +85,23 @@ def _measure(state: SdperfState, variant: str, workdir: Path, extra: Mapping[str
     return outcome.result
 
 
+def _figures(stats: LatencyStats) -> dict[str, tuple[float, ...] | None]:
+    return {"paired": stats.paired(), "relative": stats.relative(), "absolute": stats.samples}
+
+
 def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: float) -> None:
-    b, c = LatencyStats.from_dict(base["latency"]), LatencyStats.from_dict(res["latency"])
+    b, c = _figures(LatencyStats.from_dict(base["latency"])), _figures(LatencyStats.from_dict(res["latency"]))
     tally.runs += 1
-    for mode, (cur, ref) in {"relative": (c.relative(), b.relative()),
-                             "absolute": (c.samples, b.samples)}.items():
-        check = compare_latency(cur or c.samples, ref or b.samples, pct)
+    for mode in GATE_MODES:
+        cur, ref = c[mode], b[mode]
+        if not (cur and ref):
+            raise SystemExit(f"the harness measured no {mode} latency figures")
+        check = compare_latency(cur, ref, pct)
         tally.flagged[mode] += check.status == FAIL
         tally.inconclusive[mode] += check.status == INCONCLUSIVE
-        if mode == "relative":
-            tally.ratios.append(check.measured)
+        tally.ratios[mode].append(check.measured)
+        if check.detectable_pct is not None:
+            tally.detectable[mode].append(check.detectable_pct)
     sim = compare_images([load_png(Path(p)) for p in res["images"]],
                          [load_png(Path(p)) for p in base["images"]])
     tally.similarity_failed += sim.ssim < 0.9 or sim.psnr < 20.0
@@ -89,49 +109,73 @@ def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: f
     tally.memory_failed += mem.status == FAIL
 
 
-def run(args: argparse.Namespace) -> dict[str, Tally]:
-    """Record the baseline, then measure every condition ``args.runs`` times, interleaved."""
-    workdir = Path(tempfile.mkdtemp(prefix="sdperf-validate-"))
-    state = _state(args, workdir)
-    base = _measure(state, "torch-fp32", workdir / "baseline", {})
-    conditions: dict[str, tuple[str, dict[str, str]]] = {"A/A": ("torch-fp32", {})}
+def _conditions(args: argparse.Namespace, trial: int) -> dict[str, tuple[str, dict[str, str]]]:
+    conditions: dict[str, tuple[str, dict[str, str]]] = {"A/A": UNCHANGED}
     for pct in args.slowdowns:
         conditions[f"+{pct:g}% work"] = ("fault-slow", {"extra_work_pct": str(pct)})
-    conditions.update({f"{k} fault": (f"fault-{k}", v) for k, (_, v) in FAULTS.items()})
-    tallies = {name: Tally() for name in conditions}
+    if trial < args.fault_runs:
+        conditions.update({f"{k} fault": (f"fault-{k}", {}) for k in ("quality", "memory")})
+    return conditions
+
+
+def run(args: argparse.Namespace) -> dict[str, Tally]:
+    """``args.runs`` trials: a fresh baseline, then every condition in a shuffled order."""
+    workdir = Path(tempfile.mkdtemp(prefix="sdperf-validate-"))
+    state = _state(args, workdir)
+    tallies: dict[str, Tally] = {name: Tally() for name in _conditions(args, 0)}
+    order = random.Random(args.seed)
     for i in range(args.runs):
-        for name, (variant, extra) in conditions.items():
-            res = _measure(state, variant, workdir / f"{i}-{variant}", extra)
+        base = _measure(state, UNCHANGED[0], workdir / f"{i}-baseline", UNCHANGED[1])
+        conditions = list(_conditions(args, i).items())
+        order.shuffle(conditions)
+        for name, (variant, extra) in conditions:
+            res = _measure(state, variant, workdir / f"{i}-{name.replace('/', '')}".replace(" ", "-"), extra)
             _judge(tallies[name], base, res, args.latency_pct)
-            print(f"run {i + 1}/{args.runs} {name}: ratio {tallies[name].ratios[-1]:.3f}",
-                  file=sys.stderr, flush=True)
+            last = {m: f"{tallies[name].ratios[m][-1]:.3f}" for m in GATE_MODES}
+            print(f"trial {i + 1}/{args.runs} {name}: ratios {last}", file=sys.stderr, flush=True)
     return tallies
 
 
+def _median(values: list[float], fmt: str) -> str:
+    return fmt.format(statistics.median(values)) if values else "-"
+
+
 def table(tallies: Mapping[str, Tally], pct: float) -> list[str]:
-    """Markdown table of the outcome."""
-    lines = [f"latency limit +{pct:g}%; relative = over the calibration workload",
-             "| condition | runs | latency flagged (relative) | latency flagged (absolute) | "
-             "inconclusive (rel.) | median ratio | SSIM/PSNR gate failed | memory gate failed |",
+    """Markdown table of the outcome: per gate mode, flags (inconclusive) and median ratio."""
+    modes = " / ".join(GATE_MODES)
+    lines = [f"latency limit +{pct:g}%; figures per gate mode: {modes}",
+             f"| condition | runs | latency flagged ({modes}) | inconclusive | median ratio | "
+             "median smallest detectable | SSIM/PSNR gate failed | memory gate failed |",
              "|---|---|---|---|---|---|---|---|"]
     for name, t in tallies.items():
-        median = sorted(t.ratios)[len(t.ratios) // 2] if t.ratios else float("nan")
-        lines.append(f"| {name} | {t.runs} | {t.flagged['relative']} | {t.flagged['absolute']} | "
-                     f"{t.inconclusive['relative']} | {median:.3f} | {t.similarity_failed} | {t.memory_failed} |")
+        flagged = " / ".join(str(t.flagged[m]) for m in GATE_MODES)
+        unsure = " / ".join(str(t.inconclusive[m]) for m in GATE_MODES)
+        ratios = " / ".join(_median(t.ratios[m], "{:.3f}") for m in GATE_MODES)
+        detectable = " / ".join(_median(t.detectable[m], "{:.0f}%") for m in GATE_MODES)
+        lines.append(f"| {name} | {t.runs} | {flagged} | {unsure} | {ratios} | {detectable} | "
+                     f"{t.similarity_failed} | {t.memory_failed} |")
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m pytest_sdperf.validate", description=__doc__)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--latency-pct", type=float, default=5.0)
-    parser.add_argument("--slowdowns", type=lambda t: [float(x) for x in t.split(",")], default=[5.0, 10.0, 25.0])
+    parser = argparse.ArgumentParser(prog="python -m pytest_sdperf.validate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20, help="independent trials (default 20)")
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per worker (default 10)")
+    parser.add_argument("--latency-pct", type=float, default=5.0,
+                        help="the latency gate's limit in percent (default 5)")
+    parser.add_argument("--slowdowns", type=lambda t: [float(x) for x in t.split(",")],
+                        default=[5.0, 10.0, 25.0], help="injected slowdowns in percent (default 5,10,25)")
+    parser.add_argument("--fault-runs", type=int, default=None,
+                        help="trials that also run the quality and memory faults (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the condition order")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "pytest-sdperf")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.fault_runs is None:
+        args.fault_runs = args.runs
     tallies = run(args)
     print("\n".join(table(tallies, args.latency_pct)))
     if args.json:

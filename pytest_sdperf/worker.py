@@ -65,7 +65,7 @@ def _pin(cpus: str) -> None:
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """Build the variant, time it, measure its memory, save its images."""
-    from .measure.calibration import make_calibration
+    from .measure.calibration import kernel_name, make_calibration
     from .measure.latency import LatencyStats, StageClock
     from .variants.base import BuildContext, ModelRef
     from .variants.build import build_pipeline, make_generate, sync_fn
@@ -91,17 +91,37 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     first_call_s = time.perf_counter() - start - float(pipeline.info.get("cache_build_s", 0.0))
     for _ in range(request["warmup"]):
         warm()
+    memory: dict[str, Any] | None = None
+    reference = None
+    if request.get("reference"):
+        # The reference pipeline must not count in this variant's memory: measure that first.
+        memory = _memory(generate, ctx.device, request.get("memray_capture"))
+        reference = _reference_generate(request["reference"], ctx, sync, int(request["warmup"]))
     clock.reset()
-    calibrate = make_calibration(ctx.device, "torch" in sys.modules)
+    use_torch = "torch" in sys.modules
+    calibrate = make_calibration(ctx.device, use_torch)
     samples: list[float] = []
-    calibration: list[float] = []
-    while _more_rounds(request, samples, calibration):
-        calibration.append(calibrate())
+    ref_samples: list[float] = []
+    marks = [calibrate()]  # the calibration before round 1, then after each round
+
+    def ratios() -> list[float]:
+        if reference is not None:
+            return [s / r for s, r in zip(samples, ref_samples, strict=True)]
+        return [s / c for s, c in zip(samples, _around(marks), strict=True)]
+
+    while _more_rounds(request, samples, ratios()):
+        if reference is not None and len(samples) % 2:  # ABBA order: drift hits both sides
+            ref_samples.append(_timed(reference, sync)[0])
         seconds, images = _timed(generate, sync)
+        if reference is not None and not len(samples) % 2:
+            ref_samples.append(_timed(reference, sync)[0])
         samples.append(seconds)
-    stats = LatencyStats.from_samples(samples, first_call_s, clock.stages(), calibration)
+        marks.append(calibrate())
+    stats = LatencyStats.from_samples(samples, first_call_s, clock.stages(), _around(marks),
+                                      kernel_name(use_torch), ref_samples)
     out_dir = Path(request["out_dir"])
-    memory = _memory(generate, ctx.device, request.get("memray_capture"))
+    if memory is None:
+        memory = _memory(generate, ctx.device, request.get("memray_capture"))
     efficiency = _efficiency(pipeline, ctx, stats.stages)
     # The machine's GEMM peak is measured once per session, by a worker that has a UNet.
     peak = _machine_peak(request, ctx.device) if efficiency and request.get("measure_peak") else None
@@ -130,8 +150,27 @@ def _warmup_generate(pipeline: Any, ctx: Any, clock: Any, steps: int | None) -> 
     return make_generate(pipeline, dataclasses.replace(ctx, workload=wl), clock)[0]
 
 
-def _more_rounds(request: dict[str, Any], samples: list[float], calibration: list[float]) -> bool:
-    """Fixed rounds, or (rounds 0 = auto) until the median is known well enough or time is up."""
+def _around(marks: list[float]) -> list[float]:
+    """Each round's calibration: the mean of the runs just before and just after it."""
+    return [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
+
+
+def _reference_generate(spec: dict[str, Any], ctx: Any, sync: Callable[[], None], warmup: int) -> Any:
+    """The reference variant built in this worker, called once plus ``warmup`` times."""
+    from .measure.latency import StageClock
+    from .variants.build import build_pipeline, make_generate
+
+    rctx = dataclasses.replace(ctx, variant=spec.get("name", ""))
+    pipeline = build_pipeline(spec, rctx)
+    generate = make_generate(pipeline, rctx, StageClock(pipeline.pipe, sync))[0]
+    for _ in range(1 + warmup):
+        generate()
+    return generate
+
+
+def _more_rounds(request: dict[str, Any], samples: list[float], ratios: list[float]) -> bool:
+    """Fixed rounds, or (rounds 0 = auto) until the median of the gated ratios (over the
+    calibration, or over the paired reference) is known well enough or time is up."""
     rounds = int(request["rounds"])
     if rounds > 0:
         return len(samples) < rounds
@@ -142,8 +181,7 @@ def _more_rounds(request: dict[str, Any], samples: list[float], calibration: lis
         return False
     from .measure.latency import median_ci_halfwidth
 
-    relative = [s / c for s, c in zip(samples, calibration, strict=True)]
-    return median_ci_halfwidth(relative) > float(auto["halfwidth"])
+    return median_ci_halfwidth(ratios) > float(auto["halfwidth"])
 
 
 def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 
 import pytest
 
@@ -67,6 +68,39 @@ def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
     found = re.search(r"latency ratio[^:]*: measured ([0-9.]+)x, baseline 1.000x, limit 1.500x",
                       result.stdout.str())
     assert found and float(found.group(1)) > 2.0, result.stdout.str()  # about 3x slower
+
+
+def test_baseline_calibrated_with_another_kernel_is_compared_in_seconds(run: SdperfRun) -> None:
+    """Ratios to a different calibration workload do not compare: seconds are, and it says so."""
+    run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=1").assert_outcomes(failed=1)
+    doc = json.loads(run.baseline_file().read_text())
+    entry = next(iter(doc["entries"].values()))
+    kernel = entry["latency"]["calibration_kernel"]
+    assert kernel == "unet-block-v1-numpy"  # the fake pipeline has no torch
+    del entry["latency"]["calibration_kernel"]  # as files written before kernels were named
+    run.baseline_file().write_text(json.dumps(doc))
+    result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "relative to calibration" not in out
+    assert f"the baseline was calibrated with conv-matmul-v0, this run with {kernel}" in out
+
+
+def test_paired_gate_times_the_reference_beside_the_variant(run: SdperfRun) -> None:
+    """--sdperf-gate paired: the reference's rounds interleave with the variant's in one worker,
+    the entry keeps both, and a slower variant fails on its ratio to the reference."""
+    paired = ("--sdperf-gate", "paired")
+    run.run("--sdperf-variants", "fake,fake-slow", *paired, "--sdperf-set", "fake_slowdown=1")
+    entries = json.loads(run.baseline_file().read_text())["entries"]
+    by_variant = {e["variant"]: e["latency"] for e in entries.values()}
+    assert len(by_variant["fake-slow"]["reference"]) == len(by_variant["fake-slow"]["samples"]) == 5
+    assert by_variant["fake"]["reference"] == []  # the reference is not paired with itself
+    ratio = statistics.median(s / r for s, r in zip(by_variant["fake-slow"]["samples"],
+                                                     by_variant["fake-slow"]["reference"], strict=True))
+    assert 0.7 < ratio < 1.4  # the same work as the reference
+    result = run.run("--sdperf-variants", "fake,fake-slow", *paired, "--sdperf-set", "fake_slowdown=3")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*latency ratio (paired with fake): measured 2.*x, baseline 1.000x*"])
 
 
 def test_similarity_gate_fails_a_noisy_variant(run: SdperfRun) -> None:

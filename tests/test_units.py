@@ -89,3 +89,24 @@ def test_latency_stats() -> None:
     assert LatencyStats.from_dict(stats.to_dict()) == stats
     with pytest.raises(ValueError):
         LatencyStats.from_samples([])
+
+
+def test_latency_ratios_over_calibration_and_paired_reference() -> None:
+    stats = LatencyStats.from_samples([2.0, 4.0], calibration=[0.5, 1.0], calibration_kernel="k1",
+                                      reference=[1.0, 2.0])
+    assert stats.relative() == (4.0, 4.0) and stats.paired() == (2.0, 2.0)
+    assert LatencyStats.from_dict(stats.to_dict()) == stats
+    older = {"samples": [2.0, 4.0], "calibration": [0.5, 1.0]}  # written before kernels/pairs
+    legacy = LatencyStats.from_dict(older)
+    assert legacy.kernel() == "conv-matmul-v0" and stats.kernel() == "k1"
+    assert legacy.paired() is None and LatencyStats.from_samples([1.0], reference=[0.0]).paired() is None
+
+
+def test_gate_mode_option_names_the_choices() -> None:
+    import argparse
+
+    from pytest_sdperf.config import gate_mode
+
+    assert gate_mode("paired") == "paired"
+    with pytest.raises(argparse.ArgumentTypeError, match="relative, paired, absolute"):
+        gate_mode("ratio")

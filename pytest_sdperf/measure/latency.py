@@ -14,8 +14,10 @@ import numpy as np
 class LatencyStats:
     """Summary of the timed rounds (seconds); ``samples`` keeps the raw data for the gates.
 
-    ``calibration`` holds the seconds of the calibration workload timed just before each
-    round (see measure/calibration.py); ``relative()`` divides each round by it.
+    ``calibration`` holds, for each round, the mean seconds of the calibration workload timed
+    just before and just after it (see measure/calibration.py; files written before the
+    ``calibration_kernel`` field existed timed it before only); ``relative()`` divides each
+    round by it. ``calibration_kernel`` names the workload ("" in older files: the legacy one).
     """
 
     samples: tuple[float, ...]
@@ -26,6 +28,21 @@ class LatencyStats:
     first_call_s: float | None = None
     stages: Mapping[str, float] = field(default_factory=dict)
     calibration: tuple[float, ...] = ()
+    calibration_kernel: str = ""
+    reference: tuple[float, ...] = ()
+
+    def paired(self) -> tuple[float, ...] | None:
+        """Each round's seconds over the reference variant's round beside it (``--sdperf-gate
+        paired``); None when the reference was not timed."""
+        if len(self.reference) != len(self.samples) or not all(r > 0 for r in self.reference):
+            return None
+        return tuple(s / r for s, r in zip(self.samples, self.reference, strict=True))
+
+    def kernel(self) -> str:
+        """The calibration workload's name (older files: the legacy kernel)."""
+        from .calibration import LEGACY_KERNEL
+
+        return self.calibration_kernel or LEGACY_KERNEL
 
     def relative(self) -> tuple[float, ...] | None:
         """Each round's seconds over its calibration's seconds; None without calibration."""
@@ -40,6 +57,8 @@ class LatencyStats:
         first_call_s: float | None = None,
         stages: Mapping[str, float] | None = None,
         calibration: list[float] | tuple[float, ...] = (),
+        calibration_kernel: str = "",
+        reference: list[float] | tuple[float, ...] = (),
     ) -> LatencyStats:
         """Compute p50/p90/mean/stdev; one sample has a stdev of 0."""
         if not samples:
@@ -54,6 +73,8 @@ class LatencyStats:
             first_call_s=first_call_s,
             stages=dict(stages or {}),
             calibration=tuple(float(c) for c in calibration),
+            calibration_kernel=calibration_kernel,
+            reference=tuple(float(r) for r in reference),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +82,7 @@ class LatencyStats:
         out = asdict(self)
         out["samples"] = list(self.samples)
         out["calibration"] = list(self.calibration)
+        out["reference"] = list(self.reference)
         out["stages"] = dict(self.stages)
         return out
 
@@ -69,7 +91,8 @@ class LatencyStats:
         """The inverse of ``to_dict`` (statistics are recomputed from the samples)."""
         return cls.from_samples(
             list(data["samples"]), data.get("first_call_s"), data.get("stages") or {},
-            list(data.get("calibration") or ()),
+            list(data.get("calibration") or ()), str(data.get("calibration_kernel") or ""),
+            list(data.get("reference") or ()),
         )
 
 

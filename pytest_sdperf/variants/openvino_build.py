@@ -38,19 +38,56 @@ def cfg_batch(wl: Workload) -> int:
     return wl.images_per_prompt * (2 if wl.guidance_scale > 1.0 else 1)
 
 
-def _torch_source(ctx: BuildContext) -> Any:
-    """The source model as a float32 diffusers pipeline on the CPU (for tracing)."""
+EXPORT_WEIGHTS = ("auto", "float32", "float16")
+
+
+def _torch_source(ctx: BuildContext, dtype: str = "float32") -> Any:
+    """The source model as a diffusers pipeline on the CPU (for tracing)."""
     from .torch_family import load_torch
 
-    return load_torch(dataclasses.replace(ctx, device="cpu")).pipe
+    return load_torch(dataclasses.replace(ctx, device="cpu"), dtype=dtype).pipe
 
 
-def export_ir(ctx: BuildContext, out: Path) -> None:
-    """Export the source model to an OpenVINO IR pipeline with dynamic shapes (float32)."""
+def stored_unet_dtype(ctx: BuildContext) -> str:
+    """``float16`` when every UNet tensor of a local source is stored in float16, else ``float32``."""
+    if ctx.model.kind not in ("tiny", "profile", "diffusers"):
+        return "float32"
+    files = sorted((Path(ctx.model.location) / "unet").glob("*.safetensors"))
+    if not files:
+        return "float32"
+    from safetensors import safe_open
+
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            if any(f.get_slice(name).get_dtype() != "F16" for name in f.keys()):
+                return "float32"
+    return "float16"
+
+
+def export_weights(ctx: BuildContext) -> str:
+    """The weight precision of the exported IR (``--sdperf-set ov_export_weights=``).
+
+    ``auto`` (default) keeps the precision the UNet is stored in: a float16 checkpoint (the
+    profiles, most published SD checkpoints) exports float16 weights, which is lossless and
+    halves the export's memory (SDXL's float32 export needs more than 24 GiB). Inference still
+    computes in float32 on CPUs without native float16: OpenVINO decompresses the weights when
+    it compiles the model.
+    """
+    choice = ctx.setting("ov_export_weights", "auto", str)
+    if choice not in EXPORT_WEIGHTS:
+        raise ValueError(f"--sdperf-set ov_export_weights={choice!r}: choose one of {', '.join(EXPORT_WEIGHTS)}")
+    return stored_unet_dtype(ctx) if choice == "auto" else choice
+
+
+def export_ir(ctx: BuildContext, out: Path, *, weights: str = "float32") -> None:
+    """Export the source model to an OpenVINO IR pipeline with dynamic shapes (float32 compute,
+    ``weights`` the precision its weights are saved in)."""
     from optimum.exporters.openvino import export_from_model
     from optimum.intel import OVConfig
 
-    export_from_model(_torch_source(ctx), out, ov_config=OVConfig(dtype="fp32"))
+    half = weights == "float16"
+    export_from_model(_torch_source(ctx, weights), out, ov_config=OVConfig(dtype="fp32"),
+                      patch_16bit_model=half)
 
 
 def export_tome_ir(ctx: BuildContext, out: Path, *, ratio: float) -> None:

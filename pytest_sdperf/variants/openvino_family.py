@@ -179,7 +179,7 @@ def _calibration_workload(ctx: BuildContext) -> dict[str, Any]:
 def _base_ir(ctx: BuildContext, recipe: Recipe, info: dict[str, Any]) -> Path:
     """The float32 IR: the user's IR folder as it is, else the cached export of the source."""
     from ..worker import SkipVariant
-    from .openvino_build import cfg_batch, export_ir, export_tome_ir
+    from .openvino_build import cfg_batch, export_ir, export_tome_ir, export_weights
     from .openvino_cache import cached_build
 
     if ctx.model.kind == "openvino":
@@ -192,7 +192,12 @@ def _base_ir(ctx: BuildContext, recipe: Recipe, info: dict[str, Any]) -> Path:
         info["source"] = "openvino-ir"
         return _source(ctx)
     if recipe.tome_ratio is None:
-        entry = cached_build(ctx.cache_dir, "export", ctx.model.key, {}, partial(export_ir, ctx))
+        weights = export_weights(ctx)
+        # float32 keeps the recipe of caches written before the choice existed.
+        recipe_key = {} if weights == "float32" else {"weights": weights}
+        entry = cached_build(ctx.cache_dir, "export", ctx.model.key, recipe_key,
+                             partial(export_ir, ctx, weights=weights))
+        info["export_weights"] = weights
     else:
         wl, ratio = ctx.workload, recipe.tome_ratio
         key = {"tome_ratio": ratio, "height": wl.height, "width": wl.width, "batch": cfg_batch(wl)}
