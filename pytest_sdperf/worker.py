@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
+    from .measure.latency import LatencyStats
     from .variants.base import BuildContext, Pipeline
 
 
@@ -104,12 +105,10 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     ref_samples: list[float] = []
     marks = [calibrate()]  # the calibration before round 1, then after each round
 
-    def ratios() -> list[float]:
-        if reference is not None:
-            return [s / r for s, r in zip(samples, ref_samples, strict=True)]
-        return [s / c for s, c in zip(samples, _around(marks), strict=True)]
+    def so_far() -> LatencyStats:
+        return LatencyStats.from_samples(samples, calibration=_around(marks), reference=ref_samples)
 
-    while _more_rounds(request, samples, ratios()):
+    while _more_rounds(request, samples, so_far):
         if reference is not None and len(samples) % 2:  # ABBA order: drift hits both sides
             ref_samples.append(_timed(reference, sync)[0])
         seconds, images = _timed(generate, sync)
@@ -168,9 +167,11 @@ def _reference_generate(spec: dict[str, Any], ctx: Any, sync: Callable[[], None]
     return generate
 
 
-def _more_rounds(request: dict[str, Any], samples: list[float], ratios: list[float]) -> bool:
-    """Fixed rounds, or (rounds 0 = auto) until the median of the gated ratios (over the
-    calibration, or over the paired reference) is known well enough or time is up."""
+def _more_rounds(request: dict[str, Any], samples: list[float], so_far: Callable[[], "LatencyStats"]) -> bool:
+    """Fixed rounds, or (rounds 0 = auto) until the median of the gated ratios (over the paired
+    reference, else over the calibration) is known well enough or time is up.
+
+    ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it."""
     rounds = int(request["rounds"])
     if rounds > 0:
         return len(samples) < rounds
@@ -181,6 +182,8 @@ def _more_rounds(request: dict[str, Any], samples: list[float], ratios: list[flo
         return False
     from .measure.latency import median_ci_halfwidth
 
+    stats = so_far()
+    ratios = stats.paired() or stats.relative() or stats.samples
     return median_ci_halfwidth(ratios) > float(auto["halfwidth"])
 
 
