@@ -46,7 +46,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
         },
         "memory": {
             "type": "object",
-            "properties": {k: _NUM_OR_NULL for k in ("peak_rss", "peak_heap", "cuda_peak")},
+            "properties": {k: _NUM_OR_NULL for k in ("peak_rss", "peak_anon", "peak_heap", "cuda_peak")},
         },
         "similarity": {
             "type": ["object", "null"],

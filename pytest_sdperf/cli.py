@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
 from .config import non_negative_float
+from .measure.memory import common_figure, gated_figure
 from .session import Record
 from .workload import Thresholds
 
@@ -76,22 +77,14 @@ def _history_points(target: str, machine_key: str | None = None,
 
 # --- compare ------------------------------------------------------------------------------
 
-def _memory_pair(old: Record, new: Record) -> tuple[str, float, float] | None:
-    for figure in ("cuda_peak", "peak_rss"):
-        a, b = old.memory.get(figure), new.memory.get(figure)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0:
-            return figure, float(a), float(b)
-    return None
-
-
 def compare_records(old: Record, new: Record, t: Thresholds) -> list[Check]:
     """The gates' checks of ``new`` against ``old``: latency samples, memory, similarity."""
     checks = []
     if old.samples and new.samples:
         checks.append(compare_latency(new.samples, old.samples, t.latency_pct))
-    memory = _memory_pair(old, new)
+    memory = common_figure(new.memory, old.memory)
     if memory is not None:
-        figure, before, after = memory
+        figure, after, before = memory
         checks.append(compare_memory(after, before, t.memory_pct, figure))
     if new.ssim is not None and new.psnr is not None:
         checks.extend(compare_similarity(new.ssim, new.psnr, t.min_ssim, t.min_psnr))
@@ -201,10 +194,10 @@ def cmd_baselines_show(args: argparse.Namespace) -> int:
     print(f"{path}: {len(doc['entries'])} entries")
     rows = [["test", "variant", "p50", "peak mem", "SSIM", "recorded"]]
     for test_id, e in doc["entries"].items():
-        mem = e["memory"].get("cuda_peak") or e["memory"].get("peak_rss")
+        mem = gated_figure(e["memory"])
         sim = e.get("similarity") or {}
         rows.append([test_id, e["variant"], f"{float(np.median(e['latency']['samples'])):.4f} s",
-                     _fmt(mem / 2**20 if mem else None, "{:.1f} MiB"), _fmt(sim.get("ssim"), "{:.4f}"),
+                     _fmt(mem[1] / 2**20 if mem else None, "{:.1f} MiB"), _fmt(sim.get("ssim"), "{:.4f}"),
                      str(e.get("recorded", "-"))])
     _emit(rows)
     return EXIT_OK

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+from .measure.memory import gated_figure
+
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
@@ -92,9 +94,9 @@ def _tables() -> tuple[sa.Table, sa.Table]:
 
 
 def peak_memory(record: Record) -> int | None:
-    """The gated memory figure: CUDA peak where there is one, else peak RSS."""
-    value = record.memory.get("cuda_peak") or record.memory.get("peak_rss")
-    return int(value) if isinstance(value, (int, float)) else None
+    """The gated memory figure (``measure.memory.gated_figure``)."""
+    figure = gated_figure(record.memory)
+    return figure[1] if figure else None
 
 
 def _result_row(run_id: int, r: Record) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from .measure.memory import gated_figure
 from .report import peak_lines, rows, speedups
 from .session import REFERENCE_VARIANT, Record
 from .workload import Thresholds
@@ -107,8 +108,8 @@ def _table(records: Sequence[Record], reference: str) -> str:
 
 
 def _memory_mib(r: Record) -> float | None:
-    value = r.memory.get("cuda_peak") or r.memory.get("peak_rss")
-    return float(value) / 2**20 if isinstance(value, (int, float)) else None
+    figure = gated_figure(r.memory)
+    return figure[1] / 2**20 if figure else None
 
 
 def _charts(records: Sequence[Record], reference: str) -> str:

@@ -31,7 +31,8 @@ def benchmark_entry(record: Record) -> dict[str, Any]:
         "param": record.variant,
         "extra_info": {
             "variant": record.variant, "model": record.model_key, "verdict": record.verdict,
-            "peak_rss": record.memory.get("peak_rss"), "ssim": record.ssim, "psnr": record.psnr,
+            "peak_rss": record.memory.get("peak_rss"), "peak_anon": record.memory.get("peak_anon"),
+            "ssim": record.ssim, "psnr": record.psnr,
         },
         "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": len(record.samples),
                     "max_time": 0, "min_time": 0, "warmup": True},

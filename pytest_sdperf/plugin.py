@@ -91,11 +91,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Options under 'sdperf', each with a ``sdperf_*`` ini key."""
     group = parser.getgroup("sdperf", "Stable Diffusion performance gates")
     for flag, help_text in FLAGS:
-        group.addoption(flag, action="store_true", default=None, help=help_text)
+        group.addoption(flag, action="store_true", default=None, help=help_text.replace("%", "%%"))
         if flag != "--sdperf-list-variants":
             parser.addini(_ini(flag), help_text, type="bool", default=False)
     for flag, kwargs, help_text in OPTIONS:
-        group.addoption(flag, default=None, help=help_text, **kwargs)
+        group.addoption(flag, default=None, help=help_text.replace("%", "%%"), **kwargs)  # argparse formats help
         parser.addini(_ini(flag), help_text, default=None)
     group.addoption("--sdperf-set", action="append", type=key_value, metavar="NAME=VALUE",
                     help="a variant setting, e.g. tome_ratio=0.5 (repeatable)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .baselines import atomic_write_text
+from .measure.memory import gated_figure
 from .session import REFERENCE_VARIANT, Record
 
 COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem", "size", "SSIM", "PSNR",
@@ -63,7 +64,7 @@ def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[
     ups = speedups(records, reference)
     out: list[tuple[str, ...]] = []
     for r in records:
-        mem = r.memory.get("cuda_peak") or r.memory.get("peak_rss")
+        mem = gated_figure(r.memory)
         ips = r.info.get("images_per_s")
         out.append((
             r.variant,
@@ -72,7 +73,7 @@ def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[
             _num(ips, ".2f"),
             _flops(r.efficiency.get("achieved_gflops_per_s")),
             _pct(r.efficiency.get("pct_of_peak")),
-            _mib(mem),
+            _mib(mem[1] if mem else None),
             _mib(r.info.get("model_size_bytes")),
             _num(r.ssim, ".4f"),
             _num(r.psnr, ".1f"),

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory
 from .config import GATE_MODES, Settings
 from .measure.latency import LatencyStats
+from .measure.memory import common_figure
 from .measure.similarity import compare_images, load_png
 from .session import SdperfState
 from .variants.builtin import register_builtin
@@ -105,7 +106,10 @@ def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: f
     sim = compare_images([load_png(Path(p)) for p in res["images"]],
                          [load_png(Path(p)) for p in base["images"]])
     tally.similarity_failed += sim.ssim < 0.9 or sim.psnr < 20.0
-    mem = compare_memory(res["memory"]["peak_rss"], base["memory"]["peak_rss"], 20.0, "peak_rss")
+    figure = common_figure(res["memory"], base["memory"])
+    if figure is None:
+        raise SystemExit("the harness measured no memory figure (not Linux?)")
+    mem = compare_memory(figure[1], figure[2], 20.0, figure[0])
     tally.memory_failed += mem.status == FAIL
 
 

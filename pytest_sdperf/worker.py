@@ -225,10 +225,10 @@ def _machine_peak(request: dict[str, Any], device: str) -> dict[str, Any]:
 def _memory(generate: Callable[[], Any], device: str, capture: str | None) -> dict[str, Any]:
     from .measure.memory import MemoryStats, cuda_peak_of, memray_peak_of, peak_rss_of
 
-    before, peak_rss = peak_rss_of(generate)
+    rss = peak_rss_of(generate)
     peak_heap = memray_peak_of(generate, Path(capture) if capture else None)
     cuda = cuda_peak_of(generate) if device.startswith("cuda") else None
-    return MemoryStats(peak_rss, peak_heap, before, cuda).to_dict()
+    return MemoryStats(rss.peak, peak_heap, rss.before, cuda, rss.peak_anon, rss.file_after).to_dict()
 
 
 def _save_images(images: Any, out_dir: Path) -> list[str]:

@@ -116,8 +116,17 @@ def test_memory_gate_fails_when_a_call_holds_more(run: SdperfRun) -> None:
     run.run("--sdperf-variants", "fake-hungry", *slow, "--sdperf-set", "fake_hold_mb=0").assert_outcomes(failed=1)
     result = run.run("--sdperf-variants", "fake-hungry", *slow, "--sdperf-set", "fake_hold_mb=200")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*memory (peak_rss): measured*MiB, baseline*MiB, limit*"])
+    result.stdout.fnmatch_lines(["*memory (peak_anon): measured*MiB, baseline*MiB, limit*"])
     assert "latency ratio" not in result.stdout.str()
+    # a baseline recorded before peak_anon is compared on peak RSS, saying so
+    for path in (run.root / "baselines").glob("*.json"):
+        doc = json.loads(path.read_text())
+        for entry in doc["entries"].values():
+            entry["memory"].pop("peak_anon", None)
+        path.write_text(json.dumps(doc))
+    result = run.run("--sdperf-variants", "fake-hungry", *slow, "--sdperf-set", "fake_hold_mb=200")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*memory (peak_rss): measured*the baseline predates peak_anon*"])
 
 
 def test_summary_table_and_json(run: SdperfRun) -> None:

@@ -21,6 +21,17 @@ def test_without_flag_benchmarks_are_skipped(pytester: pytest.Pytester, run: Sdp
     result.stdout.fnmatch_lines(["*run with --sdperf*"])
 
 
+def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
+    """argparse formats help texts with %: a bare "2%" in one once made --help crash."""
+    from pytest_sdperf.plugin import FLAGS, OPTIONS
+
+    result = pytester.runpytest("--help")
+    assert result.ret == 0, result.stderr.str()
+    out = result.stdout.str()
+    assert all(flag in out for flag, *_ in (*FLAGS, *OPTIONS))
+    assert "+-2%" in out  # printed as written
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
