@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import mmap
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,10 +35,10 @@ def test_pages_of_a_mapped_file_count_in_rss_but_not_in_peak_anon(tmp_path: Path
     path = tmp_path / "weights.bin"
     path.write_bytes(np.random.default_rng(0).bytes(128 * MIB))
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        view = np.frombuffer(m, dtype=np.uint8)
+        views = [np.frombuffer(m, dtype=np.uint8)]
         rest = peak_rss_of(lambda: None)
-        mapped = peak_rss_of(lambda: int(view[::4096].sum()))  # touches every page
-        del view
+        mapped = peak_rss_of(lambda: int(views[0][::4096].sum()))  # touches every page
+        views.clear()  # the map closes only when no array points into it
     assert rest.peak is not None and mapped.peak is not None
     assert rest.peak_anon is not None and mapped.peak_anon is not None
     assert mapped.peak - rest.peak > 100 * MIB  # the mapped pages were resident
@@ -54,3 +56,28 @@ def test_common_figure_falls_back_to_what_an_older_baseline_has() -> None:
     assert common_figure({"peak_rss": 5, "peak_anon": 4}, {"peak_rss": 3, "peak_anon": 2}) == ("peak_anon", 4, 2)
     assert common_figure({"peak_rss": 5, "peak_anon": 4}, {"peak_rss": 3}) == ("peak_rss", 5, 3)
     assert common_figure({"peak_anon": 4}, {"peak_rss": 3}) is None
+
+
+@linux_only
+def test_memory_an_allocator_kept_is_released_before_the_call() -> None:
+    """jemalloc as env-jemalloc preloads it (freed pages never decay): without the purge, the
+    pages freed before the call would count in its peak."""
+    from pytest_sdperf.variants.system_family import JEMALLOC_CONF, find_library
+
+    lib = find_library("libjemalloc.so.2")
+    if lib is None:
+        pytest.skip("libjemalloc.so.2 is not installed (apt install libjemalloc2)")
+    code = (
+        "import numpy as np\n"
+        "from pytest_sdperf.measure.memory import _status_kib, peak_rss_of, release_free_memory\n"
+        "a = np.ones(300 * 2**20 // 8); del a\n"
+        "kept = _status_kib('RssAnon')\n"
+        "print(kept, peak_rss_of(lambda: None).peak_anon, release_free_memory())\n"
+    )
+    env = {**os.environ, "LD_PRELOAD": str(lib), "MALLOC_CONF": JEMALLOC_CONF}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split(maxsplit=2)
+    kept, peak_anon = int(out[0]), int(out[1])
+    assert "jemalloc" in out[2]
+    assert kept > 300 * MIB  # jemalloc kept the freed array
+    assert peak_anon < kept - 250 * MIB
