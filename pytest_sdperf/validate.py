@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory
-from .config import GATE_MODES, Settings
+from .config import GATE_MODES, Settings, positive_float, rounds_value
 from .measure.latency import LatencyStats
 from .measure.memory import common_figure
 from .measure.similarity import compare_images, load_png
@@ -61,6 +61,7 @@ class Tally:
     detectable: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in GATE_MODES})
     similarity_failed: int = 0
     memory_failed: int = 0
+    rounds: list[int] = field(default_factory=list)  # timed rounds the run took
 
 
 def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
@@ -73,6 +74,7 @@ def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
         enabled=True, model=args.model, variants=None, baselines_dir=workdir / "baselines",
         update=False, update_all=False, rounds=args.rounds, warmup=1, cache_dir=args.cache_dir,
         json_path=None, timeout_s=900.0, allow_pickle=False, device="cpu", gate_mode="paired",
+        time_budget_s=args.time_budget,
     )
     return SdperfState(settings, registry, workdir)
 
@@ -90,9 +92,12 @@ def _figures(stats: LatencyStats) -> dict[str, tuple[float, ...] | None]:
     return {"paired": stats.paired(), "relative": stats.relative(), "absolute": stats.samples}
 
 
-def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: float) -> None:
+def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: float) -> dict[str, str]:
+    """Count one run into ``tally``; the latency verdict per gate mode."""
     b, c = _figures(LatencyStats.from_dict(base["latency"])), _figures(LatencyStats.from_dict(res["latency"]))
     tally.runs += 1
+    tally.rounds.append(len(res["latency"]["samples"]))
+    verdicts = {}
     for mode in GATE_MODES:
         cur, ref = c[mode], b[mode]
         if not (cur and ref):
@@ -101,6 +106,7 @@ def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: f
         tally.flagged[mode] += check.status == FAIL
         tally.inconclusive[mode] += check.status == INCONCLUSIVE
         tally.ratios[mode].append(check.measured)
+        verdicts[mode] = f"{check.measured:.3f} {check.status}"
         if check.detectable_pct is not None:
             tally.detectable[mode].append(check.detectable_pct)
     sim = compare_images([load_png(Path(p)) for p in res["images"]],
@@ -111,6 +117,7 @@ def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: f
         raise SystemExit("the harness measured no memory figure (not Linux?)")
     mem = compare_memory(figure[1], figure[2], 20.0, figure[0])
     tally.memory_failed += mem.status == FAIL
+    return verdicts
 
 
 def _conditions(args: argparse.Namespace, trial: int) -> dict[str, tuple[str, dict[str, str]]]:
@@ -134,9 +141,9 @@ def run(args: argparse.Namespace) -> dict[str, Tally]:
         order.shuffle(conditions)
         for name, (variant, extra) in conditions:
             res = _measure(state, variant, workdir / f"{i}-{name.replace('/', '')}".replace(" ", "-"), extra)
-            _judge(tallies[name], base, res, args.latency_pct)
-            last = {m: f"{tallies[name].ratios[m][-1]:.3f}" for m in GATE_MODES}
-            print(f"trial {i + 1}/{args.runs} {name}: ratios {last}", file=sys.stderr, flush=True)
+            verdicts = _judge(tallies[name], base, res, args.latency_pct)
+            print(f"trial {i + 1}/{args.runs} {name}: {len(res['latency']['samples'])} rounds, "
+                  f"{verdicts}", file=sys.stderr, flush=True)
     return tallies
 
 
@@ -149,15 +156,17 @@ def table(tallies: Mapping[str, Tally], pct: float) -> list[str]:
     modes = " / ".join(GATE_MODES)
     lines = [f"latency limit +{pct:g}%; figures per gate mode: {modes}",
              f"| condition | runs | latency flagged ({modes}) | inconclusive | median ratio | "
-             "median smallest detectable | SSIM/PSNR gate failed | memory gate failed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "median smallest detectable | SSIM/PSNR gate failed | memory gate failed | "
+             "timed rounds (median, max) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, t in tallies.items():
         flagged = " / ".join(str(t.flagged[m]) for m in GATE_MODES)
         unsure = " / ".join(str(t.inconclusive[m]) for m in GATE_MODES)
         ratios = " / ".join(_median(t.ratios[m], "{:.3f}") for m in GATE_MODES)
         detectable = " / ".join(_median(t.detectable[m], "{:.0f}%") for m in GATE_MODES)
         lines.append(f"| {name} | {t.runs} | {flagged} | {unsure} | {ratios} | {detectable} | "
-                     f"{t.similarity_failed} | {t.memory_failed} |")
+                     f"{t.similarity_failed} | {t.memory_failed} | "
+                     f"{_median([float(r) for r in t.rounds], '{:.0f}')}, {max(t.rounds, default=0)} |")
     return lines
 
 
@@ -166,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_sdperf.validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="independent trials (default 20)")
-    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per worker (default 10)")
+    parser.add_argument("--rounds", type=rounds_value, default=10,
+                        help="timed rounds per worker (default 10), or 'auto': as --sdperf-rounds auto, "
+                             "until the paired ratio's median is known to +-2%% or the time budget")
+    parser.add_argument("--time-budget", type=positive_float, default=120.0,
+                        help="seconds of timed rounds per worker with --rounds auto (default 120)")
     parser.add_argument("--latency-pct", type=float, default=5.0,
                         help="the latency gate's limit in percent (default 5)")
     parser.add_argument("--slowdowns", type=lambda t: [float(x) for x in t.split(",")],

@@ -24,3 +24,4 @@ def test_harness_faults_trip_the_right_gates(tmp_path: Path, capsys: pytest.Capt
     assert tallies["memory fault"]["memory_failed"] == 1
     assert tallies["A/A"]["similarity_failed"] == 0 and tallies["A/A"]["memory_failed"] == 0
     assert tallies["+25% work"]["similarity_failed"] == 0
+    assert tallies["A/A"]["rounds"] == [3]  # fixed rounds: as asked
