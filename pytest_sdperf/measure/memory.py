@@ -4,9 +4,10 @@ CUDA's peak allocation.
 The CPU gate compares ``peak_anon``: the peak RSS less the pages mapped from files. Those
 file-backed pages (shared libraries, memory-mapped files) are not memory the pipeline allocated,
 the kernel can drop and re-read them, and how many of them a process holds depends on how the
-files came to be on the disk: right after a ``pip install`` the same ``import torch`` held
-433 MiB of file-backed RSS against 225 MiB a day later (anonymous: 280 MiB both times), which
-moved a whole suite's peak RSS by about 275 MiB with no change to the code.
+files came to be on the disk: ``import torch`` held 433 MiB of file-backed RSS in a venv
+installed minutes before, against 225-236 MiB in venvs installed a day or more before
+(anonymous: 280 MiB in all), which moved a whole suite's peak RSS by about 275 MiB with no
+change to the code.
 
 Never used while timing: tracers slow the call they watch.
 """
@@ -18,7 +19,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeGuard
 
 #: The figures the memory gate can compare, in order of preference: the first one both the run
 #: and the baseline have is compared (baselines recorded before ``peak_anon`` have ``peak_rss``).
@@ -56,7 +57,7 @@ def gated_figure(memory: Mapping[str, Any]) -> tuple[str, int] | None:
     anonymous memory, else (older records) the peak RSS."""
     for name in GATED_FIGURES:
         value = memory.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        if _positive(value):
             return name, int(value)
     return None
 
@@ -67,9 +68,13 @@ def common_figure(
     """(name, current, baseline) of the first gated figure both sides have, or None."""
     for name in GATED_FIGURES:
         a, b = current.get(name), baseline.get(name)
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (a, b)):
-            return name, int(a), int(b)  # type: ignore[arg-type]
+        if _positive(a) and _positive(b):
+            return name, int(a), int(b)
     return None
+
+
+def _positive(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _status_kib(field: str) -> int | None:
