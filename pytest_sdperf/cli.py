@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
+from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory_figures, compare_similarity
 from .config import non_negative_float
-from .measure.memory import common_figure, gated_figure
+from .measure.memory import gated_figure
 from .session import Record
 from .workload import Thresholds
 
@@ -82,10 +82,9 @@ def compare_records(old: Record, new: Record, t: Thresholds) -> list[Check]:
     checks = []
     if old.samples and new.samples:
         checks.append(compare_latency(new.samples, old.samples, t.latency_pct))
-    memory = common_figure(new.memory, old.memory)
+    memory = compare_memory_figures(new.memory, old.memory, t.memory_pct)
     if memory is not None:
-        figure, after, before = memory
-        checks.append(compare_memory(after, before, t.memory_pct, figure))
+        checks.append(memory)
     if new.ssim is not None and new.psnr is not None:
         checks.extend(compare_similarity(new.ssim, new.psnr, t.min_ssim, t.min_psnr))
     return checks

@@ -9,10 +9,12 @@ too large for the rounds taken: take more rounds).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from .measure.memory import common_figure
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 CONFIDENCE = 0.95
@@ -102,6 +104,24 @@ def compare_memory(current: float, baseline: float, pct: float, figure: str) -> 
     limit = baseline * (1.0 + pct / 100.0)
     status = FAIL if current > limit else PASS
     return Check(f"memory ({figure})", status, current, baseline, limit, "B")
+
+
+def compare_memory_figures(
+    current: Mapping[str, Any], baseline: Mapping[str, Any], pct: float
+) -> Check | None:
+    """The memory check on the first figure of ``measure.memory.GATED_FIGURES`` both records
+    have (None when they share none); a baseline recorded before ``peak_anon`` is compared on
+    peak RSS, and the message says so."""
+    figure = common_figure(current, baseline)
+    if figure is None:
+        return None
+    name, measured, base = figure
+    check = compare_memory(measured, base, pct, name)
+    if name == "peak_rss" and current.get("peak_anon"):
+        note = ("compared on peak RSS, which counts file-backed pages of shared libraries: "
+                "the baseline predates peak_anon; --sdperf-update-all re-records it")
+        check = replace(check, detail=f"{check.detail}; {note}")
+    return check
 
 
 def compare_similarity(ssim: float, psnr: float, min_ssim: float, min_psnr: float) -> list[Check]:

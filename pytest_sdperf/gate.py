@@ -18,9 +18,8 @@ from typing import Any, Mapping
 import pytest
 
 from .baselines import BaselineError, entry_key, model_label
-from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory, compare_similarity
+from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory_figures, compare_similarity
 from .measure.latency import LatencyStats
-from .measure.memory import common_figure
 from .measure.similarity import Similarity, compare_images, load_png
 from .session import Measurement, Record, SdperfState, WorkerFailure
 from .variants.registry import VariantSpec
@@ -161,28 +160,12 @@ class Gate:
         checks = []
         if entry is not None:
             checks.append(self._latency_check(m, entry, t))
-            memory = self._memory_check(m, entry, t)
+            memory = compare_memory_figures(m.memory.to_dict(), entry["memory"], t.memory_pct)
             if memory is not None:
                 checks.append(memory)
         if sim is not None:
             checks.extend(compare_similarity(sim.ssim, sim.psnr, t.min_ssim, t.min_psnr))
         return checks
-
-    @staticmethod
-    def _memory_check(m: Measurement, entry: Mapping[str, Any], t: Thresholds) -> Check | None:
-        """The first figure of GATED_FIGURES both sides have; a baseline recorded before
-        ``peak_anon`` is compared on peak RSS, and the message says so."""
-        current = m.memory.to_dict()
-        figure = common_figure(current, entry["memory"])
-        if figure is None:
-            return None
-        name, measured, base = figure
-        check = compare_memory(measured, base, t.memory_pct, name)
-        if name == "peak_rss" and current.get("peak_anon"):
-            note = ("compared on peak RSS, which counts file-backed pages of shared libraries: "
-                    "the baseline predates peak_anon; --sdperf-update-all re-records it")
-            check = replace(check, detail=f"{check.detail}; {note}")
-        return check
 
     def _latency_check(self, m: Measurement, entry: Mapping[str, Any], t: Thresholds) -> Check:
         """Relative to the calibration workload where both sides have it, else seconds."""

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory
+from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory_figures
 from .config import GATE_MODES, Settings, positive_float, rounds_value
 from .measure.latency import LatencyStats
-from .measure.memory import common_figure
 from .measure.similarity import compare_images, load_png
 from .session import SdperfState
 from .variants.builtin import register_builtin
@@ -112,10 +111,9 @@ def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: f
     sim = compare_images([load_png(Path(p)) for p in res["images"]],
                          [load_png(Path(p)) for p in base["images"]])
     tally.similarity_failed += sim.ssim < 0.9 or sim.psnr < 20.0
-    figure = common_figure(res["memory"], base["memory"])
-    if figure is None:
+    mem = compare_memory_figures(res["memory"], base["memory"], 20.0)
+    if mem is None:
         raise SystemExit("the harness measured no memory figure (not Linux?)")
-    mem = compare_memory(figure[1], figure[2], 20.0, figure[0])
     tally.memory_failed += mem.status == FAIL
     return verdicts
 

@@ -11,6 +11,7 @@ from pytest_sdperf.compare import (
     PASS,
     compare_latency,
     compare_memory,
+    compare_memory_figures,
     compare_similarity,
     ratio_of_medians_ci,
 )
@@ -56,6 +57,15 @@ def test_memory() -> None:
     assert compare_memory(130e6, 100e6, 20, "peak_rss").status == FAIL
     ok = compare_memory(110e6, 100e6, 20, "peak_rss")
     assert ok.status == PASS and "MiB" in ok.message()
+
+
+def test_memory_figures_pick_the_shared_figure_and_say_when_it_is_the_older_one() -> None:
+    run = {"peak_rss": 900e6, "peak_anon": 130e6}
+    anon = compare_memory_figures(run, {"peak_rss": 600e6, "peak_anon": 100e6}, 20)
+    assert anon is not None and anon.status == FAIL and anon.metric == "memory (peak_anon)"
+    rss = compare_memory_figures(run, {"peak_rss": 850e6}, 20)
+    assert rss is not None and rss.status == PASS and "predates peak_anon" in rss.message()
+    assert compare_memory_figures(run, {"peak_heap": 1e6}, 20) is None
 
 
 def test_similarity() -> None:
