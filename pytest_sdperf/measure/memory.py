@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeGuard
 
@@ -48,8 +48,7 @@ class MemoryStats:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MemoryStats:
         """The inverse of ``to_dict``."""
-        names = ("peak_rss", "peak_heap", "baseline_rss", "cuda_peak", "peak_anon", "file_rss")
-        return cls(**{k: data.get(k) for k in names})
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
 def gated_figure(memory: Mapping[str, Any]) -> tuple[str, int] | None:
@@ -107,8 +106,8 @@ class RssPeak:
     @property
     def peak_anon(self) -> int | None:
         """The peak less the file-backed pages: exact when those did not change during the
-        call (the call was warmed up, so its code is mapped), else an underestimate by as
-        much as they grew."""
+        call (the call was warmed up, so its code is mapped); an underestimate by as much as
+        they grew during it, an overestimate by as much as a mapping closed in it held."""
         if self.peak is None or self.file_after is None:
             return None
         return max(self.peak - self.file_after, 0)
