@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .measure.latency import LatencyStats
 from .measure.memory import common_figure
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -97,6 +98,46 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
         status = INCONCLUSIVE
         detail += "; too noisy to decide: raise --sdperf-rounds"
     return Check("latency ratio", status, point, 1.0, limit, "x", detail, detectable)
+
+
+@dataclass(frozen=True)
+class LatencyFigures:
+    """The samples the latency gate compares, the mode they are of, and why if not the one asked."""
+
+    mode: str
+    current: tuple[float, ...]
+    baseline: tuple[float, ...]
+    metric: str
+    note: str = ""
+
+
+def latency_figures(mode: str, current: LatencyStats, stored: LatencyStats, reference: str = "") -> LatencyFigures:
+    """What ``--sdperf-gate MODE`` compares: ``paired``, each round over the ``reference``
+    variant's round beside it; ``relative``, over the calibration workload; ``absolute``,
+    seconds. Paired falls back to relative where either side lacks the reference's rounds (the
+    reference variant itself, a baseline recorded without it), and relative to seconds where
+    either side lacks calibration or the two were calibrated with different workloads."""
+    cur_pair, base_pair = current.paired(), stored.paired()
+    if mode == "paired" and cur_pair and base_pair:
+        return LatencyFigures("paired", cur_pair, base_pair, f"latency ratio (paired with {reference})")
+    cur_rel, base_rel = current.relative(), stored.relative()
+    relative = mode in ("relative", "paired")
+    if relative and cur_rel and base_rel and stored.kernel() == current.kernel():
+        return LatencyFigures("relative", cur_rel, base_rel, "latency ratio (relative to calibration)")
+    note = ""
+    if relative and cur_rel and base_rel:
+        note = (f"compared in seconds: the baseline was calibrated with {stored.kernel()}, "
+                f"this run with {current.kernel()}; --sdperf-update-all re-records it")
+    return LatencyFigures("absolute", current.samples, stored.samples, "latency ratio", note)
+
+
+def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
+                  reference: str = "") -> Check:
+    """The latency gate's check in ``mode`` (see ``latency_figures``)."""
+    figures = latency_figures(mode, current, stored, reference)
+    check = compare_latency(figures.current, figures.baseline, pct)
+    detail = f"{check.detail}; {figures.note}" if figures.note else check.detail
+    return replace(check, metric=figures.metric, detail=detail)
 
 
 def compare_memory(current: float, baseline: float, pct: float, figure: str) -> Check:

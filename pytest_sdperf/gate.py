@@ -18,26 +18,32 @@ from typing import Any, Mapping
 import pytest
 
 from .baselines import BaselineError, entry_key, model_label
-from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory_figures, compare_similarity
+from .compare import (
+    FAIL,
+    INCONCLUSIVE,
+    Check,
+    check_latency,
+    compare_latency,
+    compare_memory_figures,
+    compare_similarity,
+)
 from .measure.latency import LatencyStats
 from .measure.similarity import Similarity, compare_images, load_png
 from .session import Measurement, Record, SdperfState, WorkerFailure
 from .variants.registry import VariantSpec
-from .workload import Thresholds
+from .workload import Thresholds, Workload
 
 
 class SdperfInconclusive(UserWarning):
     """A latency comparison the samples could not decide."""
 
 
-def _same_subject(entry: Mapping[str, Any], m: Measurement) -> bool:
-    from .workload import Workload
-
+def _same_subject(entry: Mapping[str, Any], model_key: str, workload: Workload) -> bool:
     try:
-        same_workload = Workload.from_dict(entry["workload"]).key() == m.workload.key()
+        same_workload = Workload.from_dict(entry["workload"]).key() == workload.key()
     except (TypeError, KeyError):
         return False
-    return same_workload and model_label(str(entry.get("model", ""))) == model_label(m.model_key)
+    return same_workload and model_label(str(entry.get("model", ""))) == model_label(model_key)
 
 
 @dataclass
@@ -58,7 +64,7 @@ class Gate:
             pytest.fail(m.message, pytrace=False)
         self.key = entry_key(self.test_id, m.model_key, m.workload.key())
         try:
-            entry = self._stored_entry(m)
+            entry = self._stored_entry(m.model_key, m.workload)
         except BaselineError as exc:
             if not self.state.settings.update_all:
                 self._record(m, None, "error", str(exc))
@@ -100,17 +106,37 @@ class Gate:
             pytest.fail("\n".join(problems), pytrace=False)
         return record
 
-    def _stored_entry(self, m: Measurement) -> Mapping[str, Any] | None:
+    def _stored_entry(self, model_key: str, workload: Workload) -> Mapping[str, Any] | None:
         """The entry under ``self.key``; else one under the bare test id (files written before
-        entries were keyed by model and workload) when its model and workload are ``m``'s."""
+        entries were keyed by model and workload) when its model and workload are these."""
         store = self.state.store
         entry = store.get(self.key)
         self._legacy = False
         if entry is None:
             old = store.get(self.test_id)
-            if old is not None and _same_subject(old, m):
+            if old is not None and _same_subject(old, model_key, workload):
                 entry, self._legacy = old, True
         return entry
+
+    def latency_target(self, model_key: str, workload: Workload) -> dict[str, Any] | None:
+        """What ``--sdperf-rounds auto`` samples towards: the stored entry's latency, the gate
+        mode and the limit, so the worker times rounds until the comparison is decided (see
+        worker._more_rounds). None when there is nothing to compare with, or when re-recording."""
+        s = self.state.settings
+        if s.update_all:
+            return None
+        self.key = entry_key(self.test_id, model_key, workload.key())
+        try:
+            entry = self._stored_entry(model_key, workload)
+            if entry is None:
+                return None
+            t = self._thresholds(entry)
+            latency = LatencyStats.from_dict(entry["latency"]).to_dict()
+        except (BaselineError, KeyError, TypeError, ValueError):
+            return None  # check() reports a broken entry, with its file
+        mode = "relative" if self.state.foreign_baseline else s.gate_mode
+        return {"mode": mode, "baseline": latency, "latency_pct": t.latency_pct,
+                "reference": s.reference_variant}
 
     def _queue(self, new_entry: Mapping[str, Any]) -> None:
         self.state.store.queue(self.key, new_entry)
@@ -168,27 +194,10 @@ class Gate:
         return checks
 
     def _latency_check(self, m: Measurement, entry: Mapping[str, Any], t: Thresholds) -> Check:
-        """Relative to the calibration workload where both sides have it, else seconds."""
-        stored = LatencyStats.from_dict(entry["latency"])
-        mode = self.state.settings.gate_mode
-        cur_pair, base_pair = m.latency.paired(), stored.paired()
-        if mode == "paired" and cur_pair and base_pair:
-            check = compare_latency(cur_pair, base_pair, t.latency_pct)
-            name = self.state.settings.reference_variant
-            return replace(check, metric=f"latency ratio (paired with {name})")
-        cur_rel, base_rel = m.latency.relative(), stored.relative()
-        # paired mode falls back to the calibration for the reference variant itself, and for
-        # a baseline recorded without the reference beside it
-        relative = mode in ("relative", "paired")
-        if relative and cur_rel and base_rel and stored.kernel() == m.latency.kernel():
-            check = compare_latency(cur_rel, base_rel, t.latency_pct)
-            return replace(check, metric="latency ratio (relative to calibration)")
-        check = compare_latency(m.latency.samples, stored.samples, t.latency_pct)
-        if relative and cur_rel and base_rel:
-            note = (f"compared in seconds: the baseline was calibrated with {stored.kernel()}, "
-                    f"this run with {m.latency.kernel()}; --sdperf-update-all re-records it")
-            check = replace(check, detail=f"{check.detail}; {note}")
-        return check
+        """In the gate mode's figures (compare.latency_figures: paired, relative, seconds)."""
+        s = self.state.settings
+        return check_latency(s.gate_mode, m.latency, LatencyStats.from_dict(entry["latency"]),
+                             t.latency_pct, s.reference_variant)
 
     def _regression_text(
         self, m: Measurement, regressions: list[Check], new_entry: Mapping[str, Any]

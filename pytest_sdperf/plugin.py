@@ -258,8 +258,11 @@ def sdperf_variant(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
-                       sdperf_workload: Workload, tmp_path: Path) -> Any:
+                       sdperf_workload: Workload, sdperf_gate: Any, tmp_path: Path) -> Any:
     """Build the variant in a fresh worker process and measure it (a ``Measurement``).
+
+    With ``--sdperf-rounds auto`` the worker is given the test's baseline latency, and times
+    rounds until the gate's comparison is decided (or the time budget is spent).
 
     A worker that raises, crashes or exceeds ``--sdperf-timeout`` fails this test (in its
     call phase, when the measurement is used) with the worker's output; a variant that finds
@@ -284,6 +287,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
         rounds=protocol.rounds if protocol.rounds is not None and not s.rounds_given else None,
         warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given else None,
         warmup_steps=protocol.warmup_steps,
+        target=sdperf_gate.latency_target(model.key, sdperf_workload) if s.rounds == 0 else None,
     )
     if outcome.status == "skip":
         pytest.skip(outcome.result.get("reason", "the variant skipped itself"))

@@ -208,10 +208,12 @@ class SdperfState:
         self, spec: VariantSpec, wl: Workload, workdir: Path, rounds: int | None = None,
         warmup: int | None = None, memray_capture: Path | None = None,
         extra_settings: Mapping[str, str] | None = None, warmup_steps: int | None = None,
+        target: Mapping[str, Any] | None = None,
     ) -> WorkerOutcome:
         """Measure one variant in a worker process (``extra_settings`` add to --sdperf-set).
 
         ``warmup_steps``: steps of the untimed first and warm-up calls (a protocol's).
+        ``target``: with auto rounds, the baseline to sample towards (Gate.latency_target).
         """
         s = self.settings
         request = {
@@ -223,7 +225,8 @@ class SdperfState:
             "settings": {**dict(s.sets), **dict(extra_settings or {})},
             "rounds": s.rounds if rounds is None else rounds,
             "auto": {"min_rounds": AUTO_MIN_ROUNDS, "max_rounds": AUTO_MAX_ROUNDS,
-                     "halfwidth": AUTO_HALFWIDTH, "budget_s": s.time_budget_s},
+                     "halfwidth": AUTO_HALFWIDTH, "budget_s": s.time_budget_s,
+                     "target": dict(target) if target else None},
             "warmup": s.warmup if warmup is None else warmup,
             "warmup_steps": warmup_steps,
             "out_dir": str(workdir / "images"),

@@ -14,6 +14,8 @@ The pipeline under test is a harness variant (``fault-*``): torch-fp32 plus the 
 beside torch-fp32 itself in its worker, so every measurement carries all three latency
 figures and each run is judged in each gate mode on the same data: ``paired`` (over the
 reference's rounds beside it), ``relative`` (over the calibration workload), ``absolute``.
+With ``--rounds auto`` a worker is given its trial's baseline, as the gate gives a test's, and
+times rounds until the comparison in the ``--gate`` mode (default paired) is decided.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory_figures
+from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory_figures, latency_figures
 from .config import GATE_MODES, Settings, positive_float, rounds_value
 from .measure.latency import LatencyStats
 from .measure.similarity import compare_images, load_png
@@ -78,30 +80,36 @@ def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
     return SdperfState(settings, registry, workdir)
 
 
-def _measure(state: SdperfState, variant: str, workdir: Path, extra: Mapping[str, str]) -> Mapping[str, Any]:
+def _measure(state: SdperfState, variant: str, workdir: Path, extra: Mapping[str, str],
+             target: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     from .workload import Workload
 
-    outcome = state.run(state.registry.get(variant), Workload(), workdir, extra_settings=extra)
+    outcome = state.run(state.registry.get(variant), Workload(), workdir, extra_settings=extra, target=target)
     if outcome.status != "ok":
         raise SystemExit(outcome.failure_text(variant, 900.0))
     return outcome.result
 
 
-def _figures(stats: LatencyStats) -> dict[str, tuple[float, ...] | None]:
-    return {"paired": stats.paired(), "relative": stats.relative(), "absolute": stats.samples}
+def _target(state: SdperfState, base: Mapping[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The trial's baseline as the gate gives it to a worker (auto rounds sample towards it).
+
+    The workers run in paired mode (the reference timed beside them, so every mode can be
+    judged); ``args.gate`` is the mode whose comparison auto rounds decide."""
+    return {"mode": args.gate, "baseline": base["latency"], "latency_pct": args.latency_pct,
+            "reference": state.settings.reference_variant}
 
 
 def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: float) -> dict[str, str]:
     """Count one run into ``tally``; the latency verdict per gate mode."""
-    b, c = _figures(LatencyStats.from_dict(base["latency"])), _figures(LatencyStats.from_dict(res["latency"]))
+    b, c = LatencyStats.from_dict(base["latency"]), LatencyStats.from_dict(res["latency"])
     tally.runs += 1
     tally.rounds.append(len(res["latency"]["samples"]))
     verdicts = {}
     for mode in GATE_MODES:
-        cur, ref = c[mode], b[mode]
-        if not (cur and ref):
+        figures = latency_figures(mode, c, b)
+        if figures.mode != mode:
             raise SystemExit(f"the harness measured no {mode} latency figures")
-        check = compare_latency(cur, ref, pct)
+        check = compare_latency(figures.current, figures.baseline, pct)
         tally.flagged[mode] += check.status == FAIL
         tally.inconclusive[mode] += check.status == INCONCLUSIVE
         tally.ratios[mode].append(check.measured)
@@ -138,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Tally]:
         conditions = list(_conditions(args, i).items())
         order.shuffle(conditions)
         for name, (variant, extra) in conditions:
-            res = _measure(state, variant, workdir / f"{i}-{name.replace('/', '')}".replace(" ", "-"), extra)
+            res = _measure(state, variant, workdir / f"{i}-{name.replace('/', '')}".replace(" ", "-"), extra,
+                           _target(state, base, args))
             verdicts = _judge(tallies[name], base, res, args.latency_pct)
             print(f"trial {i + 1}/{args.runs} {name}: {len(res['latency']['samples'])} rounds, "
                   f"{verdicts}", file=sys.stderr, flush=True)
@@ -178,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                              "until the paired ratio's median is known to +-2%% or the time budget")
     parser.add_argument("--time-budget", type=positive_float, default=120.0,
                         help="seconds of timed rounds per worker with --rounds auto (default 120)")
+    parser.add_argument("--gate", choices=GATE_MODES, default="paired",
+                        help="the gate mode auto rounds decide in (default paired; every mode is judged)")
     parser.add_argument("--latency-pct", type=float, default=5.0,
                         help="the latency gate's limit in percent (default 5)")
     parser.add_argument("--slowdowns", type=lambda t: [float(x) for x in t.split(",")],

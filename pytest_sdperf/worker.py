@@ -168,8 +168,13 @@ def _reference_generate(spec: dict[str, Any], ctx: Any, sync: Callable[[], None]
 
 
 def _more_rounds(request: dict[str, Any], samples: list[float], so_far: Callable[[], "LatencyStats"]) -> bool:
-    """Fixed rounds, or (rounds 0 = auto) until the median of the gated ratios (over the paired
-    reference, else over the calibration) is known well enough or time is up.
+    """Fixed rounds; or auto rounds (rounds 0), at least ``min_rounds``, then until time is up or:
+
+    - with no baseline to compare with (``auto.target`` None: a first recording), the median
+      of the gated ratios (over the paired reference, else over the calibration) is known to
+      +-``halfwidth``;
+    - with a baseline, the gate's comparison is decided: a regression stops at once; a pass
+      stops once the median is known as above; an inconclusive comparison samples on.
 
     ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it."""
     rounds = int(request["rounds"])
@@ -180,11 +185,19 @@ def _more_rounds(request: dict[str, Any], samples: list[float], so_far: Callable
         return True
     if len(samples) >= auto["max_rounds"] or sum(samples) >= auto["budget_s"]:
         return False
-    from .measure.latency import median_ci_halfwidth
+    from .compare import FAIL, INCONCLUSIVE, compare_latency, latency_figures
+    from .measure.latency import LatencyStats, median_ci_halfwidth
 
-    stats = so_far()
-    ratios = stats.paired() or stats.relative() or stats.samples
-    return median_ci_halfwidth(ratios) > float(auto["halfwidth"])
+    stats, target = so_far(), auto.get("target")
+    if not target:
+        ratios = stats.paired() or stats.relative() or stats.samples
+        return median_ci_halfwidth(ratios) > float(auto["halfwidth"])
+    figures = latency_figures(target["mode"], stats, LatencyStats.from_dict(target["baseline"]),
+                              target.get("reference", ""))
+    status = compare_latency(figures.current, figures.baseline, float(target["latency_pct"])).status
+    if status == FAIL:
+        return False
+    return status == INCONCLUSIVE or median_ci_halfwidth(figures.current) > float(auto["halfwidth"])
 
 
 def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:

@@ -72,3 +72,26 @@ def test_similarity() -> None:
     ssim, psnr = compare_similarity(0.8, 30.0, 0.9, 20.0)
     assert (ssim.status, psnr.status) == (FAIL, PASS)
     assert "SSIM: measured 0.8" in ssim.message()
+
+
+def _stats(samples, calibration=(), reference=(), kernel=""):
+    from pytest_sdperf.measure.latency import LatencyStats
+
+    return LatencyStats.from_samples(samples, calibration=calibration, calibration_kernel=kernel,
+                                     reference=reference)
+
+
+def test_latency_figures_follow_the_gate_mode_and_fall_back_saying_why() -> None:
+    from pytest_sdperf.compare import check_latency, latency_figures
+
+    full = _stats([2.0, 2.2], calibration=[1.0, 1.0], reference=[1.0, 1.1])
+    assert latency_figures("paired", full, full, "torch-fp32").current == (2.0, 2.0)
+    assert latency_figures("paired", full, full, "torch-fp32").metric == "latency ratio (paired with torch-fp32)"
+    no_reference = _stats([2.0, 2.2], calibration=[1.0, 1.0])
+    assert latency_figures("paired", full, no_reference).mode == "relative"
+    assert latency_figures("relative", full, full).current == (2.0, 2.2)
+    assert latency_figures("absolute", full, full).mode == "absolute"
+    other_kernel = _stats([2.0, 2.2], calibration=[1.0, 1.0], kernel="legacy-matmul")
+    fallback = latency_figures("relative", full, other_kernel)
+    assert fallback.mode == "absolute" and "calibrated with legacy-matmul" in fallback.note
+    assert "calibrated with legacy-matmul" in check_latency("relative", full, other_kernel, 50).detail

@@ -168,6 +168,19 @@ def test_auto_rounds_stop_when_the_median_is_known(run: SdperfRun) -> None:
     assert len(entry["latency"]["calibration"]) == len(samples)
 
 
+def test_auto_rounds_with_a_baseline_stop_once_the_comparison_is_decided(run: SdperfRun) -> None:
+    args = [a for a in run.args("--sdperf-variants", "fake") if a != "5"]
+    args[args.index("--sdperf-rounds") + 1:args.index("--sdperf-rounds") + 1] = ["auto"]
+    run.pytester.runpytest_subprocess(*args, "--sdperf-time-budget", "20")  # records
+    _scale_samples(run.baseline_file(), 1 / 3)  # the baseline now claims a 3x faster pipeline
+    result = run.pytester.runpytest_subprocess(*args, "--sdperf-time-budget", "20")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*sdperf regression in*", "*latency ratio*n=5/*"])
+    obtained = json.loads(run.baseline_file().with_suffix(".obtained.json").read_text())
+    samples = next(iter(obtained["entries"].values()))["latency"]["samples"]
+    assert len(samples) == 5  # decided at the minimum rounds: no sampling towards +-2%
+
+
 def test_entries_are_kept_per_model_and_older_files_still_match(pytester):
     """One file holds a test's entry for each model; a bare test-id key (older files) still
     serves the model and workload it records."""
