@@ -49,7 +49,8 @@ OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
      "comma list of variant names, globs or a+b compositions (default: all)"),
     ("--sdperf-baselines", {"metavar": "DIR"}, "baseline folder (default: baselines/)"),
     ("--sdperf-rounds", {"metavar": "N", "type": rounds_value},
-     "timed rounds (default 5), or 'auto': until the median is known to +-2% or the time budget"),
+     "timed rounds (default 5), or 'auto': until the comparison with the baseline is decided "
+     "(with no baseline, until the median is known to +-2%), or the time budget is spent"),
     ("--sdperf-time-budget", {"metavar": "S", "type": positive_float},
      "seconds of timed rounds per variant with --sdperf-rounds auto (default 120)"),
     ("--sdperf-warmup", {"metavar": "N", "type": non_negative_int}, "warm-up calls (default 1)"),

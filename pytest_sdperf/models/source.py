@@ -220,7 +220,15 @@ def ensure_tiny(cache_dir: Path) -> Path:
 
 
 def cached_folder(target: Path, build: Callable[[Path], None], label: str) -> Path:
-    """``target``, built by ``build(folder)`` unless it is there and matches its manifest.
+    """``target``, built by ``build(folder)`` unless it is there and matches its manifest
+    (see ``ensure_folder``)."""
+    ensure_folder(target, build, label)
+    return target
+
+
+def ensure_folder(target: Path, build: Callable[[Path], None], label: str) -> bool:
+    """Build ``target`` with ``build(folder)`` unless it is there and matches its manifest;
+    True when it was built now.
 
     Built under a file lock into a temporary folder renamed into place, so concurrent runs build
     once and a crash leaves no half folder; a damaged folder (a file whose sha256 differs from
@@ -229,11 +237,11 @@ def cached_folder(target: Path, build: Callable[[Path], None], label: str) -> Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if _manifest_ok(target):
-            return target
+            return False
         if target.exists():
-            print(f"sdperf: {label} at {target} is damaged; rebuilding", file=sys.stderr)
+            print(f"sdperf: {label} at {target} is damaged; rebuilding", file=sys.stderr, flush=True)
             shutil.rmtree(target)
-        print(f"sdperf: building {label} into {target}", file=sys.stderr)
+        print(f"sdperf: building {label} into {target}", file=sys.stderr, flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             build(tmp)
@@ -241,7 +249,7 @@ def cached_folder(target: Path, build: Callable[[Path], None], label: str) -> Pa
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return True
 
 
 def _hash_file(path: Path) -> str:

@@ -16,10 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,46 +74,28 @@ def cached_build(
     recipe: Mapping[str, Any],
     build: Callable[[Path], None],
 ) -> CacheEntry:
-    """The cached folder for ``recipe``, built by ``build(tmp_dir)`` if missing or damaged."""
-    from filelock import FileLock
-
-    from ..models.source import _manifest_ok
+    """The cached folder for ``recipe``, built by ``build(tmp_dir)`` in a child process if
+    missing or damaged (``models.source.ensure_folder``: lock, temporary folder, manifest)."""
+    from ..models.source import ensure_folder
 
     target = entry_path(cache_dir, stage, model_key, recipe)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if _manifest_ok(target):
-            return CacheEntry(target, True, _recorded_build_s(target))
-        if target.exists():
-            _progress(f"cached {stage} at {target} is damaged; rebuilding")
-            shutil.rmtree(target)
-        return CacheEntry(target, False, _build_into(target, stage, model_key, recipe, build))
+    built = ensure_folder(target, functools.partial(_build_recorded, build=build, stage=stage,
+                                                    model_key=model_key, recipe=dict(recipe)),
+                          f"OpenVINO {stage} of {model_key}")
+    return CacheEntry(target, not built, _recorded_build_s(target))
 
 
-def _build_into(
-    target: Path,
-    stage: str,
-    model_key: str,
-    recipe: Mapping[str, Any],
-    build: Callable[[Path], None],
-) -> float:
-    from ..models.source import write_manifest
-
-    _progress(f"building OpenVINO {stage} of {model_key} into {target} ...")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stage}-", dir=target.parent))
-    try:
-        start = time.perf_counter()
-        run_in_child(build, tmp)
-        build_s = time.perf_counter() - start
-        record = {"stage": stage, "model": model_key, "recipe": dict(recipe),
-                  "versions": library_versions(), "build_s": build_s}
-        (tmp / BUILD_INFO).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
-        write_manifest(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _build_recorded(
+    out: Path, build: Callable[[Path], None], stage: str, model_key: str, recipe: Mapping[str, Any],
+) -> None:
+    """``build(out)`` in a child process, and what it built and took, in BUILD_INFO."""
+    start = time.perf_counter()
+    run_in_child(build, out)
+    build_s = time.perf_counter() - start
+    record = {"stage": stage, "model": model_key, "recipe": dict(recipe),
+              "versions": library_versions(), "build_s": build_s}
+    (out / BUILD_INFO).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
     _progress(f"built OpenVINO {stage} in {build_s:.1f} s")
-    return build_s
 
 
 def run_in_child(build: Callable[[Path], None], out: Path) -> None:
