@@ -92,15 +92,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Options under 'sdperf', each with a ``sdperf_*`` ini key."""
     group = parser.getgroup("sdperf", "Stable Diffusion performance gates")
     for flag, help_text in FLAGS:
-        group.addoption(flag, action="store_true", default=None, help=help_text.replace("%", "%%"))
+        group.addoption(flag, action="store_true", default=None, help=_argparse_help(help_text))
         if flag != "--sdperf-list-variants":
             parser.addini(_ini(flag), help_text, type="bool", default=False)
     for flag, kwargs, help_text in OPTIONS:
-        group.addoption(flag, default=None, help=help_text.replace("%", "%%"), **kwargs)  # argparse formats help
+        group.addoption(flag, default=None, help=_argparse_help(help_text), **kwargs)
         parser.addini(_ini(flag), help_text, default=None)
     group.addoption("--sdperf-set", action="append", type=key_value, metavar="NAME=VALUE",
                     help="a variant setting, e.g. tome_ratio=0.5 (repeatable)")
     parser.addini("sdperf_set", "variant settings, one NAME=VALUE a line", type="linelist")
+
+
+def _argparse_help(text: str) -> str:
+    """``text`` with its "%" escaped: argparse %-formats option help (ini help is not)."""
+    return text.replace("%", "%%")
 
 
 def _ini(flag: str) -> str:
