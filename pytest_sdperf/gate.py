@@ -31,6 +31,7 @@ from .measure.latency import LatencyStats
 from .measure.similarity import Similarity, compare_images, load_png
 from .session import Measurement, Record, SdperfState, WorkerFailure
 from .variants.registry import VariantSpec
+from .worker import auto_target
 from .workload import Thresholds, Workload
 
 
@@ -62,7 +63,6 @@ class Gate:
         """Judge ``m``; fails the test (pytest.fail) on a regression or a new recording."""
         if isinstance(m, WorkerFailure):
             pytest.fail(m.message, pytrace=False)
-        self.key = entry_key(self.test_id, m.model_key, m.workload.key())
         try:
             entry = self._stored_entry(m.model_key, m.workload)
         except BaselineError as exc:
@@ -107,8 +107,10 @@ class Gate:
         return record
 
     def _stored_entry(self, model_key: str, workload: Workload) -> Mapping[str, Any] | None:
-        """The entry under ``self.key``; else one under the bare test id (files written before
-        entries were keyed by model and workload) when its model and workload are these."""
+        """Sets ``self.key`` (test id @ model / workload) and gives the entry under it; else one
+        under the bare test id (files written before entries were keyed by model and workload)
+        when its model and workload are these. BaselineError when the file is damaged."""
+        self.key = entry_key(self.test_id, model_key, workload.key())
         store = self.state.store
         entry = store.get(self.key)
         self._legacy = False
@@ -125,7 +127,6 @@ class Gate:
         s = self.state.settings
         if s.update_all:
             return None
-        self.key = entry_key(self.test_id, model_key, workload.key())
         try:
             entry = self._stored_entry(model_key, workload)
             if entry is None:
@@ -135,8 +136,7 @@ class Gate:
         except (BaselineError, KeyError, TypeError, ValueError):
             return None  # check() reports a broken entry, with its file
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
-        return {"mode": mode, "baseline": latency, "latency_pct": t.latency_pct,
-                "reference": s.reference_variant}
+        return auto_target(mode, latency, t.latency_pct, s.reference_variant)
 
     def _queue(self, new_entry: Mapping[str, Any]) -> None:
         self.state.store.queue(self.key, new_entry)

@@ -37,6 +37,7 @@ from .measure.similarity import compare_images, load_png
 from .session import SdperfState
 from .variants.builtin import register_builtin
 from .variants.registry import VariantRegistry, VariantSpec
+from .worker import auto_target
 
 FAULTS: dict[str, str] = {
     "slow": "pytest_sdperf.testing:extra_work",
@@ -95,8 +96,7 @@ def _target(state: SdperfState, base: Mapping[str, Any], args: argparse.Namespac
 
     The workers run in paired mode (the reference timed beside them, so every mode can be
     judged); ``args.gate`` is the mode whose comparison auto rounds decide."""
-    return {"mode": args.gate, "baseline": base["latency"], "latency_pct": args.latency_pct,
-            "reference": state.settings.reference_variant}
+    return auto_target(args.gate, base["latency"], args.latency_pct, state.settings.reference_variant)
 
 
 def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: float) -> dict[str, str]:

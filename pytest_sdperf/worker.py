@@ -167,6 +167,13 @@ def _reference_generate(spec: dict[str, Any], ctx: Any, sync: Callable[[], None]
     return generate
 
 
+def auto_target(mode: str, baseline: Mapping[str, Any], latency_pct: float, reference: str) -> dict[str, Any]:
+    """The request's ``auto.target``: the baseline's latency (``LatencyStats.to_dict``), the gate
+    mode and limit it is compared in, and the paired reference's name (see ``_more_rounds``)."""
+    return {"mode": mode, "baseline": dict(baseline), "latency_pct": float(latency_pct),
+            "reference": reference}
+
+
 def _more_rounds(request: dict[str, Any], samples: list[float], so_far: Callable[[], "LatencyStats"]) -> bool:
     """Fixed rounds; or auto rounds (rounds 0), at least ``min_rounds``, then until time is up or:
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pytest_sdperf.measure.latency import LatencyStats
-from pytest_sdperf.worker import _more_rounds
+from pytest_sdperf.worker import _more_rounds, auto_target
 
 rng = np.random.default_rng(3)
 
@@ -24,7 +24,7 @@ def _request(target: dict[str, Any] | None, budget_s: float = 100.0) -> dict[str
 
 
 def _target(baseline: LatencyStats, pct: float = 5.0) -> dict[str, Any]:
-    return {"mode": "paired", "baseline": baseline.to_dict(), "latency_pct": pct, "reference": "ref"}
+    return auto_target("paired", baseline.to_dict(), pct, "ref")
 
 
 def _more(request: dict[str, Any], current: LatencyStats) -> bool:
