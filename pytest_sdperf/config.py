@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .progress import DEFAULT_HANG_FLOOR_S
+
 DEFAULT_ROUNDS = 5
 DEFAULT_WARMUP = 1
 DEFAULT_TIMEOUT_S = 900.0
@@ -153,6 +155,7 @@ class Settings:
     json_path: Path | None
     timeout_s: float
     allow_pickle: bool
+    hang_floor_s: float = DEFAULT_HANG_FLOOR_S  # --sdperf-hang-floor: progress.Watchdog (0: off)
     device: str = "auto"
     sets: tuple[tuple[str, str], ...] = ()
     memray_dir: Path | None = None
@@ -238,6 +241,9 @@ def settings_from_config(config: Any) -> Settings:
         json_path=json_path,
         timeout_s=_pick(
             config, "sdperf_timeout", "sdperf_timeout", positive_float, DEFAULT_TIMEOUT_S
+        ),
+        hang_floor_s=_pick(
+            config, "sdperf_hang_floor", "sdperf_hang_floor", non_negative_float, DEFAULT_HANG_FLOOR_S
         ),
         allow_pickle=bool(config.getoption("sdperf_allow_pickle"))
         or _pick_bool(config, "sdperf_allow_pickle"),

@@ -62,6 +62,11 @@ class Gate:
     def check(self, m: Measurement) -> Record:
         """Judge ``m``; fails the test (pytest.fail) on a regression or a new recording."""
         if isinstance(m, WorkerFailure):
+            if m.variant:  # a worker that ran and failed is a row of the results (hung...)
+                self.state.records.append(Record(
+                    test_id=self.test_id, variant=m.variant, model_key=m.model_key,
+                    workload_key=m.workload_key, verdict=m.status,
+                    reason=m.message.split("\n", 1)[0]))
             pytest.fail(m.message, pytrace=False)
         try:
             entry = self._stored_entry(m.model_key, m.workload)

@@ -44,7 +44,7 @@ th,td{padding:5px 9px;border-bottom:1px solid #e3e8ee;text-align:right;vertical-
 th{background:#eef2f6;font-weight:600;white-space:nowrap} td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#f7f9fb} td.reason{white-space:normal;max-width:420px;font-size:12px;color:#7a2121}
 .pill{display:inline-block;padding:1px 9px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
-.pass,.updated{background:#2e7d32}.regression,.error{background:#c62828}.inconclusive{background:#ef6c00}
+.pass,.updated{background:#2e7d32}.regression,.error,.hung,.timeout,.crash{background:#c62828}.inconclusive{background:#ef6c00}
 .recorded{background:#1565c0}.other{background:#607d8b}
 .badges span{margin-right:8px;font-size:14px} .charts{display:flex;flex-wrap:wrap;gap:12px}
 .charts img{background:#fff;box-shadow:0 1px 2px #0001;max-width:100%}
@@ -68,7 +68,8 @@ def _img(png: bytes, alt: str, extra: str = "") -> str:
 
 
 def _pill(verdict: str) -> str:
-    known = {"pass", "updated", "regression", "error", "inconclusive", "recorded"}
+    known = {"pass", "updated", "regression", "error", "inconclusive", "recorded", "hung",
+             "timeout", "crash"}
     return f'<span class="pill {verdict if verdict in known else "other"}">{escape(verdict)}</span>'
 
 

@@ -18,6 +18,7 @@ from .config import (
     image_size,
     key_value,
     name_list,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -58,7 +59,11 @@ OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("--sdperf-json", {"metavar": "PATH"}, "write this run's results as JSON"),
     ("--sdperf-benchmark-json", {"metavar": "PATH"},
      "write the timed rounds in pytest-benchmark's JSON format (for pytest-benchmark compare)"),
-    ("--sdperf-timeout", {"metavar": "S", "type": positive_float}, "worker timeout (default 900)"),
+    ("--sdperf-timeout", {"metavar": "S", "type": positive_float},
+     "worker timeout, the hard cap (default 900)"),
+    ("--sdperf-hang-floor", {"metavar": "S", "type": non_negative_float},
+     "a worker silent for the larger of this and 20x its first call is hung: its stacks are "
+     "taken and it is killed (default 60; 0: only --sdperf-timeout)"),
     ("--sdperf-device", {"metavar": "DEV", "type": device_choice}, "auto (default), cpu, cuda"),
     ("--sdperf-memray-dir", {"metavar": "DIR"}, "keep each variant's memray capture here"),
     ("--sdperf-gate", {"metavar": "MODE", "type": gate_mode},
@@ -298,7 +303,8 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
     if outcome.status == "skip":
         pytest.skip(outcome.result.get("reason", "the variant skipped itself"))
     if outcome.status != "ok":
-        return WorkerFailure(outcome.failure_text(sdperf_variant.name, state.settings.timeout_s))
+        return WorkerFailure(outcome.failure_text(sdperf_variant.name, state.settings.timeout_s),
+                             outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
     return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.result)
 
 

@@ -7,24 +7,39 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .progress import DEFAULT_HANG_FLOOR_S, Stall, Watchdog, dump_stacks
+
 STDERR_TAIL = 6000
+POLL_S = 0.5
 
 
 @dataclass(frozen=True)
 class WorkerOutcome:
-    """What came back: status is ok, skip, error, timeout or crash."""
+    """What came back: status is ok, skip, error, timeout, hung or crash.
+
+    hang: for ``hung``, what the watchdog saw (``progress.Stall.describe``); stacks: every
+    thread's Python and native stacks, taken before the worker was killed.
+    """
 
     status: str
     result: Mapping[str, Any] = field(default_factory=dict)
     stderr_tail: str = ""
     returncode: int | None = None
+    hang: str = ""
+    stacks: str = ""
 
     def failure_text(self, variant: str, timeout_s: float) -> str:
         """The message a failed test shows."""
+        if self.status == "hung":
+            return (f"sdperf worker for {variant} hung: {self.hang}; its stacks were taken and it "
+                    "was killed. This is a hang, not a slowdown (a slow worker still reports "
+                    "progress).\n--- worker stacks ---\n" + self.stacks
+                    + "\n--- worker stderr ---\n" + self.stderr_tail)
         if self.status == "timeout":
             head = f"sdperf worker for {variant} did not finish within {timeout_s:g} s (killed)"
         elif self.status == "crash":
@@ -47,28 +62,54 @@ def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_worker(
-    request: Mapping[str, Any], workdir: Path, timeout_s: float, env: Mapping[str, str]
+    request: Mapping[str, Any], workdir: Path, timeout_s: float, env: Mapping[str, str],
+    hang_floor_s: float = DEFAULT_HANG_FLOOR_S,
 ) -> WorkerOutcome:
-    """Run one measurement in a fresh interpreter; never raises for the worker's faults."""
+    """Run one measurement in a fresh interpreter; never raises for the worker's faults.
+
+    The worker is killed at ``timeout_s`` (the hard cap), or earlier when the watchdog finds
+    it hung (silent past ``max(hang_floor_s, 20 x its first call)``; 0 turns that off)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    req_path, res_path, err_path = (workdir / n for n in ("request.json", "result.json", "stderr.txt"))
-    req_path.write_text(json.dumps(request, indent=1))
+    req_path, res_path, err_path, progress_path = (
+        workdir / n for n in ("request.json", "result.json", "stderr.txt", "progress.jsonl"))
+    req_path.write_text(json.dumps({**request, "progress": str(progress_path)}, indent=1))
     res_path.unlink(missing_ok=True)
+    progress_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest_sdperf.worker", str(req_path), str(res_path)]
     with err_path.open("wb") as err:
         proc = subprocess.Popen(
             cmd, stdout=err, stderr=subprocess.STDOUT, env=worker_env(env), start_new_session=True
         )
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        code, stall = _wait(proc, timeout_s, Watchdog(progress_path, hang_floor_s))
+        if code is None:
+            stacks = dump_stacks(proc.pid, err_path) if stall else ""
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            if stall:
+                return WorkerOutcome("hung", stderr_tail=_tail(err_path), hang=stall.describe(),
+                                     stacks=stacks)
             return WorkerOutcome("timeout", stderr_tail=_tail(err_path), returncode=None)
     if not res_path.exists():
         return WorkerOutcome("crash", stderr_tail=_tail(err_path), returncode=code)
     result = json.loads(res_path.read_text())
     return WorkerOutcome(result["status"], result, _tail(err_path), code)
+
+
+def _wait(
+    proc: subprocess.Popen[bytes], timeout_s: float, watchdog: Watchdog
+) -> tuple[int | None, Stall | None]:
+    """The exit status; or None and the stall, when the watchdog fires; or None, None at the cap."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic()))), None
+        except subprocess.TimeoutExpired:
+            pass
+        stall = watchdog.poll()
+        if stall is not None:
+            return None, stall
+        if time.monotonic() >= deadline:
+            return None, None
 
 
 def _tail(path: Path) -> str:

@@ -66,11 +66,18 @@ class Measurement:
 class WorkerFailure:
     """Stands in for a Measurement when the worker crashed, hung or raised.
 
-    The test fails, in its call phase, as soon as it touches the measurement.
+    status: the worker's outcome (``hung``, ``timeout``, ``crash``, ``error``), which the
+    gate records as the test's verdict. The test fails, in its call phase, as soon as it
+    touches the measurement.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: str = "error", variant: str = "",
+                 model_key: str = "", workload_key: str = "") -> None:
         self.message = message
+        self.status = status
+        self.variant = variant
+        self.model_key = model_key
+        self.workload_key = workload_key
 
     def __getattr__(self, name: str) -> Any:
         import pytest
@@ -235,7 +242,7 @@ class SdperfState:
             "machine_cpus": sorted(session_cpus()),
             "reference": self._paired_reference(spec),
         }
-        outcome = run_worker(request, workdir, s.timeout_s, spec.env)
+        outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s)
         self._take_peak(outcome.result)
         return outcome
 

@@ -39,6 +39,7 @@ class FakePipe:
         self.noise = 0.0
         self.hold_bytes = 0
         self.mode = "ok"
+        self.later_delay = delay
         self.call_steps: list[int] = []  # steps of every call, in order (reported in info)
 
     def encode_prompt(self, prompt: str) -> int:
@@ -50,6 +51,10 @@ class FakePipe:
             os._exit(3)
         if self.mode == "hang":
             time.sleep(3600)
+        if self.mode == "hang-later" and self.call_steps:
+            _hold_the_gil_forever()
+        if self.mode == "slow-later" and self.call_steps:
+            self.delay = self.later_delay
         if self.mode == "raise":
             raise RuntimeError("fake pipeline failure")
         self.encode_prompt(kw["prompt"])
@@ -71,6 +76,16 @@ class FakePipe:
             img = img + np.random.default_rng(1).normal(0, self.noise, img.shape)
         out: np.ndarray = np.clip(img, 0, 1).astype(np.float32)
         return out
+
+
+def _hold_the_gil_forever() -> None:
+    """Block in native code without releasing the GIL, as a deadlocked extension does
+    (ctypes.PyDLL keeps the GIL across the call; a signal ends one sleep, not the loop)."""
+    import ctypes
+
+    libc = ctypes.PyDLL(None)
+    while True:
+        libc.sleep(3600)
 
 
 def load_fake(ctx: BuildContext) -> Pipeline:
@@ -103,8 +118,16 @@ def _mode(name: str) -> Any:
     return transform
 
 
+def slow_later(pipeline: Pipeline, ctx: BuildContext) -> None:
+    """Transform: calls after the first take ``fake_later_delay`` s per step (default 0.6):
+    slow, but each step still reports progress."""
+    pipeline.pipe.mode = "slow-later"
+    pipeline.pipe.later_delay = ctx.setting("fake_later_delay", 0.6, float)
+
+
 crash = _mode("crash")
 hang = _mode("hang")
+hang_later = _mode("hang-later")
 fail = _mode("raise")
 
 
@@ -117,7 +140,8 @@ def fake_specs() -> list[VariantSpec]:
         )
     return [spec("fake"), spec("fake-slow", "slower"), spec("fake-noisy", "noisy"),
             spec("fake-hungry", "hungry"), spec("fake-crash", "crash"),
-            spec("fake-hang", "hang"), spec("fake-raise", "fail")]
+            spec("fake-hang", "hang"), spec("fake-raise", "fail"),
+            spec("fake-hang-later", "hang_later"), spec("fake-slow-later", "slow_later")]
 
 
 def register_fake_variants(registry: VariantRegistry) -> None:

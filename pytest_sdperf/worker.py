@@ -17,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from . import progress
+
 if TYPE_CHECKING:
     from .measure.latency import LatencyStats
     from .variants.base import BuildContext, Pipeline
@@ -39,6 +41,7 @@ def main(argv: list[str]) -> int:
     """Entry point; exit status 0 whenever a result file was written."""
     request = json.loads(Path(argv[0]).read_text())
     result_path = Path(argv[1])
+    progress.start(Path(request["progress"]) if request.get("progress") else None)
     cpus = request["variant"].get("cpus")
     try:
         if cpus:
@@ -81,12 +84,17 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         variant=request["variant"].get("name", ""),
     )
     start = time.perf_counter()
+    progress.beat("build", phase="variant")
     pipeline = build_pipeline(request["variant"], ctx)
     build_s = time.perf_counter() - start
+    progress.beat("built", phase="variant")
     sync = sync_fn(ctx.device)
     clock = StageClock(pipeline.pipe, sync)
+    calls = _CallCounter()
     generate, latents_sha = make_generate(pipeline, ctx, clock)
-    warm = _warmup_generate(pipeline, ctx, clock, request.get("warmup_steps")) or generate
+    generate = calls.wrap(generate)
+    warmup_call = _warmup_generate(pipeline, ctx, clock, request.get("warmup_steps"))
+    warm = calls.wrap(warmup_call) if warmup_call else generate
     images = _timed(warm, sync)[1]
     # Time a loader spent filling a cache (exporting, quantizing) is reported on its own.
     first_call_s = time.perf_counter() - start - float(pipeline.info.get("cache_build_s", 0.0))
@@ -97,7 +105,9 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     if request.get("reference"):
         # The reference pipeline must not count in this variant's memory: measure that first.
         memory = _memory(generate, ctx.device, request.get("memray_capture"))
-        reference = _reference_generate(request["reference"], ctx, sync, int(request["warmup"]))
+        progress.beat("build", phase="paired reference")
+        reference = calls.wrap(_reference_generate(request["reference"], ctx, sync, int(request["warmup"])))
+        progress.beat("built", phase="paired reference")
     clock.reset()
     use_torch = "torch" in sys.modules
     calibrate = make_calibration(ctx.device, use_torch)
@@ -121,9 +131,11 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     out_dir = Path(request["out_dir"])
     if memory is None:
         memory = _memory(generate, ctx.device, request.get("memray_capture"))
+    progress.beat("build", phase="FLOP count and GEMM peak")
     efficiency = _efficiency(pipeline, ctx, stats.stages)
     # The machine's GEMM peak is measured once per session, by a worker that has a UNet.
     peak = _machine_peak(request, ctx.device) if efficiency and request.get("measure_peak") else None
+    progress.beat("built", phase="FLOP count and GEMM peak")
     return {
         "status": "ok",
         "build_s": build_s,
@@ -137,6 +149,23 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         "efficiency": efficiency,
         **({"machine_peak": peak} if peak else {}),
     }
+
+
+class _CallCounter:
+    """Wraps the calls a worker times so that each completed one is reported to the watchdog."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def wrap(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        def beating() -> Any:
+            start = time.perf_counter()
+            out = call()
+            self.n += 1
+            progress.beat("call", n=self.n, seconds=time.perf_counter() - start)
+            return out
+
+        return beating
 
 
 def _warmup_generate(pipeline: Any, ctx: Any, clock: Any, steps: int | None) -> Any:

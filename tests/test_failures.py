@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -59,3 +60,30 @@ def test_damaged_baseline_is_reported_and_kept(run: SdperfRun, content: str, exp
     rewritten.assert_outcomes(passed=1)
     assert path.with_name(key + ".bak").read_text() == content
     assert json.loads(path.read_text())["schema_version"] == 1
+
+
+def test_worker_hung_after_its_first_call_is_killed_by_the_watchdog(run: SdperfRun) -> None:
+    """Its stacks are in the message, it is told apart from a slow worker, and the next test
+    starts at once; the results JSON marks it hung."""
+    start = time.monotonic()
+    result = run.run("--sdperf-variants", "fake-hang-later,fake", "--sdperf-timeout", "300",
+                     "--sdperf-hang-floor", "3", "--sdperf-json", str(run.root / "r.json"))
+    assert time.monotonic() - start < 120  # well before --sdperf-timeout
+    result.assert_outcomes(failed=2)  # fake fails only because it records
+    result.stdout.fnmatch_lines([
+        "*sdperf worker for fake-hang-later hung: no progress for * s (limit 3 s*This is a hang, not a slowdown*",
+        "*Python stacks (faulthandler)*",
+        "*_hold_the_gil_forever*",
+        "*native stacks*",
+    ])
+    records = {r["variant"]: r for r in json.loads((run.root / "r.json").read_text())["results"]}
+    assert records["fake-hang-later"]["verdict"] == "hung"
+    assert records["fake"]["verdict"] == "recorded"
+
+
+def test_slow_but_progressing_worker_is_not_killed(run: SdperfRun) -> None:
+    """Calls after the first take 3 s, longer than the 2 s limit, but each step reports."""
+    result = run.run("--sdperf-variants", "fake-slow-later", "--sdperf-hang-floor", "2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no baseline entry*recorded now*"])
+    assert "hung" not in result.stdout.str()

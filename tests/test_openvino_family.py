@@ -248,4 +248,29 @@ def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Pa
     assert outcome.status == "ok", outcome.failure_text("ov-async", 300.0)
     info = outcome.result["info"]
     assert info["requests"] == 2 and info["images_per_s"] > 0 and info["requests_agree"] is True
+    assert info["dispatches"] > 0  # every model call went through start_async / wait
     assert len(outcome.result["images"]) == 1
+
+
+RACE = """
+import threading, openvino as ov
+from pytest_sdperf.variants.openvino_async import prime_bindings
+prime_bindings()
+barrier = threading.Barrier(8)
+def first_conversion():
+    barrier.wait()
+    ov.Type.f32.to_dtype()
+threads = [threading.Thread(target=first_conversion) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+
+
+def test_primed_bindings_survive_threads_converting_at_once() -> None:
+    """The ov-async deadlock, reduced: without prime_bindings() this script hung 21 times in
+    30 here (a static's guard and the GIL taken in opposite orders); with it, never."""
+    import subprocess
+    import sys
+
+    for _ in range(5):
+        subprocess.run([sys.executable, "-c", RACE], check=True, timeout=60)

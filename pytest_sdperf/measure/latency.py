@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..progress import beat
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -158,6 +160,7 @@ class StageClock:
         now = time.perf_counter()
         self._marks["step"].append(now - self._step_start)
         self._step_start = now
+        beat("step", n=step)  # a long call whose steps go on is slow, not hung
         return kwargs
 
     def stages(self) -> dict[str, float]:

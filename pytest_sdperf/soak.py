@@ -1,0 +1,80 @@
+"""Soak a variant for hangs: ``python -m pytest_sdperf.soak [--variant ov-async] [--workers 20]``.
+
+Runs the variant in ``--workers`` fresh worker processes, one after another, each timing
+``--calls`` rounds (plus its first call, warm-up and memory calls) of the model's default
+workload, under the same watchdog as the suite (``--hang-floor``). Prints one line per worker
+and a total; exits 1 if any worker hung, timed out, crashed or raised, 0 otherwise.
+Generations counted are the timed rounds times the requests each round runs (``ov_requests``
+for ov-async, else 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import Settings, positive_float, positive_int
+from .progress import DEFAULT_HANG_FLOOR_S
+from .session import SdperfState
+from .variants.builtin import register_builtin
+from .variants.registry import VariantRegistry
+from .workload import Workload
+
+
+def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
+    registry = VariantRegistry()
+    register_builtin(registry)
+    settings = Settings(
+        enabled=True, model=args.model, variants=None, baselines_dir=workdir / "baselines",
+        update=False, update_all=False, rounds=args.calls, warmup=1, cache_dir=args.cache_dir,
+        json_path=None, timeout_s=args.timeout, allow_pickle=False, device="cpu",
+        hang_floor_s=args.hang_floor,
+    )
+    return SdperfState(settings, registry, workdir)
+
+
+def soak(args: argparse.Namespace) -> int:
+    """Run the workers; the number that did not finish cleanly."""
+    bad = generations = 0
+    with tempfile.TemporaryDirectory(prefix="sdperf-soak-") as tmp:
+        state = _state(args, Path(tmp))
+        spec = state.registry.get(args.variant)
+        for i in range(args.workers):
+            start = time.monotonic()
+            outcome = state.run(spec, Workload(), Path(tmp) / f"w{i}")
+            took = time.monotonic() - start
+            if outcome.status != "ok":
+                bad += 1
+                print(f"worker {i + 1}/{args.workers}: {outcome.status} after {took:.0f} s\n"
+                      + outcome.failure_text(spec.name, args.timeout), flush=True)
+                continue
+            per_round = int(outcome.result.get("info", {}).get("requests", 1))
+            n = len(outcome.result["latency"]["samples"]) * per_round
+            generations += n
+            print(f"worker {i + 1}/{args.workers}: ok, {n} timed generations in {took:.0f} s "
+                  f"(p50 {outcome.result['latency']['p50']:.3f} s)", flush=True)
+    print(f"soak {args.variant}: {args.workers} workers, {generations} timed generations, "
+          f"{bad} hung, timed out or failed")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m pytest_sdperf.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="ov-async")
+    parser.add_argument("--workers", type=positive_int, default=20)
+    parser.add_argument("--calls", type=positive_int, default=10, help="timed rounds per worker")
+    parser.add_argument("--hang-floor", type=positive_float, default=DEFAULT_HANG_FLOOR_S)
+    parser.add_argument("--timeout", type=positive_float, default=900.0)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "pytest-sdperf")
+    args = parser.parse_args(argv)
+    return 1 if soak(args) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
