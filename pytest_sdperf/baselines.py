@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import jsonschema
 from filelock import FileLock
+
+from .atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 # What a baseline file keeps of the session header (a measured peak would churn every write).
@@ -74,6 +74,8 @@ FILE_SCHEMA: dict[str, Any] = {
         "entries": {"type": "object", "additionalProperties": ENTRY_SCHEMA},
     },
 }
+
+
 
 
 class BaselineError(Exception):
@@ -131,24 +133,6 @@ def _check_finite(data: Any, path: Path, fix: str) -> None:
             stack.extend(item)
         elif isinstance(item, float) and not math.isfinite(item):
             raise BaselineError(f"{path}: holds a non-finite number ({item}); {fix}")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide baselines from teammates
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -209,11 +193,6 @@ class BaselineStore:
     def queue_obtained(self, test_id: str, entry: Mapping[str, Any]) -> None:
         """Save what a failing test measured beside the baseline, for diffing."""
         self._obtained[test_id] = dict(entry)
-
-    @property
-    def pending(self) -> Mapping[str, Any]:
-        """Entries queued for writing."""
-        return self._pending
 
     def flush(self, header: Mapping[str, Any], force: bool = False) -> list[Path]:
         """Merge queued entries into the file under a lock; returns the files written.

@@ -234,7 +234,7 @@ def cmd_baselines_prune(args: argparse.Namespace) -> int:
     """Remove entries by variant or age, rewriting the file atomically under its lock."""
     from filelock import FileLock
 
-    from .baselines import atomic_write_text
+    from .atomic import atomic_write_text
 
     remove = _prune_rule(args)
     path = _baseline_path(args)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import pytest
 
+from .atomic import atomic_write_bytes
 from .baselines import BaselineError, entry_key, model_label
 from .compare import (
     FAIL,
@@ -295,11 +296,3 @@ class Gate:
         )
         self.state.records.append(record)
         return record
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes through a temporary file and rename, so a crash leaves no half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .measure.memory import gated_figure
+from .measure.similarity import PSNR_IDENTICAL
 from .report import peak_lines, rows, speedups
 from .session import REFERENCE_VARIANT, Record
 from .workload import Thresholds
@@ -93,7 +94,7 @@ def _table(records: Sequence[Record], reference: str) -> str:
     body = []
     for r, row in zip(records, cells, strict=True):
         variant, p50, up, ips, gflops, pct, mem, size, ssim, psnr, _ = row
-        psnr = "identical" if r.psnr is not None and r.psnr >= 999 else psnr
+        psnr = "identical" if r.psnr is not None and r.psnr >= PSNR_IDENTICAL else psnr
         p90 = f"{r.p90_s:.3f} s" if r.p90_s is not None else "-"
         tds = [f"<td class='l'>{escape(short_id(r.test_id))}</td>", f"<td class='l'><b>{escape(variant)}</b></td>"]
         tds += [f"<td>{escape(c)}</td>" for c in (p50, p90, up, ips, gflops, pct, mem, size, ssim, psnr)]
@@ -165,7 +166,7 @@ def _card(r: Record) -> str:
     ref_png = Path(ref_path).read_bytes() if ref is not None and ref_path else None
     sim = ""
     if r.ssim is not None and r.psnr is not None:
-        sim = f"SSIM {r.ssim:.4f}, " + ("identical" if r.psnr >= 999 else f"PSNR {r.psnr:.1f} dB")
+        sim = f"SSIM {r.ssim:.4f}, " + ("identical" if r.psnr >= PSNR_IDENTICAL else f"PSNR {r.psnr:.1f} dB")
     return (f"<div class='card'><h3>{escape(r.variant)} {_pill(r.verdict)} "
             f"<span class='sub'>{escape(sim)}</span></h3><div class='trio'>"
             f"{_figure(got_png, r.variant)}{_figure(ref_png, 'reference')}{_figure(heat, caption)}"
@@ -254,7 +255,7 @@ def render(header: Mapping[str, Any], records: Sequence[Record], reference: str 
 def write_html(path: Path, header: Mapping[str, Any], records: Sequence[Record],
                reference: str = REFERENCE_VARIANT, history: Sequence[HistoryPoint] | None = None) -> None:
     """Render and write the report atomically."""
-    from .baselines import atomic_write_text
+    from .atomic import atomic_write_text
 
     atomic_write_text(path, render(header, records, reference, history))
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .baselines import atomic_write_text
+from .atomic import atomic_write_text
 from .session import Record
 
 

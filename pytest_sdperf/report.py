@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .baselines import atomic_write_text
+from .atomic import atomic_write_text
 from .measure.memory import gated_figure
 from .session import REFERENCE_VARIANT, Record
 

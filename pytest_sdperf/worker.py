@@ -8,7 +8,6 @@ The result file is plain JSON; images are written as PNG into the request's ``ou
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -18,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import progress
+from .atomic import atomic_write_text
+from .variants.base import SkipVariant
+
+__all__ = ["SkipVariant", "main", "measure", "parse_cpus"]  # SkipVariant: its old home
 
 if TYPE_CHECKING:
     from .measure.latency import LatencyStats
     from .variants.base import BuildContext, Pipeline
-
-
-class SkipVariant(Exception):
-    """Raised by a loader or transform when this machine cannot run the variant."""
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -52,9 +51,7 @@ def main(argv: list[str]) -> int:
     except Exception:
         traceback.print_exc()
         result = {"status": "error", "error": traceback.format_exc()}
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, result_path)
+    atomic_write_text(result_path, json.dumps(result, indent=1))
     return 0
 
 
@@ -313,10 +310,6 @@ def _environment_report() -> dict[str, Any]:
         report["allocator_loaded"] = []
     return report
 
-
-def latents_digest(array: Any) -> str:
-    """sha256 of the initial latents, to prove every variant got the same noise."""
-    return hashlib.sha256(array.tobytes()).hexdigest()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ prompt, doubled by classifier-free guidance). The counter sees matrix products, 
 and attention; element-wise work (norms, activations, softmax) is not counted. The machine's
 peak comes from measure/peak.py. Usage::
 
-    peak = peak_flops()                       # MachinePeak(theoretical=..., measured={...})
+    peak = MachinePeak(cpu_peak(), measured_peaks('cpu', session_cpus()))
     flops = unet_step_flops(UNET_CONFIG, batch=2, latent_hw=(16, 16))
 """
 
@@ -23,7 +23,6 @@ from typing import Any, Mapping
 
 from ..workload import Workload
 from .peak import MachinePeak
-from .peak import peak_flops as peak_flops  # re-exported: the figures and their limit in one place
 
 TEXT_TOKENS = 77
 POOLED_TEXT_DIM = 1280  # SDXL's text_embeds: text_encoder_2's projection

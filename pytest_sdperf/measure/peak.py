@@ -5,7 +5,7 @@ Theoretical: physical cores x maximum frequency x fp32 FLOPs per cycle of the ve
 large ``torch.mm``, on the CPU over the session's CPUs or on the CUDA device in fp32, fp16 and
 bf16; on a GPU that is the figure that counts. Usage::
 
-    peak = peak_flops()   # MachinePeak(theoretical=TheoreticalPeak(...), measured={"float32": ...})
+    peak = MachinePeak(cpu_peak(), measured_peaks("cpu", session_cpus()))
     peak.limit_for("cpu", "float32")   # (GFLOP/s, "measured GEMM (torch.mm float32 ...)")
 """
 
@@ -244,9 +244,3 @@ class MachinePeak:
         if self.theoretical and not gpu:
             return self.theoretical.gflops_per_s, f"theoretical ({self.theoretical.basis})"
         return None
-
-
-def peak_flops(device: str = "cpu", measure: bool = True) -> MachinePeak:
-    """This machine's peak: theoretical (CPU) and, with ``measure``, GEMM-measured (~1 s)."""
-    cpus = session_cpus()
-    return MachinePeak(cpu_peak(cpus), measured_peaks(device, cpus) if measure else {})

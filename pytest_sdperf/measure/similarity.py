@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
+
+PSNR_IDENTICAL = 999.0  # JSON has no infinity: identical images' PSNR as stored
 
 
 @dataclass(frozen=True)
@@ -19,16 +21,12 @@ class Similarity:
     max_abs: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON (an infinite PSNR, identical images, is stored as 999)."""
+        """Plain data for JSON (an infinite PSNR, identical images, is stored as PSNR_IDENTICAL)."""
         out = asdict(self)
         if math.isinf(self.psnr):
-            out["psnr"] = 999.0
+            out["psnr"] = PSNR_IDENTICAL
         return out
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Similarity:
-        """The inverse of ``to_dict``."""
-        return cls(float(data["ssim"]), float(data["psnr"]), float(data["max_abs"]))
 
 
 def load_png(path: Path) -> np.ndarray:

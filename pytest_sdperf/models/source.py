@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from ..variants.base import ModelRef
+from .ref import ModelRef
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 MANIFEST = "sdperf-manifest.json"

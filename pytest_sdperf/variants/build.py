@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Mapping
 
 from ..measure.latency import StageClock
@@ -46,8 +47,6 @@ def make_generate(
     """A no-argument call producing float images (N, H, W, 3), and the latents' sha256."""
     import numpy as np
 
-    from ..worker import latents_digest
-
     latents_np = initial_latents(pipeline.pipe, ctx)
     digest = latents_digest(latents_np)
     latents = (pipeline.prepare_latents or _as_torch)(latents_np, pipeline, ctx)
@@ -88,3 +87,8 @@ def _as_torch(latents: Any, pipeline: Pipeline, ctx: BuildContext) -> Any:
     dtype = getattr(unet, "dtype", torch.float32)
     device = ctx.device if not pipeline.info.get("offload") else "cpu"
     return tensor.to(device=device, dtype=dtype)
+
+
+def latents_digest(array: Any) -> str:
+    """sha256 of the initial latents, to prove every variant got the same noise."""
+    return hashlib.sha256(array.tobytes()).hexdigest()

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import BuildContext, Pipeline
+from .base import BuildContext, Pipeline, SkipVariant
 from .registry import VariantRegistry, VariantSpec
 
 MODULE = "pytest_sdperf.variants.openvino_family"
@@ -178,7 +178,6 @@ def _calibration_workload(ctx: BuildContext) -> dict[str, Any]:
 
 def _base_ir(ctx: BuildContext, recipe: Recipe, info: dict[str, Any]) -> Path:
     """The float32 IR: the user's IR folder as it is, else the cached export of the source."""
-    from ..worker import SkipVariant
     from .openvino_build import cfg_batch, export_ir, export_tome_ir, export_weights
     from .openvino_cache import cached_build
 

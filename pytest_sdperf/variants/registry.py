@@ -126,14 +126,6 @@ def resolve_ref(ref: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def function_ref(fn: Callable[..., Any]) -> str:
-    """The ``module:qualname`` of a module-level function (what VariantSpec fields take)."""
-    qualname = getattr(fn, "__qualname__", "")
-    if "<" in qualname:
-        raise VariantError(f"{fn!r} must be a module-level function so workers can import it")
-    return f"{fn.__module__}:{qualname}"
-
-
 def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
     """Stack variants, ``a+b+c``: one loader at most, one backend, no conflicting env.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import BuildContext, Pipeline
+from .base import BuildContext, Pipeline, SkipVariant
 from .registry import VariantRegistry, VariantSpec
 
 TORCH_REQUIRES = ("torch", "diffusers", "transformers")
@@ -19,8 +19,6 @@ def load_torch(ctx: BuildContext, dtype: str = "float32") -> Pipeline:
     from diffusers import DiffusionPipeline
 
     if ctx.model.kind == "openvino":
-        from ..worker import SkipVariant
-
         raise SkipVariant(
             f"{ctx.model.location} is an OpenVINO IR folder; PyTorch variants need a "
             "diffusers folder or hub id"

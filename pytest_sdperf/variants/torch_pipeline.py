@@ -10,19 +10,13 @@ import contextlib
 import gc
 from typing import Any, Callable, ContextManager, Iterator
 
-from .base import BuildContext, Pipeline
+from .base import BuildContext, Pipeline, SkipVariant
 from .registry import VariantRegistry, VariantSpec
 from .torch_family import TORCH_REQUIRES
 
 MODULE = "pytest_sdperf.variants.torch_pipeline"
 DEFAULT_TOME_RATIO = 0.4
 MAX_TOME_RATIO = 0.75  # tomesd's limit for its 2x2 stride: 1 - 1/(sx*sy)
-
-
-def _skip(reason: str) -> Exception:
-    from ..worker import SkipVariant
-
-    return SkipVariant(reason)
 
 
 def apply_dpm_solver(pipeline: Pipeline, ctx: BuildContext) -> None:
@@ -148,7 +142,7 @@ def _release_text_encoders(pipe: Any) -> list[str]:
 
 def _require_cuda(name: str, ctx: BuildContext) -> None:
     if not ctx.device.startswith("cuda"):
-        raise _skip(f"{name} moves models between CPU and GPU; it needs a CUDA device, "
+        raise SkipVariant(f"{name} moves models between CPU and GPU; it needs a CUDA device, "
                     f"the device here is {ctx.device}")
 
 

@@ -10,7 +10,7 @@ import re
 import time
 from typing import Any, Callable, ContextManager
 
-from .base import BuildContext, Pipeline
+from .base import BuildContext, Pipeline, SkipVariant
 from .registry import VariantRegistry, VariantSpec
 from .torch_family import TORCH_REQUIRES
 
@@ -19,12 +19,6 @@ IPEX_MODULE = "intel_extension_for_pytorch"
 IPEX_PIN = "intel-extension-for-pytorch==2.8.0 with torch==2.8.0 (the 'ipex' tox environment)"
 BF16_MODES = ("weights", "autocast")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def _skip(reason: str) -> Exception:
-    from ..worker import SkipVariant
-
-    return SkipVariant(reason)
 
 
 def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -85,7 +79,7 @@ def apply_fp16(pipeline: Pipeline, ctx: BuildContext) -> None:
     import torch
 
     if not ctx.device.startswith("cuda"):
-        raise _skip(f"torch-fp16 runs on CUDA only; the device here is {ctx.device}")
+        raise SkipVariant(f"torch-fp16 runs on CUDA only; the device here is {ctx.device}")
     pipeline.pipe.to(dtype=torch.float16)
     pipeline.info["dtype"] = "float16"
 
@@ -123,7 +117,7 @@ def apply_compile(pipeline: Pipeline, ctx: BuildContext) -> None:
 
     reason = compiler_missing_reason(ctx.device)
     if reason:
-        raise _skip(reason)
+        raise SkipVariant(reason)
     mode, fullgraph = _compile_settings(ctx)
     pipe = pipeline.pipe
     pipe.unet = torch.compile(pipe.unet, mode=mode, fullgraph=fullgraph)
@@ -191,9 +185,9 @@ def apply_ipex_bf16(pipeline: Pipeline, ctx: BuildContext) -> None:
     the UNet (with a sample input), VAE and text encoder, and bf16 autocast around calls."""
     reason = ipex_unusable_reason()
     if reason:
-        raise _skip(reason)
+        raise SkipVariant(reason)
     if not ctx.device.startswith("cpu"):
-        raise _skip(f"ipex-bf16 is the CPU recipe; the device here is {ctx.device}")
+        raise SkipVariant(f"ipex-bf16 is the CPU recipe; the device here is {ctx.device}")
     import intel_extension_for_pytorch as ipex
     import torch
 

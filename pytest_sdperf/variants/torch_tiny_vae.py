@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .base import BuildContext, Pipeline
+from .base import BuildContext, Pipeline, SkipVariant
 from .registry import VariantRegistry, VariantSpec
 from .torch_family import TORCH_REQUIRES
 
@@ -82,8 +82,6 @@ def taesd_folder(ctx: BuildContext) -> Path:
         config = dict(get_profile(ctx.model.profile).configs.get("taesd", {}))
         return ensure_tiny_taesd(ctx.cache_dir, config, ctx.model.profile)
     if ctx.model.kind != "tiny":
-        from ..worker import SkipVariant
-
         raise SkipVariant(f"tiny-vae has no TAESD for {ctx.model.location}; {TAESD_HINT}")
     return ensure_tiny_taesd(ctx.cache_dir)
 
