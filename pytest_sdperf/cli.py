@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .compare import FAIL, INCONCLUSIVE, Check, compare_latency, compare_memory_figures, compare_similarity
+from .compare import FAIL, INCONCLUSIVE, Check
 from .config import non_negative_float
+from .judge import Figures, judge
+from .measure.latency import LatencyStats
 from .measure.memory import gated_figure
 from .session import Record
 from .workload import Thresholds
@@ -78,16 +80,13 @@ def _history_points(target: str, machine_key: str | None = None,
 # --- compare ------------------------------------------------------------------------------
 
 def compare_records(old: Record, new: Record, t: Thresholds) -> list[Check]:
-    """The gates' checks of ``new`` against ``old``: latency samples, memory, similarity."""
-    checks = []
-    if old.samples and new.samples:
-        checks.append(compare_latency(new.samples, old.samples, t.latency_pct))
-    memory = compare_memory_figures(new.memory, old.memory, t.memory_pct)
-    if memory is not None:
-        checks.append(memory)
-    if new.ssim is not None and new.psnr is not None:
-        checks.extend(compare_similarity(new.ssim, new.psnr, t.min_ssim, t.min_psnr))
-    return checks
+    """The judge's checks of ``new`` against ``old``: latency samples in seconds (results files
+    keep no calibration), memory, similarity."""
+    def stats(samples: tuple[float, ...]) -> LatencyStats | None:
+        return LatencyStats.from_samples(samples) if samples else None
+
+    current = Figures(stats(new.samples), new.memory, new.ssim, new.psnr)
+    return list(judge(current, Figures(stats(old.samples), old.memory), t, "absolute").checks)
 
 
 def _check_row(test_id: str, old: Record, new: Record, c: Check) -> list[str]:

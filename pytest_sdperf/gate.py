@@ -19,15 +19,8 @@ import pytest
 
 from .atomic import atomic_write_bytes
 from .baselines import BaselineError, entry_key, model_label
-from .compare import (
-    FAIL,
-    INCONCLUSIVE,
-    Check,
-    check_latency,
-    compare_latency,
-    compare_memory_figures,
-    compare_similarity,
-)
+from .compare import Check
+from .judge import Figures, Verdict, judge
 from .measure.latency import LatencyStats
 from .measure.similarity import Similarity, compare_images, load_png
 from .session import Measurement, Record, SdperfState, WorkerFailure
@@ -92,13 +85,12 @@ class Gate:
                     "never compared silently, see --sdperf-machine-key)" if others else ""
                 problems.append(f"no baseline entry for {self.key} in {self.state.store.path}: "
                                 f"recorded now; run again to compare{seen}")
-        checks = self._checks(m, entry, similarity, thresholds)
-        regressions = [c for c in checks if c.status == FAIL]
-        record.detectable_pct = checks[0].detectable_pct if checks else None  # latency's
-        for c in checks:
-            if c.status == INCONCLUSIVE:
-                record.verdict = "inconclusive"
-                warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=2)
+        verdict = self._verdict(m, entry, similarity, thresholds)
+        regressions = verdict.regressions()
+        record.detectable_pct = verdict.detectable_pct
+        for c in verdict.inconclusive():
+            record.verdict = "inconclusive"
+            warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=2)
         if regressions:
             record.verdict = "regression"
             record.reason = "; ".join(c.message() for c in regressions)
@@ -167,12 +159,11 @@ class Gate:
                         "do not compare; re-record that machine's file with --sdperf-update-all")
         problems: list[str] = []
         sim = self._similarity(m, problems)
-        checks = [replace(compare_latency(cur, base, t.latency_pct),
-                          metric=f"latency ratio (relative, vs machine {store.machine_key})")]
-        if sim is not None:
-            checks += compare_similarity(sim.ssim, sim.psnr, t.min_ssim, t.min_psnr)
+        current = Figures(m.latency, {}, sim.ssim if sim else None, sim.psnr if sim else None)
+        verdict = judge(current, Figures(stored), t, "relative")  # no memory across machines
+        failed = [replace(c, metric=f"latency ratio (relative, vs machine {store.machine_key})")
+                  if c.metric.startswith("latency") else c for c in verdict.regressions()]
         record = self._record(m, sim, "pass")
-        failed = [c for c in checks if c.status == FAIL]
         if failed:
             record.verdict, record.reason = "regression", "; ".join(c.message() for c in failed)
             pytest.fail("\n".join([f"sdperf regression in {self.test_id} against {store.path} "
@@ -185,25 +176,14 @@ class Gate:
         stored = entry["thresholds"] if entry is not None else {}
         return Thresholds().merged(self.spec.thresholds).merged(stored).merged(self.marker_thresholds)
 
-    def _checks(
+    def _verdict(
         self, m: Measurement, entry: Mapping[str, Any] | None, sim: Similarity | None, t: Thresholds
-    ) -> list[Check]:
-        """Latency first (its check carries the detectable slowdown), then memory, similarity."""
-        checks = []
-        if entry is not None:
-            checks.append(self._latency_check(m, entry, t))
-            memory = compare_memory_figures(m.memory.to_dict(), entry["memory"], t.memory_pct)
-            if memory is not None:
-                checks.append(memory)
-        if sim is not None:
-            checks.extend(compare_similarity(sim.ssim, sim.psnr, t.min_ssim, t.min_psnr))
-        return checks
-
-    def _latency_check(self, m: Measurement, entry: Mapping[str, Any], t: Thresholds) -> Check:
-        """In the gate mode's figures (compare.latency_figures: paired, relative, seconds)."""
+    ) -> Verdict:
+        """The judge's verdict on ``m`` against ``entry`` in the session's gate mode."""
         s = self.state.settings
-        return check_latency(s.gate_mode, m.latency, LatencyStats.from_dict(entry["latency"]),
-                             t.latency_pct, s.reference_variant)
+        stored = None if entry is None else Figures(LatencyStats.from_dict(entry["latency"]), entry["memory"])
+        current = Figures(m.latency, m.memory.to_dict(), sim.ssim if sim else None, sim.psnr if sim else None)
+        return judge(current, stored, t, s.gate_mode, s.reference_variant)
 
     def _regression_text(
         self, m: Measurement, regressions: list[Check], new_entry: Mapping[str, Any]

@@ -30,14 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .compare import FAIL, INCONCLUSIVE, compare_latency, compare_memory_figures, latency_figures
+from .compare import FAIL, INCONCLUSIVE, Check, latency_figures
 from .config import GATE_MODES, Settings, positive_float, rounds_value
+from .judge import Figures, judge
 from .measure.latency import LatencyStats
 from .measure.similarity import compare_images, load_png
 from .session import SdperfState
 from .variants.builtin import register_builtin
 from .variants.registry import VariantRegistry, VariantSpec
 from .worker import auto_target
+from .workload import Thresholds
 
 FAULTS: dict[str, str] = {
     "slow": "pytest_sdperf.testing:extra_work",
@@ -104,25 +106,27 @@ def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: f
     b, c = LatencyStats.from_dict(base["latency"]), LatencyStats.from_dict(res["latency"])
     tally.runs += 1
     tally.rounds.append(len(res["latency"]["samples"]))
+    sim = compare_images([load_png(Path(p)) for p in res["images"]],
+                         [load_png(Path(p)) for p in base["images"]])
+    current, stored = Figures(c, res["memory"], sim.ssim, sim.psnr), Figures(b, base["memory"])
+    limits = Thresholds(latency_pct=pct)  # memory and similarity: the gate's defaults
     verdicts = {}
+    others: list[Check] = []
     for mode in GATE_MODES:
-        figures = latency_figures(mode, c, b)
-        if figures.mode != mode:
+        if latency_figures(mode, c, b).mode != mode:
             raise SystemExit(f"the harness measured no {mode} latency figures")
-        check = compare_latency(figures.current, figures.baseline, pct)
+        checks = judge(current, stored, limits, mode).checks
+        check, others = checks[0], list(checks[1:])
         tally.flagged[mode] += check.status == FAIL
         tally.inconclusive[mode] += check.status == INCONCLUSIVE
         tally.ratios[mode].append(check.measured)
         verdicts[mode] = f"{check.measured:.3f} {check.status}"
         if check.detectable_pct is not None:
             tally.detectable[mode].append(check.detectable_pct)
-    sim = compare_images([load_png(Path(p)) for p in res["images"]],
-                         [load_png(Path(p)) for p in base["images"]])
-    tally.similarity_failed += sim.ssim < 0.9 or sim.psnr < 20.0
-    mem = compare_memory_figures(res["memory"], base["memory"], 20.0)
-    if mem is None:
+    if not any(o.unit == "B" for o in others):
         raise SystemExit("the harness measured no memory figure (not Linux?)")
-    tally.memory_failed += mem.status == FAIL
+    tally.similarity_failed += any(o.status == FAIL for o in others if o.metric in ("SSIM", "PSNR"))
+    tally.memory_failed += any(o.status == FAIL for o in others if o.unit == "B")
     return verdicts
 
 

@@ -218,19 +218,22 @@ def _more_rounds(request: dict[str, Any], samples: list[float], so_far: Callable
         return True
     if len(samples) >= auto["max_rounds"] or sum(samples) >= auto["budget_s"]:
         return False
-    from .compare import FAIL, INCONCLUSIVE, compare_latency, latency_figures
+    from .compare import latency_figures
+    from .judge import Figures, Status, judge
     from .measure.latency import LatencyStats, median_ci_halfwidth
+    from .workload import Thresholds
 
     stats, target = so_far(), auto.get("target")
     if not target:
         ratios = stats.paired() or stats.relative() or stats.samples
         return median_ci_halfwidth(ratios) > float(auto["halfwidth"])
-    figures = latency_figures(target["mode"], stats, LatencyStats.from_dict(target["baseline"]),
-                              target.get("reference", ""))
-    status = compare_latency(figures.current, figures.baseline, float(target["latency_pct"])).status
-    if status == FAIL:
+    stored, reference = LatencyStats.from_dict(target["baseline"]), target.get("reference", "")
+    limits = Thresholds(latency_pct=float(target["latency_pct"]))
+    status = judge(Figures(stats), Figures(stored), limits, target["mode"], reference).status
+    if status is Status.REGRESSION:
         return False
-    return status == INCONCLUSIVE or median_ci_halfwidth(figures.current) > float(auto["halfwidth"])
+    figures = latency_figures(target["mode"], stats, stored, reference)
+    return status is Status.INCONCLUSIVE or median_ci_halfwidth(figures.current) > float(auto["halfwidth"])
 
 
 def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:

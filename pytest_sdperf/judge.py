@@ -1,0 +1,89 @@
+"""The one judge: (what was measured, what is stored, thresholds, gate mode) -> Verdict.
+
+Pure: no files, no pytest. Everything that judges calls ``judge``: the gate a test calls
+(``gate.Gate``), ``sdperf compare`` (two results files), the validation harness
+(``validate``) and a worker's auto-rounds stopping rule (``worker._more_rounds``). The
+per-metric rules live in ``compare`` (latency interval rule, memory limit, similarity floors).
+
+Example::
+
+    verdict = judge(Figures(latency=current_stats, memory=mem, ssim=0.99, psnr=40.0),
+                    Figures(latency=stored_stats, memory=stored_mem), Thresholds(), "relative")
+    if verdict.status is Status.REGRESSION:
+        print("\\n".join(c.message() for c in verdict.regressions()))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+from .compare import FAIL, INCONCLUSIVE, Check, check_latency, compare_memory_figures, compare_similarity
+from .measure.latency import LatencyStats
+from .workload import Thresholds
+
+
+class Status(str, Enum):
+    """The verdict of one comparison."""
+
+    PASS = "pass"
+    REGRESSION = "regression"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One side of a comparison: latency samples, memory figures, similarity to the reference
+    (None where that side has none: a stored entry has no similarity to judge)."""
+
+    latency: LatencyStats | None = None
+    memory: Mapping[str, Any] = field(default_factory=dict)
+    ssim: float | None = None
+    psnr: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Checks in order latency, memory, SSIM, PSNR (those both sides allow), and their sum."""
+
+    status: Status
+    checks: tuple[Check, ...]
+
+    @property
+    def detectable_pct(self) -> float | None:
+        """The smallest latency slowdown this comparison could have seen (None: no latency)."""
+        return next((c.detectable_pct for c in self.checks if c.metric.startswith("latency")), None)
+
+    def regressions(self) -> list[Check]:
+        """The checks that failed."""
+        return [c for c in self.checks if c.status == FAIL]
+
+    def inconclusive(self) -> list[Check]:
+        """The checks the samples could not decide."""
+        return [c for c in self.checks if c.status == INCONCLUSIVE]
+
+
+def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
+          reference: str = "") -> Verdict:
+    """Compare ``current`` with ``stored`` (None: nothing stored; similarity alone is judged)
+    in gate ``mode`` (``paired``, ``relative``, ``absolute``: see compare.latency_figures)."""
+    checks: list[Check] = []
+    if stored is not None:
+        if current.latency is not None and stored.latency is not None \
+                and current.latency.samples and stored.latency.samples:
+            checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference))
+        memory = compare_memory_figures(current.memory, stored.memory, t.memory_pct)
+        if memory is not None:
+            checks.append(memory)
+    if current.ssim is not None and current.psnr is not None:
+        checks.extend(compare_similarity(current.ssim, current.psnr, t.min_ssim, t.min_psnr))
+    return Verdict(_status(checks), tuple(checks))
+
+
+def _status(checks: list[Check]) -> Status:
+    if any(c.status == FAIL for c in checks):
+        return Status.REGRESSION
+    if any(c.status == INCONCLUSIVE for c in checks):
+        return Status.INCONCLUSIVE
+    return Status.PASS

@@ -1,0 +1,92 @@
+"""The judge and the gate, without a worker: verdicts from figures, and the record cycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_sdperf.config import Settings
+from pytest_sdperf.gate import Gate
+from pytest_sdperf.judge import Figures, Status, judge
+from pytest_sdperf.measure.latency import LatencyStats
+from pytest_sdperf.measure.memory import MemoryStats
+from pytest_sdperf.measure.similarity import save_png
+from pytest_sdperf.session import Measurement, SdperfState
+from pytest_sdperf.variants.registry import VariantRegistry, VariantSpec
+from pytest_sdperf.workload import Thresholds, Workload
+
+MIB = 2**20
+TIGHT = [1.0, 1.001, 0.999, 1.0005, 0.9995, 1.0, 1.0002, 0.9998]
+
+
+def _fig(scale: float = 1.0, anon: int = 500 * MIB, ssim: float | None = None) -> Figures:
+    return Figures(LatencyStats.from_samples([s * scale for s in TIGHT]),
+                   {"peak_anon": anon, "peak_rss": anon}, ssim, 40.0 if ssim is not None else None)
+
+
+def test_unchanged_passes_with_the_detectable_change_stated() -> None:
+    verdict = judge(_fig(ssim=0.99), _fig(), Thresholds(latency_pct=10), "absolute")
+    assert verdict.status is Status.PASS
+    assert [c.metric for c in verdict.checks] == ["latency ratio", "memory (peak_anon)", "SSIM", "PSNR"]
+    assert verdict.detectable_pct is not None and 10 <= verdict.detectable_pct < 11
+
+
+def test_each_metric_regresses_on_its_own() -> None:
+    t = Thresholds(latency_pct=10, memory_pct=20, min_ssim=0.9)
+    slow = judge(_fig(1.5, ssim=0.99), _fig(), t, "absolute")
+    assert slow.status is Status.REGRESSION and [c.metric for c in slow.regressions()] == ["latency ratio"]
+    hungry = judge(_fig(anon=700 * MIB, ssim=0.99), _fig(), t, "absolute")
+    assert [c.metric for c in hungry.regressions()] == ["memory (peak_anon)"]
+    ugly = judge(_fig(ssim=0.5), _fig(), t, "absolute")
+    assert [c.metric for c in ugly.regressions()] == ["SSIM"]
+
+
+def test_noise_that_cannot_decide_is_inconclusive() -> None:
+    noisy = Figures(LatencyStats.from_samples([1.0, 1.6, 0.9, 1.5, 1.0, 1.4]))
+    verdict = judge(noisy, Figures(LatencyStats.from_samples([1.0, 1.05, 0.95, 1.02, 0.98, 1.01])),
+                    Thresholds(latency_pct=10), "absolute")
+    assert verdict.status is Status.INCONCLUSIVE and verdict.inconclusive()
+
+
+def test_nothing_stored_judges_similarity_alone() -> None:
+    verdict = judge(_fig(ssim=0.95), None, Thresholds(), "relative")
+    assert [c.metric for c in verdict.checks] == ["SSIM", "PSNR"] and verdict.detectable_pct is None
+
+
+def _state(tmp_path: Path) -> SdperfState:
+    settings = Settings(
+        enabled=True, model="tiny", variants=None, baselines_dir=tmp_path / "baselines",
+        update=False, update_all=False, rounds=5, warmup=0, cache_dir=tmp_path / "cache",
+        json_path=None, timeout_s=60.0, allow_pickle=False, device="cpu", gate_mode="absolute",
+        reference_variant="ref",
+    )
+    return SdperfState(settings, VariantRegistry(), tmp_path)
+
+
+def _measurement(tmp_path: Path, scale: float) -> Measurement:
+    image = tmp_path / f"img-{scale}.png"
+    save_png(np.full((8, 8, 3), 128, dtype=np.uint8), image)
+    return Measurement(
+        variant="ref", model_key="tiny-abc", workload=Workload(), images=(image,),
+        latency=LatencyStats.from_samples([s * scale for s in TIGHT]),
+        memory=MemoryStats(500 * MIB, None, None, None, 400 * MIB, 100 * MIB),
+        info={}, environment={}, build_s=1.0, latents_sha256="0", device="cpu",
+    )
+
+
+def test_gate_records_then_passes_then_fails_a_slowdown(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    spec = VariantSpec(name="ref", family="t", description="t")
+
+    def gate() -> Gate:
+        return Gate(state, "suite::test[ref]", spec, {"latency_pct": 10.0}, tmp_path)
+
+    with pytest.raises(pytest.fail.Exception, match="no baseline entry"):
+        gate().check(_measurement(tmp_path, 1.0))
+    state.store.flush(state.header())
+    assert gate().check(_measurement(tmp_path, 1.02)).verdict == "pass"
+    with pytest.raises(pytest.fail.Exception, match="latency ratio: measured 1.5"):
+        gate().check(_measurement(tmp_path, 1.5))
+    assert [r.verdict for r in state.records] == ["recorded", "pass", "regression"]
