@@ -20,6 +20,7 @@ import jsonschema
 from filelock import FileLock
 
 from .atomic import atomic_write_text
+from .measure.latency import LatencyStats
 
 SCHEMA_VERSION = 1
 # What a baseline file keeps of the session header (a measured peak would churn every write).
@@ -80,6 +81,48 @@ FILE_SCHEMA: dict[str, Any] = {
 
 class BaselineError(Exception):
     """A baseline file that cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """One test's stored figures (``ENTRY_SCHEMA``): what the gate compares a measurement with.
+
+    thresholds: the limits written with the entry (a user may edit them by hand; they rank
+    above the variant's and below the marker's). recorded: when (UTC, ISO 8601).
+    """
+
+    variant: str
+    model: str
+    workload: Mapping[str, Any]
+    latency: LatencyStats
+    memory: Mapping[str, Any]
+    thresholds: Mapping[str, float]
+    similarity: Mapping[str, Any] | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    build_s: float | None = None
+    recorded: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the baseline file."""
+        return {
+            "variant": self.variant, "model": self.model, "workload": dict(self.workload),
+            "latency": self.latency.to_dict(), "memory": dict(self.memory),
+            "similarity": dict(self.similarity) if self.similarity is not None else None,
+            "thresholds": dict(self.thresholds), "info": dict(self.info),
+            "build_s": self.build_s, "recorded": self.recorded,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BaselineEntry:
+        """The inverse of ``to_dict``, for an entry ``ENTRY_SCHEMA`` accepted."""
+        sim = data.get("similarity")
+        return cls(
+            variant=str(data["variant"]), model=str(data["model"]), workload=dict(data["workload"]),
+            latency=LatencyStats.from_dict(data["latency"]), memory=dict(data["memory"]),
+            thresholds={k: float(v) for k, v in data["thresholds"].items()},
+            similarity=dict(sim) if sim is not None else None, info=dict(data.get("info") or {}),
+            build_s=data.get("build_s"), recorded=str(data.get("recorded", "")),
+        )
 
 
 def _reject_constant(name: str) -> float:
@@ -179,20 +222,32 @@ class BaselineStore:
         return dict(parse_baseline(text, self.path)["entries"])
 
     def get(self, test_id: str) -> Mapping[str, Any] | None:
-        """The stored entry for a test id, or None."""
+        """The stored entry for a test id, as plain data, or None."""
         return self.entries().get(test_id)
 
-    def queue(self, test_id: str, entry: Mapping[str, Any]) -> None:
+    def entry(self, key: str) -> BaselineEntry | None:
+        """The stored entry under ``key``, typed, or None; BaselineError if the file is damaged
+        or the entry cannot be read (the message names the file, the key and the fix)."""
+        data = self.get(key)
+        if data is None:
+            return None
+        try:
+            return BaselineEntry.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BaselineError(f"{self.path}: entry {key!r} cannot be read ({exc!r}); fix or "
+                                "delete it, or rewrite it with --sdperf-update") from None
+
+    def queue(self, test_id: str, entry: BaselineEntry | Mapping[str, Any]) -> None:
         """Write this entry at session end."""
-        self._pending[test_id] = dict(entry)
+        self._pending[test_id] = entry.to_dict() if isinstance(entry, BaselineEntry) else dict(entry)
 
     def retire(self, key: str) -> None:
         """Remove this entry at session end (a legacy key its new key replaces)."""
         self._retired.add(key)
 
-    def queue_obtained(self, test_id: str, entry: Mapping[str, Any]) -> None:
+    def queue_obtained(self, test_id: str, entry: BaselineEntry) -> None:
         """Save what a failing test measured beside the baseline, for diffing."""
-        self._obtained[test_id] = dict(entry)
+        self._obtained[test_id] = entry.to_dict()
 
     def flush(self, header: Mapping[str, Any], force: bool = False) -> list[Path]:
         """Merge queued entries into the file under a lock; returns the files written.

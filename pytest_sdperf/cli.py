@@ -25,7 +25,7 @@ from .config import non_negative_float
 from .judge import Figures, judge
 from .measure.latency import LatencyStats
 from .measure.memory import gated_figure
-from .session import Record
+from .results import Record
 from .workload import Thresholds
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2

@@ -1,8 +1,12 @@
 """The gate a benchmark test calls: compare a Measurement with its baseline and reference.
 
-Follows pytest-regressions' cycle: a missing entry or reference image is written and the
-test fails; ``--sdperf-update`` rewrites failing entries (they still fail); ``--sdperf-update-all``
-rewrites every entry and passes. What a failing test measured is saved beside the baseline.
+Follows pytest-regressions' ``perform_regression_check``: look up the stored entry, call the
+judge (``judge.judge``), perform the writes the verdict calls for, and turn the outcome into
+pass / fail / warning in one place (``Gate._conclude``). A missing entry or reference image is
+written and the test fails; ``--sdperf-update`` rewrites failing entries (they still fail);
+``--sdperf-update-all`` rewrites every entry and passes. What a failing test measured is saved
+beside the baseline. Making a missing reference image (running the reference variant) is the
+measurement fixture's job (``SdperfState.ensure_references``), not the gate's.
 """
 
 from __future__ import annotations
@@ -11,21 +15,20 @@ import datetime as dt
 import re
 import shutil
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping, NoReturn
 
 import pytest
 
-from .atomic import atomic_write_bytes
-from .baselines import BaselineError, entry_key, model_label
+from .baselines import BaselineEntry, BaselineError, entry_key, model_label
 from .compare import Check
 from .judge import Figures, Verdict, judge
-from .measure.latency import LatencyStats
 from .measure.similarity import Similarity, compare_images, load_png
-from .session import Measurement, Record, SdperfState, WorkerFailure
+from .protocol import AutoTarget
+from .results import Measurement, Record, WorkerFailure
+from .session import SdperfState
 from .variants.registry import VariantSpec
-from .worker import auto_target
 from .workload import Thresholds, Workload
 
 
@@ -33,12 +36,31 @@ class SdperfInconclusive(UserWarning):
     """A latency comparison the samples could not decide."""
 
 
-def _same_subject(entry: Mapping[str, Any], model_key: str, workload: Workload) -> bool:
+@dataclass(frozen=True)
+class Stored:
+    """A test's baseline entry as looked up: its key, the entry (None: nothing stored) and
+    whether it was found under the bare test id of an older file (``legacy``)."""
+
+    key: str
+    entry: BaselineEntry | None
+    legacy: bool = False
+
+
+@dataclass
+class _Outcome:
+    """What one check concluded, before it is turned into the test's result."""
+
+    verdict: str = "pass"
+    reason: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def _same_subject(entry: BaselineEntry, model_key: str, workload: Workload) -> bool:
     try:
-        same_workload = Workload.from_dict(entry["workload"]).key() == workload.key()
+        same_workload = Workload.from_dict(entry.workload).key() == workload.key()
     except (TypeError, KeyError):
         return False
-    return same_workload and model_label(str(entry.get("model", ""))) == model_label(model_key)
+    return same_workload and model_label(entry.model) == model_label(model_key)
 
 
 @dataclass
@@ -50,75 +72,43 @@ class Gate:
     spec: VariantSpec
     marker_thresholds: Mapping[str, float]
     workdir: Path
-    key: str = ""  # the baseline entry's key, set by check(): test id @ model / workload
-    _legacy: bool = False  # the entry was found under the bare test id (an older file)
 
-    def check(self, m: Measurement) -> Record:
+    def check(self, m: Measurement | WorkerFailure) -> Record:
         """Judge ``m``; fails the test (pytest.fail) on a regression or a new recording."""
         if isinstance(m, WorkerFailure):
-            if m.variant:  # a worker that ran and failed is a row of the results (hung...)
-                self.state.records.append(Record(
-                    test_id=self.test_id, variant=m.variant, model_key=m.model_key,
-                    workload_key=m.workload_key, verdict=m.status,
-                    reason=m.message.split("\n", 1)[0]))
-            pytest.fail(m.message, pytrace=False)
-        try:
-            entry = self._stored_entry(m.model_key, m.workload)
-        except BaselineError as exc:
-            if not self.state.settings.update_all:
-                self._record(m, None, "error", str(exc))
-                pytest.fail(str(exc), pytrace=False)
-            entry = None
-        if self.state.foreign_baseline:
-            return self._check_foreign(m, entry)
-        thresholds = self._thresholds(entry)
-        problems: list[str] = []
-        similarity = self._similarity(m, problems)
-        record = self._record(m, similarity, "pass")
-        new_entry = self._entry(m, similarity, thresholds)
+            self._fail_worker(m)
         s = self.state.settings
-        if entry is None or s.update_all:
-            self._queue(new_entry)
-            if entry is None and not s.update_all:
-                others = self.state.other_keys()
-                seen = f" (baselines exist for other machines: {', '.join(others)}; they are " \
-                    "never compared silently, see --sdperf-machine-key)" if others else ""
-                problems.append(f"no baseline entry for {self.key} in {self.state.store.path}: "
-                                f"recorded now; run again to compare{seen}")
-        verdict = self._verdict(m, entry, similarity, thresholds)
-        regressions = verdict.regressions()
-        record.detectable_pct = verdict.detectable_pct
-        for c in verdict.inconclusive():
-            record.verdict = "inconclusive"
-            warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=2)
-        if regressions:
-            record.verdict = "regression"
-            record.reason = "; ".join(c.message() for c in regressions)
-            problems.extend(self._regression_text(m, regressions, new_entry))
-        if s.update_all:
-            record.verdict = "updated"
-            return record
-        if problems:
-            if record.verdict == "pass":
-                record.verdict = "recorded"
-            pytest.fail("\n".join(problems), pytrace=False)
-        return record
+        try:
+            stored = self.lookup(m.model_key, m.workload)
+        except BaselineError as exc:
+            if not s.update_all:
+                self.state.records.append(self._record(m, None, _Outcome("error", str(exc))))
+                pytest.fail(str(exc), pytrace=False)
+            stored = Stored(entry_key(self.test_id, m.model_key, m.workload.key()), None)
+        if self.state.foreign_baseline:
+            return self._check_foreign(m, stored)
+        t = self._thresholds(stored.entry)
+        outcome = _Outcome()
+        sim = self._similarity(m, outcome.problems)
+        current = Figures(m.latency, m.memory.to_dict(), *_sim_figures(sim))
+        previous = Figures(stored.entry.latency, stored.entry.memory) if stored.entry else None
+        verdict = judge(current, previous, t, s.gate_mode, s.reference_variant)
+        return self._conclude(m, stored, verdict, self._entry(m, sim, t), sim, outcome)
 
-    def _stored_entry(self, model_key: str, workload: Workload) -> Mapping[str, Any] | None:
-        """Sets ``self.key`` (test id @ model / workload) and gives the entry under it; else one
-        under the bare test id (files written before entries were keyed by model and workload)
-        when its model and workload are these. BaselineError when the file is damaged."""
-        self.key = entry_key(self.test_id, model_key, workload.key())
+    def lookup(self, model_key: str, workload: Workload) -> Stored:
+        """The entry under test id @ model / workload; else one under the bare test id (files
+        written before entries were keyed by model and workload) when its model and workload
+        are these. BaselineError when the file or the entry is damaged."""
+        key = entry_key(self.test_id, model_key, workload.key())
         store = self.state.store
-        entry = store.get(self.key)
-        self._legacy = False
+        entry = store.entry(key)
         if entry is None:
-            old = store.get(self.test_id)
+            old = store.entry(self.test_id)
             if old is not None and _same_subject(old, model_key, workload):
-                entry, self._legacy = old, True
-        return entry
+                return Stored(key, old, legacy=True)
+        return Stored(key, entry)
 
-    def latency_target(self, model_key: str, workload: Workload) -> dict[str, Any] | None:
+    def latency_target(self, model_key: str, workload: Workload) -> AutoTarget | None:
         """What ``--sdperf-rounds auto`` samples towards: the stored entry's latency, the gate
         mode and the limit, so the worker times rounds until the comparison is decided (see
         worker._more_rounds). None when there is nothing to compare with, or when re-recording."""
@@ -126,80 +116,107 @@ class Gate:
         if s.update_all:
             return None
         try:
-            entry = self._stored_entry(model_key, workload)
-            if entry is None:
-                return None
-            t = self._thresholds(entry)
-            latency = LatencyStats.from_dict(entry["latency"]).to_dict()
-        except (BaselineError, KeyError, TypeError, ValueError):
+            entry = self.lookup(model_key, workload).entry
+        except BaselineError:
             return None  # check() reports a broken entry, with its file
+        if entry is None:
+            return None
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
-        return auto_target(mode, latency, t.latency_pct, s.reference_variant)
+        return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct, s.reference_variant)
 
-    def _queue(self, new_entry: Mapping[str, Any]) -> None:
-        self.state.store.queue(self.key, new_entry)
-        if self._legacy:
+    def _fail_worker(self, m: WorkerFailure) -> NoReturn:
+        if m.variant:  # a worker that ran and failed is a row of the results (hung...)
+            self.state.records.append(Record(
+                test_id=self.test_id, variant=m.variant, model_key=m.model_key,
+                workload_key=m.workload_key, verdict=m.status, reason=m.message.split("\n", 1)[0]))
+        pytest.fail(m.message, pytrace=False)
+
+    def _conclude(self, m: Measurement, stored: Stored, verdict: Verdict, new_entry: BaselineEntry,
+                  sim: Similarity | None, outcome: _Outcome) -> Record:
+        """Perform the writes the verdict calls for, record the row once, and pass, warn or fail."""
+        s = self.state.settings
+        if stored.entry is None or s.update_all:
+            self._queue(stored, new_entry)
+            if stored.entry is None and not s.update_all:
+                outcome.problems.append(self._missing_text(stored.key))
+        for c in verdict.inconclusive():
+            outcome.verdict = "inconclusive"
+            warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=3)
+        regressions = verdict.regressions()
+        if regressions:
+            outcome.verdict = "regression"
+            outcome.reason = "; ".join(c.message() for c in regressions)
+            outcome.problems.extend(self._regression_text(m, stored, regressions, new_entry))
+        if s.update_all:
+            outcome.verdict = "updated"
+        elif outcome.problems and outcome.verdict == "pass":
+            outcome.verdict = "recorded"
+        record = self._record(m, sim, outcome, verdict.detectable_pct)
+        self.state.records.append(record)
+        if outcome.problems and not s.update_all:
+            pytest.fail("\n".join(outcome.problems), pytrace=False)
+        return record
+
+    def _missing_text(self, key: str) -> str:
+        others = self.state.other_keys()
+        seen = f" (baselines exist for other machines: {', '.join(others)}; they are " \
+            "never compared silently, see --sdperf-machine-key)" if others else ""
+        return (f"no baseline entry for {key} in {self.state.store.path}: "
+                f"recorded now; run again to compare{seen}")
+
+    def _queue(self, stored: Stored, new_entry: BaselineEntry) -> None:
+        self.state.store.queue(stored.key, new_entry)
+        if stored.legacy:
             self.state.store.retire(self.test_id)
 
-    def _check_foreign(self, m: Measurement, entry: Mapping[str, Any] | None) -> Record:
+    def _check_foreign(self, m: Measurement, stored: Stored) -> Record:
         """Against another machine's file: calibration-relative latency and similarity only."""
-        store, here = self.state.store, self.state.machine.key
+        store, here, entry = self.state.store, self.state.machine.key, stored.entry
         if entry is None:
-            pytest.skip(f"no entry for {self.key} in {store.path} (machine key "
+            pytest.skip(f"no entry for {stored.key} in {store.path} (machine key "
                         f"{store.machine_key}; this machine is {here})")
-        t = self._thresholds(entry)
-        stored = LatencyStats.from_dict(entry["latency"])
-        cur, base = m.latency.relative(), stored.relative()
-        if not (cur and base):
+        if not (m.latency.relative() and entry.latency.relative()):
             pytest.skip(f"baseline of machine {store.machine_key} has no calibration samples; "
                         f"this machine ({here}) cannot be compared with it by ratio")
-        if stored.kernel() != m.latency.kernel():
+        if entry.latency.kernel() != m.latency.kernel():
             pytest.skip(f"baseline of machine {store.machine_key} was calibrated with "
-                        f"{stored.kernel()}, this run with {m.latency.kernel()}: their ratios "
+                        f"{entry.latency.kernel()}, this run with {m.latency.kernel()}: their ratios "
                         "do not compare; re-record that machine's file with --sdperf-update-all")
-        problems: list[str] = []
-        sim = self._similarity(m, problems)
-        current = Figures(m.latency, {}, sim.ssim if sim else None, sim.psnr if sim else None)
-        verdict = judge(current, Figures(stored), t, "relative")  # no memory across machines
+        outcome = _Outcome()
+        sim = self._similarity(m, outcome.problems)
+        current = Figures(m.latency, {}, *_sim_figures(sim))
+        verdict = judge(current, Figures(entry.latency), self._thresholds(entry), "relative")
         failed = [replace(c, metric=f"latency ratio (relative, vs machine {store.machine_key})")
                   if c.metric.startswith("latency") else c for c in verdict.regressions()]
-        record = self._record(m, sim, "pass")
         if failed:
-            record.verdict, record.reason = "regression", "; ".join(c.message() for c in failed)
+            outcome.verdict, outcome.reason = "regression", "; ".join(c.message() for c in failed)
+        record = self._record(m, sim, outcome)
+        self.state.records.append(record)
+        if failed:
             pytest.fail("\n".join([f"sdperf regression in {self.test_id} against {store.path} "
                                    f"(another machine: {store.machine_key}):",
                                    *(f"  {c.message()}" for c in failed)]), pytrace=False)
         return record
 
-    def _thresholds(self, entry: Mapping[str, Any] | None) -> Thresholds:
+    def _thresholds(self, entry: BaselineEntry | None) -> Thresholds:
         """Defaults < the variant's < the baseline entry's (hand edits) < the marker's."""
-        stored = entry["thresholds"] if entry is not None else {}
+        stored = entry.thresholds if entry is not None else {}
         return Thresholds().merged(self.spec.thresholds).merged(stored).merged(self.marker_thresholds)
 
-    def _verdict(
-        self, m: Measurement, entry: Mapping[str, Any] | None, sim: Similarity | None, t: Thresholds
-    ) -> Verdict:
-        """The judge's verdict on ``m`` against ``entry`` in the session's gate mode."""
-        s = self.state.settings
-        stored = None if entry is None else Figures(LatencyStats.from_dict(entry["latency"]), entry["memory"])
-        current = Figures(m.latency, m.memory.to_dict(), sim.ssim if sim else None, sim.psnr if sim else None)
-        return judge(current, stored, t, s.gate_mode, s.reference_variant)
-
-    def _regression_text(
-        self, m: Measurement, regressions: list[Check], new_entry: Mapping[str, Any]
-    ) -> list[str]:
+    def _regression_text(self, m: Measurement, stored: Stored, regressions: list[Check],
+                         new_entry: BaselineEntry) -> list[str]:
         store, s = self.state.store, self.state.settings
-        store.queue_obtained(self.key, new_entry)
+        store.queue_obtained(stored.key, new_entry)
         kept = self._keep_obtained_images(m)
         lines = [f"sdperf regression in {self.test_id} (variant {m.variant}):"]
         lines += [f"  {c.message()}" for c in regressions]
         lines.append(f"  baseline: {store.path}")
         lines.append(f"  obtained: {store.obtained_path}" + (f", images {kept}" if kept else ""))
         if s.update and not s.update_all:
-            self._queue(new_entry)
+            self._queue(stored, new_entry)
             lines.append("  --sdperf-update: the baseline entry was rewritten with these figures")
             if m.variant == s.reference_variant and any(c.metric in ("SSIM", "PSNR") for c in regressions):
-                self._write_references(m, self.reference_paths(m))
+                self.state.write_references(m.images, self.state.reference_paths(m.model_key, m.workload))
                 lines.append("  --sdperf-update: the reference images were rewritten too")
         else:
             lines.append("  if the change is intended: rerun with --sdperf-update")
@@ -214,65 +231,43 @@ class Gate:
         return str(target / f"{safe}-*.png") if m.images else ""
 
     def _similarity(self, m: Measurement, problems: list[str]) -> Similarity | None:
-        refs = self.reference_paths(m)
+        """SSIM/PSNR against the reference images; the reference variant writes them where they
+        are missing (a first recording: ``problems`` says so) or with --sdperf-update-all."""
+        refs = self.state.reference_paths(m.model_key, m.workload)
         s = self.state.settings
-        is_reference = m.variant == s.reference_variant
-        if is_reference and (s.update_all or not all(p.exists() for p in refs)):
-            existed = all(p.exists() for p in refs)
-            self._write_references(m, refs)
+        existed = all(p.exists() for p in refs)
+        if m.variant == s.reference_variant and (s.update_all or not existed):
+            self.state.write_references(m.images, refs)
             if not existed and not s.update_all:
                 problems.append(f"no FP32 reference image for {m.model_key}/{m.workload.key()}: "
                                 f"written to {refs[0].parent}; run again to compare")
-        elif not all(p.exists() for p in refs):
-            self._make_references(m, refs)
-        obtained = [load_png(p) for p in m.images]
-        return compare_images(obtained, [load_png(p) for p in refs])
+        elif not existed:
+            raise pytest.fail.Exception(f"no FP32 reference image for {m.model_key}/"
+                                        f"{m.workload.key()} in {refs[0].parent}", pytrace=False)
+        return compare_images([load_png(p) for p in m.images], [load_png(p) for p in refs])
 
-    def reference_paths(self, m: Measurement) -> list[Path]:
-        """Where the FP32 reference images of this model and workload live."""
-        folder = self.state.store.reference_dir(m.model_key)
-        return [folder / f"{m.workload.key()}-{i}.png" for i in range(m.workload.images_per_prompt)]
+    def _entry(self, m: Measurement, sim: Similarity | None, t: Thresholds) -> BaselineEntry:
+        return BaselineEntry(
+            variant=m.variant, model=m.model_key, workload=m.workload.to_dict(), latency=m.latency,
+            memory=m.memory.to_dict(), thresholds=t.to_dict(),
+            similarity=sim.to_dict() if sim else None, info=dict(m.info), build_s=m.build_s,
+            recorded=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
 
-    def _write_references(self, m: Measurement, refs: list[Path]) -> None:
-        for src, dst in zip(m.images, refs, strict=True):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(dst, src.read_bytes())
-        self.state.notes.append(f"reference images written: {refs[0].parent}")
-
-    def _make_references(self, m: Measurement, refs: list[Path]) -> None:
-        """Run torch-fp32 once for this workload to produce the missing reference."""
-        spec = self.state.reference_spec()
-        outcome = self.state.run(spec, m.workload, self.workdir / "reference", rounds=1, warmup=0)
-        if outcome.status != "ok":
-            pytest.fail("could not make the FP32 reference image:\n"
-                        + outcome.failure_text(spec.name, self.state.settings.timeout_s), pytrace=False)
-        self._write_references(
-            Measurement.from_result(spec, self.state.model(), m.workload, outcome.result), refs)
-
-    def _entry(self, m: Measurement, sim: Similarity | None, t: Thresholds) -> dict[str, Any]:
-        return {
-            "variant": m.variant,
-            "model": m.model_key,
-            "workload": m.workload.to_dict(),
-            "latency": m.latency.to_dict(),
-            "memory": m.memory.to_dict(),
-            "similarity": sim.to_dict() if sim else None,
-            "thresholds": t.to_dict(),
-            "info": dict(m.info),
-            "build_s": m.build_s,
-            "recorded": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-
-    def _record(self, m: Measurement, sim: Similarity | None, verdict: str, reason: str = "") -> Record:
-        record = Record(
+    def _record(self, m: Measurement, sim: Similarity | None, outcome: _Outcome,
+                detectable_pct: float | None = None) -> Record:
+        return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
-            workload_key=m.workload.key(), verdict=verdict, p50_s=m.latency.p50,
+            workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
             p90_s=m.latency.p90, first_call_s=m.latency.first_call_s,
             memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
-            psnr=sim.to_dict()["psnr"] if sim else None, info=dict(m.info), reason=reason,
-            samples=m.latency.samples, images=tuple(str(p) for p in m.images),
-            reference_images=tuple(str(p) for p in self.reference_paths(m)),
+            psnr=sim.to_dict()["psnr"] if sim else None, info=dict(m.info), reason=outcome.reason,
+            detectable_pct=detectable_pct, samples=m.latency.samples,
+            images=tuple(str(p) for p in m.images),
+            reference_images=tuple(str(p) for p in self.state.reference_paths(m.model_key, m.workload)),
             efficiency=self.state.efficiency(m),
         )
-        self.state.records.append(record)
-        return record
+
+
+def _sim_figures(sim: Similarity | None) -> tuple[float | None, float | None]:
+    return (sim.ssim, sim.psnr) if sim else (None, None)

@@ -25,7 +25,7 @@ from .measure.memory import gated_figure
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from .session import Record
+    from .results import Record
 
 DEFAULT_FILE = "history.sqlite"
 METRICS = {"p50_s": "latency p50 (s)", "peak_memory": "peak memory (MiB)", "ssim": "SSIM"}

@@ -13,7 +13,6 @@ Usage::
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as dt
 import json
 from collections import Counter
@@ -24,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from .measure.memory import gated_figure
 from .measure.similarity import PSNR_IDENTICAL
 from .report import peak_lines, rows, speedups
-from .session import REFERENCE_VARIANT, Record
+from .results import Record
+from .session import REFERENCE_VARIANT
 from .workload import Thresholds
 
 if TYPE_CHECKING:
@@ -260,17 +260,6 @@ def write_html(path: Path, header: Mapping[str, Any], records: Sequence[Record],
     atomic_write_text(path, render(header, records, reference, history))
 
 
-RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
-
-
-def record_from_dict(data: Mapping[str, Any]) -> Record:
-    """A Record from one item of a ``--sdperf-json`` file's ``results`` (extra keys ignored)."""
-    kept = {k: v for k, v in data.items() if k in RECORD_FIELDS}
-    for name in ("samples", "images", "reference_images"):
-        kept[name] = tuple(kept.get(name) or ())
-    return Record(**kept)
-
-
 def read_results(path: Path) -> tuple[dict[str, Any], list[Record], str]:
     """(header, records, reference variant) of a ``--sdperf-json`` file.
 
@@ -280,7 +269,7 @@ def read_results(path: Path) -> tuple[dict[str, Any], list[Record], str]:
     try:
         doc = json.loads(path.read_text())
         header = {k: doc[k] for k in ("machine", "environment", "peak", "model_note") if k in doc}
-        records = [record_from_dict(item) for item in doc["results"]]
+        records = [Record.from_dict(item) for item in doc["results"]]
         base = [i["variant"] for i in doc["results"] if i.get("speedup_vs_fp32") == 1.0]
     except OSError as exc:
         raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import atomic_write_text
-from .session import Record
+from .results import Record
 
 
 def benchmark_entry(record: Record) -> dict[str, Any]:

@@ -29,7 +29,10 @@ from .config import (
 from .workload import Workload, parse_marker_kwargs, resolve_workload
 
 if TYPE_CHECKING:
+    from .gate import Gate
+    from .results import Measurement, WorkerFailure
     from .session import SdperfState  # noqa: F401  (named in a string below)
+    from .variants.registry import VariantSpec
 
 STATE = pytest.StashKey["SdperfState"]()
 SKIP_REASON = "run with --sdperf"
@@ -257,10 +260,10 @@ def sdperf_workload(request: pytest.FixtureRequest) -> Workload:
 
 
 @pytest.fixture
-def sdperf_variant(request: pytest.FixtureRequest) -> Any:
+def sdperf_variant(request: pytest.FixtureRequest) -> VariantSpec:
     """The VariantSpec under test (parametrized); skips where it cannot run here."""
     state = request.config.stash[STATE]
-    spec = state.registry.get(request.param)
+    spec: VariantSpec = state.registry.get(request.param)
     reason = state.skip_reason(spec)
     if reason:
         pytest.skip(reason)
@@ -268,19 +271,21 @@ def sdperf_variant(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
-                       sdperf_workload: Workload, sdperf_gate: Any, tmp_path: Path) -> Any:
+def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSpec,
+                       sdperf_workload: Workload, sdperf_gate: Gate,
+                       tmp_path: Path) -> Measurement | WorkerFailure:
     """Build the variant in a fresh worker process and measure it (a ``Measurement``).
 
     With ``--sdperf-rounds auto`` the worker is given the test's baseline latency, and times
-    rounds until the gate's comparison is decided (or the time budget is spent).
+    rounds until the gate's comparison is decided (or the time budget is spent). Where this
+    workload has no reference image yet, the reference variant is run once to make it.
 
     A worker that raises, crashes or exceeds ``--sdperf-timeout`` fails this test (in its
-    call phase, when the measurement is used) with the worker's output; a variant that finds
-    it cannot run here skips with its reason.
+    call phase, when the measurement is used) with the worker's output (a ``WorkerFailure``
+    stands in for the measurement); a variant that finds it cannot run here skips with its reason.
     """
     from .models.source import ModelError
-    from .session import Measurement, WorkerFailure
+    from .results import Measurement, WorkerFailure
 
     state = request.config.stash[STATE]
     try:
@@ -300,16 +305,20 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: Any,
         warmup_steps=protocol.warmup_steps,
         target=sdperf_gate.latency_target(model.key, sdperf_workload) if s.rounds == 0 else None,
     )
-    if outcome.status == "skip":
-        pytest.skip(outcome.result.get("reason", "the variant skipped itself"))
-    if outcome.status != "ok":
+    if outcome.skip_reason is not None:
+        pytest.skip(outcome.skip_reason)
+    if outcome.measured is None:
         return WorkerFailure(outcome.failure_text(sdperf_variant.name, state.settings.timeout_s),
                              outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
-    return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.result)
+    if sdperf_variant.name != s.reference_variant:
+        failed = state.ensure_references(sdperf_workload, tmp_path)
+        if failed is not None:
+            return failed
+    return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
 
 
 @pytest.fixture
-def sdperf_gate(request: pytest.FixtureRequest, sdperf_variant: Any, tmp_path: Path) -> Any:
+def sdperf_gate(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, tmp_path: Path) -> Gate:
     """Compare a measurement with the baseline: ``sdperf_gate.check(sdperf_measurement)``.
 
     Fails the test on a regression (naming metric, value, baseline, limit and files) and on a

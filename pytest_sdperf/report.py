@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .atomic import atomic_write_text
 from .measure.memory import gated_figure
-from .session import REFERENCE_VARIANT, Record
+from .results import Record
+from .session import REFERENCE_VARIANT
 
 COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem", "size", "SSIM", "PSNR",
            "verdict")
@@ -116,7 +116,7 @@ def write_json(path: Path, header: dict[str, Any], records: Sequence[Record],
     doc = {
         **header,
         "results": [
-            {**dataclasses.asdict(r), "speedup_vs_fp32": ups.get(r.test_id)} for r in records
+            {**r.to_dict(), "speedup_vs_fp32": ups.get(r.test_id)} for r in records
         ],
     }
     atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from .progress import DEFAULT_HANG_FLOOR_S, Stall, Watchdog, dump_stacks
+from .protocol import OK, SKIP, WorkerRequest, WorkerResult
 
 STDERR_TAIL = 6000
 POLL_S = 0.5
@@ -22,12 +23,13 @@ POLL_S = 0.5
 class WorkerOutcome:
     """What came back: status is ok, skip, error, timeout, hung or crash.
 
+    result: the worker's own message (None when it wrote none: timeout, hung, crash).
     hang: for ``hung``, what the watchdog saw (``progress.Stall.describe``); stacks: every
     thread's Python and native stacks, taken before the worker was killed.
     """
 
     status: str
-    result: Mapping[str, Any] = field(default_factory=dict)
+    result: WorkerResult | None = None
     stderr_tail: str = ""
     returncode: int | None = None
     hang: str = ""
@@ -48,6 +50,18 @@ class WorkerOutcome:
             head = f"sdperf worker for {variant} raised an error"
         return f"{head}; raise --sdperf-timeout if it is just slow.\n--- worker stderr ---\n{self.stderr_tail}"
 
+    @property
+    def measured(self) -> WorkerResult | None:
+        """The worker's figures when it measured (status ok), else None."""
+        return self.result if self.status == OK else None
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why the variant skipped itself (status skip), else None."""
+        if self.status != SKIP:
+            return None
+        return (self.result.reason if self.result else "") or "the variant skipped itself"
+
 
 def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The parent's environment, the parent's import path, and the variant's variables."""
@@ -62,7 +76,7 @@ def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_worker(
-    request: Mapping[str, Any], workdir: Path, timeout_s: float, env: Mapping[str, str],
+    request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
     hang_floor_s: float = DEFAULT_HANG_FLOOR_S,
 ) -> WorkerOutcome:
     """Run one measurement in a fresh interpreter; never raises for the worker's faults.
@@ -72,7 +86,7 @@ def run_worker(
     workdir.mkdir(parents=True, exist_ok=True)
     req_path, res_path, err_path, progress_path = (
         workdir / n for n in ("request.json", "result.json", "stderr.txt", "progress.jsonl"))
-    req_path.write_text(json.dumps({**request, "progress": str(progress_path)}, indent=1))
+    req_path.write_text(json.dumps(request.with_progress(progress_path).to_dict(), indent=1))
     res_path.unlink(missing_ok=True)
     progress_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest_sdperf.worker", str(req_path), str(res_path)]
@@ -91,8 +105,8 @@ def run_worker(
             return WorkerOutcome("timeout", stderr_tail=_tail(err_path), returncode=None)
     if not res_path.exists():
         return WorkerOutcome("crash", stderr_tail=_tail(err_path), returncode=code)
-    result = json.loads(res_path.read_text())
-    return WorkerOutcome(result["status"], result, _tail(err_path), code)
+    result = WorkerResult.from_dict(json.loads(res_path.read_text()))
+    return WorkerOutcome(result.status, result, _tail(err_path), code)
 
 
 def _wait(

@@ -3,110 +3,30 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .atomic import atomic_write_bytes
 from .baselines import BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
-from .measure.latency import LatencyStats
-from .measure.memory import MemoryStats
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak, session_cpus
+from .models.ref import ModelRef
+from .protocol import AutoRounds, AutoTarget, WorkerRequest
+from .results import Measurement, Record, WorkerFailure
 from .runner import WorkerOutcome, run_worker
 from .variants.availability import cuda_available, unavailable_reason
-from .variants.base import ModelRef
 from .variants.registry import VariantRegistry, VariantSpec
 from .workload import Workload
+
+__all__ = ["Measurement", "Record", "SdperfState", "WorkerFailure", "package_versions"]  # old homes
 
 REFERENCE_VARIANT = "torch-fp32"
 REPORTED_PACKAGES = (
     "pytest-sdperf", "torch", "diffusers", "transformers", "openvino", "optimum-intel",
     "nncf", "numpy", "memray",
 )
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What one worker measured for one variant and workload."""
-
-    variant: str
-    model_key: str
-    workload: Workload
-    latency: LatencyStats
-    memory: MemoryStats
-    images: tuple[Path, ...]
-    info: Mapping[str, Any]
-    environment: Mapping[str, Any]
-    build_s: float
-    latents_sha256: str
-    device: str
-    efficiency: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_result(cls, spec: VariantSpec, model: ModelRef, wl: Workload, res: Mapping[str, Any]) -> Measurement:
-        """Build from a worker's result JSON."""
-        return cls(
-            variant=spec.name,
-            model_key=model.key,
-            workload=wl,
-            latency=LatencyStats.from_dict(res["latency"]),
-            memory=MemoryStats.from_dict(res["memory"]),
-            images=tuple(Path(p) for p in res["images"]),
-            info=res.get("info", {}),
-            environment=res.get("environment", {}),
-            build_s=float(res["build_s"]),
-            latents_sha256=res["latents_sha256"],
-            device=res.get("device", "cpu"),
-            efficiency=res.get("efficiency") or {},
-        )
-
-
-class WorkerFailure:
-    """Stands in for a Measurement when the worker crashed, hung or raised.
-
-    status: the worker's outcome (``hung``, ``timeout``, ``crash``, ``error``), which the
-    gate records as the test's verdict. The test fails, in its call phase, as soon as it
-    touches the measurement.
-    """
-
-    def __init__(self, message: str, status: str = "error", variant: str = "",
-                 model_key: str = "", workload_key: str = "") -> None:
-        self.message = message
-        self.status = status
-        self.variant = variant
-        self.model_key = model_key
-        self.workload_key = workload_key
-
-    def __getattr__(self, name: str) -> Any:
-        import pytest
-
-        pytest.fail(self.message, pytrace=False)
-
-
-@dataclass
-class Record:
-    """One test's row in the summary and the JSON results."""
-
-    test_id: str
-    variant: str
-    model_key: str
-    workload_key: str
-    verdict: str
-    p50_s: float | None = None
-    p90_s: float | None = None
-    first_call_s: float | None = None
-    memory: Mapping[str, Any] = field(default_factory=dict)
-    ssim: float | None = None
-    psnr: float | None = None
-    info: Mapping[str, Any] = field(default_factory=dict)
-    reason: str = ""
-    detectable_pct: float | None = None
-    samples: tuple[float, ...] = ()
-    images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
-    reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
-    efficiency: Mapping[str, Any] = field(default_factory=dict)  # see measure/efficiency.py
 
 
 def package_versions() -> dict[str, str]:
@@ -153,8 +73,8 @@ class SdperfState:
             self._peak = MachinePeak(cpu_peak())
         return self._peak
 
-    def _take_peak(self, result: Mapping[str, Any]) -> None:
-        measured = result.get("machine_peak")
+    def _take_peak(self, outcome: WorkerOutcome) -> None:
+        measured = outcome.measured.machine_peak if outcome.measured else None
         if measured and not self.peak.measured:
             gemm = {k: GemmPeak(**v) for k, v in measured.items()}
             self._peak = MachinePeak(self.peak.theoretical, gemm)
@@ -215,7 +135,7 @@ class SdperfState:
         self, spec: VariantSpec, wl: Workload, workdir: Path, rounds: int | None = None,
         warmup: int | None = None, memray_capture: Path | None = None,
         extra_settings: Mapping[str, str] | None = None, warmup_steps: int | None = None,
-        target: Mapping[str, Any] | None = None,
+        target: AutoTarget | None = None,
     ) -> WorkerOutcome:
         """Measure one variant in a worker process (``extra_settings`` add to --sdperf-set).
 
@@ -223,35 +143,53 @@ class SdperfState:
         ``target``: with auto rounds, the baseline to sample towards (Gate.latency_target).
         """
         s = self.settings
-        request = {
-            "variant": spec.to_dict(),
-            "model": self.model().to_dict(),
-            "workload": wl.to_dict(),
-            "cache_dir": str(s.cache_dir),
-            "device": self.device(),
-            "settings": {**dict(s.sets), **dict(extra_settings or {})},
-            "rounds": s.rounds if rounds is None else rounds,
-            "auto": {"min_rounds": AUTO_MIN_ROUNDS, "max_rounds": AUTO_MAX_ROUNDS,
-                     "halfwidth": AUTO_HALFWIDTH, "budget_s": s.time_budget_s,
-                     "target": dict(target) if target else None},
-            "warmup": s.warmup if warmup is None else warmup,
-            "warmup_steps": warmup_steps,
-            "out_dir": str(workdir / "images"),
-            "memray_capture": str(memray_capture) if memray_capture else None,
-            "measure_peak": not self.peak.measured,
-            "machine_cpus": sorted(session_cpus()),
-            "reference": self._paired_reference(spec),
-        }
+        request = WorkerRequest(
+            variant=spec, model=self.model(), workload=wl, cache_dir=s.cache_dir,
+            device=self.device(), out_dir=workdir / "images",
+            settings={**dict(s.sets), **dict(extra_settings or {})},
+            rounds=s.rounds if rounds is None else rounds,
+            auto=AutoRounds(AUTO_MIN_ROUNDS, AUTO_MAX_ROUNDS, AUTO_HALFWIDTH, s.time_budget_s, target),
+            warmup=s.warmup if warmup is None else warmup, warmup_steps=warmup_steps,
+            memray_capture=memray_capture, measure_peak=not self.peak.measured,
+            machine_cpus=tuple(sorted(session_cpus())), reference=self._paired_reference(spec),
+        )
         outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s)
-        self._take_peak(outcome.result)
+        self._take_peak(outcome)
         return outcome
 
-    def _paired_reference(self, spec: VariantSpec) -> dict[str, Any] | None:
+    def _paired_reference(self, spec: VariantSpec) -> VariantSpec | None:
         """The reference variant to time beside ``spec`` in its worker (``--sdperf-gate paired``)."""
         s = self.settings
         if s.gate_mode != "paired" or spec.name == s.reference_variant:
             return None
-        return self.reference_spec().to_dict()
+        return self.reference_spec()
+
+    def reference_paths(self, model_key: str, wl: Workload) -> list[Path]:
+        """Where the FP32 reference images of this model and workload live."""
+        folder = self.store.reference_dir(model_key)
+        return [folder / f"{wl.key()}-{i}.png" for i in range(wl.images_per_prompt)]
+
+    def write_references(self, images: tuple[Path, ...], refs: list[Path]) -> None:
+        """Copy a reference variant's images into place as the reference (atomically)."""
+        for src, dst in zip(images, refs, strict=True):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dst, src.read_bytes())
+        self.notes.append(f"reference images written: {refs[0].parent}")
+
+    def ensure_references(self, wl: Workload, workdir: Path) -> WorkerFailure | None:
+        """Make this workload's missing reference images by running the reference variant once;
+        a WorkerFailure when it cannot (the test comparing with them then fails with it)."""
+        model = self.model()
+        refs = self.reference_paths(model.key, wl)
+        if all(p.exists() for p in refs):
+            return None
+        spec = self.reference_spec()
+        outcome = self.run(spec, wl, workdir / "reference", rounds=1, warmup=0)
+        if outcome.measured is None:
+            return WorkerFailure("could not make the FP32 reference image:\n"
+                                 + outcome.failure_text(spec.name, self.settings.timeout_s))
+        self.write_references(outcome.measured.images, refs)
+        return None
 
     def header(self) -> dict[str, Any]:
         """Machine, environment, peak FLOP/s and the model note; baselines keep the first two."""

@@ -46,16 +46,17 @@ def soak(args: argparse.Namespace) -> int:
             start = time.monotonic()
             outcome = state.run(spec, Workload(), Path(tmp) / f"w{i}")
             took = time.monotonic() - start
-            if outcome.status != "ok":
+            res = outcome.measured
+            if res is None or res.latency is None:
                 bad += 1
                 print(f"worker {i + 1}/{args.workers}: {outcome.status} after {took:.0f} s\n"
                       + outcome.failure_text(spec.name, args.timeout), flush=True)
                 continue
-            per_round = int(outcome.result.get("info", {}).get("requests", 1))
-            n = len(outcome.result["latency"]["samples"]) * per_round
+            per_round = int(res.info.get("requests", 1))
+            n = len(res.latency.samples) * per_round
             generations += n
             print(f"worker {i + 1}/{args.workers}: ok, {n} timed generations in {took:.0f} s "
-                  f"(p50 {outcome.result['latency']['p50']:.3f} s)", flush=True)
+                  f"(p50 {res.latency.p50:.3f} s)", flush=True)
     print(f"soak {args.variant}: {args.workers} workers, {generations} timed generations, "
           f"{bad} hung, timed out or failed")
     return bad

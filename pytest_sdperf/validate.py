@@ -33,12 +33,11 @@ from typing import Any, Mapping
 from .compare import FAIL, INCONCLUSIVE, Check, latency_figures
 from .config import GATE_MODES, Settings, positive_float, rounds_value
 from .judge import Figures, judge
-from .measure.latency import LatencyStats
 from .measure.similarity import compare_images, load_png
+from .protocol import AutoTarget, WorkerResult
 from .session import SdperfState
 from .variants.builtin import register_builtin
 from .variants.registry import VariantRegistry, VariantSpec
-from .worker import auto_target
 from .workload import Thresholds
 
 FAULTS: dict[str, str] = {
@@ -84,31 +83,33 @@ def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
 
 
 def _measure(state: SdperfState, variant: str, workdir: Path, extra: Mapping[str, str],
-             target: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+             target: AutoTarget | None = None) -> WorkerResult:
     from .workload import Workload
 
     outcome = state.run(state.registry.get(variant), Workload(), workdir, extra_settings=extra, target=target)
-    if outcome.status != "ok":
+    if outcome.measured is None:
         raise SystemExit(outcome.failure_text(variant, 900.0))
-    return outcome.result
+    return outcome.measured
 
 
-def _target(state: SdperfState, base: Mapping[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def _target(state: SdperfState, base: WorkerResult, args: argparse.Namespace) -> AutoTarget:
     """The trial's baseline as the gate gives it to a worker (auto rounds sample towards it).
 
     The workers run in paired mode (the reference timed beside them, so every mode can be
     judged); ``args.gate`` is the mode whose comparison auto rounds decide."""
-    return auto_target(args.gate, base["latency"], args.latency_pct, state.settings.reference_variant)
+    assert base.latency is not None
+    return AutoTarget(args.gate, base.latency, args.latency_pct, state.settings.reference_variant)
 
 
-def _judge(tally: Tally, base: Mapping[str, Any], res: Mapping[str, Any], pct: float) -> dict[str, str]:
+def _judge(tally: Tally, base: WorkerResult, res: WorkerResult, pct: float) -> dict[str, str]:
     """Count one run into ``tally``; the latency verdict per gate mode."""
-    b, c = LatencyStats.from_dict(base["latency"]), LatencyStats.from_dict(res["latency"])
+    assert base.latency and res.latency and base.memory and res.memory  # status ok
+    b, c = base.latency, res.latency
     tally.runs += 1
-    tally.rounds.append(len(res["latency"]["samples"]))
-    sim = compare_images([load_png(Path(p)) for p in res["images"]],
-                         [load_png(Path(p)) for p in base["images"]])
-    current, stored = Figures(c, res["memory"], sim.ssim, sim.psnr), Figures(b, base["memory"])
+    tally.rounds.append(len(c.samples))
+    sim = compare_images([load_png(p) for p in res.images], [load_png(p) for p in base.images])
+    current = Figures(c, res.memory.to_dict(), sim.ssim, sim.psnr)
+    stored = Figures(b, base.memory.to_dict())
     limits = Thresholds(latency_pct=pct)  # memory and similarity: the gate's defaults
     verdicts = {}
     others: list[Check] = []
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Tally]:
             res = _measure(state, variant, workdir / f"{i}-{name.replace('/', '')}".replace(" ", "-"), extra,
                            _target(state, base, args))
             verdicts = _judge(tallies[name], base, res, args.latency_pct)
-            print(f"trial {i + 1}/{args.runs} {name}: {len(res['latency']['samples'])} rounds, "
+            print(f"trial {i + 1}/{args.runs} {name}: {len(res.latency.samples if res.latency else ())} rounds, "
                   f"{verdicts}", file=sys.stderr, flush=True)
     return tallies
 

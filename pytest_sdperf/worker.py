@@ -22,9 +22,12 @@ from .variants.base import SkipVariant
 
 __all__ = ["SkipVariant", "main", "measure", "parse_cpus"]  # SkipVariant: its old home
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the protocol imports numpy: only after the worker has pinned itself
     from .measure.latency import LatencyStats
+    from .measure.memory import MemoryStats
+    from .protocol import AutoTarget, WorkerRequest, WorkerResult
     from .variants.base import BuildContext, Pipeline
+    from .variants.registry import VariantSpec
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -38,20 +41,25 @@ def parse_cpus(text: str) -> set[int]:
 
 def main(argv: list[str]) -> int:
     """Entry point; exit status 0 whenever a result file was written."""
-    request = json.loads(Path(argv[0]).read_text())
+    raw = json.loads(Path(argv[0]).read_text())
     result_path = Path(argv[1])
-    progress.start(Path(request["progress"]) if request.get("progress") else None)
-    cpus = request["variant"].get("cpus")
+    progress.start(Path(raw["progress"]) if raw.get("progress") else None)
     try:
-        if cpus:
-            _pin(cpus)
-        result = measure(request)
+        if raw["variant"].get("cpus"):
+            _pin(raw["variant"]["cpus"])
+        from .protocol import WorkerRequest, WorkerResult
+
+        result = measure(WorkerRequest.from_dict(raw))
     except SkipVariant as exc:
-        result = {"status": "skip", "reason": str(exc)}
+        from .protocol import WorkerResult
+
+        result = WorkerResult.skipped(str(exc))
     except Exception:
         traceback.print_exc()
-        result = {"status": "error", "error": traceback.format_exc()}
-    atomic_write_text(result_path, json.dumps(result, indent=1))
+        from .protocol import WorkerResult
+
+        result = WorkerResult.failed(traceback.format_exc())
+    atomic_write_text(result_path, json.dumps(result.to_dict(), indent=1))
     return 0
 
 
@@ -64,25 +72,25 @@ def _pin(cpus: str) -> None:
                           f"offers CPUs {sorted(os.sched_getaffinity(0))}") from None
 
 
-def measure(request: dict[str, Any]) -> dict[str, Any]:
+def measure(request: WorkerRequest) -> WorkerResult:
     """Build the variant, time it, measure its memory, save its images."""
     from .measure.calibration import kernel_name, make_calibration
     from .measure.latency import LatencyStats, StageClock
-    from .variants.base import BuildContext, ModelRef
+    from .protocol import OK, WorkerResult
+    from .variants.base import BuildContext
     from .variants.build import build_pipeline, make_generate, sync_fn
-    from .workload import Workload
 
     ctx = BuildContext(
-        model=ModelRef(**request["model"]),
-        workload=Workload.from_dict(request["workload"]),
-        cache_dir=Path(request["cache_dir"]),
-        device=request["device"],
-        settings=request.get("settings", {}),
-        variant=request["variant"].get("name", ""),
+        model=request.model,
+        workload=request.workload,
+        cache_dir=request.cache_dir,
+        device=request.device,
+        settings=dict(request.settings),
+        variant=request.variant.name,
     )
     start = time.perf_counter()
     progress.beat("build", phase="variant")
-    pipeline = build_pipeline(request["variant"], ctx)
+    pipeline = build_pipeline(request.variant.to_dict(), ctx)
     build_s = time.perf_counter() - start
     progress.beat("built", phase="variant")
     sync = sync_fn(ctx.device)
@@ -90,20 +98,20 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     calls = _CallCounter()
     generate, latents_sha = make_generate(pipeline, ctx, clock)
     generate = calls.wrap(generate)
-    warmup_call = _warmup_generate(pipeline, ctx, clock, request.get("warmup_steps"))
+    warmup_call = _warmup_generate(pipeline, ctx, clock, request.warmup_steps)
     warm = calls.wrap(warmup_call) if warmup_call else generate
     images = _timed(warm, sync)[1]
     # Time a loader spent filling a cache (exporting, quantizing) is reported on its own.
     first_call_s = time.perf_counter() - start - float(pipeline.info.get("cache_build_s", 0.0))
-    for _ in range(request["warmup"]):
+    for _ in range(request.warmup):
         warm()
-    memory: dict[str, Any] | None = None
+    memory: MemoryStats | None = None
     reference = None
-    if request.get("reference"):
+    if request.reference is not None:
         # The reference pipeline must not count in this variant's memory: measure that first.
-        memory = _memory(generate, ctx.device, request.get("memray_capture"))
+        memory = _memory(generate, ctx.device, request.memray_capture)
         progress.beat("build", phase="paired reference")
-        reference = calls.wrap(_reference_generate(request["reference"], ctx, sync, int(request["warmup"])))
+        reference = calls.wrap(_reference_generate(request.reference, ctx, sync, request.warmup))
         progress.beat("built", phase="paired reference")
     clock.reset()
     use_torch = "torch" in sys.modules
@@ -125,27 +133,19 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         marks.append(calibrate())
     stats = LatencyStats.from_samples(samples, first_call_s, clock.stages(), _around(marks),
                                       kernel_name(use_torch), ref_samples)
-    out_dir = Path(request["out_dir"])
     if memory is None:
-        memory = _memory(generate, ctx.device, request.get("memray_capture"))
+        memory = _memory(generate, ctx.device, request.memray_capture)
     progress.beat("build", phase="FLOP count and GEMM peak")
     efficiency = _efficiency(pipeline, ctx, stats.stages)
     # The machine's GEMM peak is measured once per session, by a worker that has a UNet.
-    peak = _machine_peak(request, ctx.device) if efficiency and request.get("measure_peak") else None
+    peak = _machine_peak(request, ctx.device) if efficiency and request.measure_peak else {}
     progress.beat("built", phase="FLOP count and GEMM peak")
-    return {
-        "status": "ok",
-        "build_s": build_s,
-        "latency": stats.to_dict(),
-        "memory": memory,
-        "images": _save_images(images, out_dir),
-        "info": pipeline.info,
-        "environment": _environment_report(),
-        "latents_sha256": latents_sha,
-        "device": ctx.device,
-        "efficiency": efficiency,
-        **({"machine_peak": peak} if peak else {}),
-    }
+    return WorkerResult(
+        status=OK, build_s=build_s, latency=stats, memory=memory,
+        images=_save_images(images, request.out_dir), info=dict(pipeline.info),
+        environment=_environment_report(), latents_sha256=latents_sha, device=ctx.device,
+        efficiency=efficiency, machine_peak=peak,
+    )
 
 
 class _CallCounter:
@@ -180,27 +180,20 @@ def _around(marks: list[float]) -> list[float]:
     return [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
 
 
-def _reference_generate(spec: dict[str, Any], ctx: Any, sync: Callable[[], None], warmup: int) -> Any:
+def _reference_generate(spec: VariantSpec, ctx: Any, sync: Callable[[], None], warmup: int) -> Any:
     """The reference variant built in this worker, called once plus ``warmup`` times."""
     from .measure.latency import StageClock
     from .variants.build import build_pipeline, make_generate
 
-    rctx = dataclasses.replace(ctx, variant=spec.get("name", ""))
-    pipeline = build_pipeline(spec, rctx)
+    rctx = dataclasses.replace(ctx, variant=spec.name)
+    pipeline = build_pipeline(spec.to_dict(), rctx)
     generate = make_generate(pipeline, rctx, StageClock(pipeline.pipe, sync))[0]
     for _ in range(1 + warmup):
         generate()
     return generate
 
 
-def auto_target(mode: str, baseline: Mapping[str, Any], latency_pct: float, reference: str) -> dict[str, Any]:
-    """The request's ``auto.target``: the baseline's latency (``LatencyStats.to_dict``), the gate
-    mode and limit it is compared in, and the paired reference's name (see ``_more_rounds``)."""
-    return {"mode": mode, "baseline": dict(baseline), "latency_pct": float(latency_pct),
-            "reference": reference}
-
-
-def _more_rounds(request: dict[str, Any], samples: list[float], so_far: Callable[[], "LatencyStats"]) -> bool:
+def _more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[], LatencyStats]) -> bool:
     """Fixed rounds; or auto rounds (rounds 0), at least ``min_rounds``, then until time is up or:
 
     - with no baseline to compare with (``auto.target`` None: a first recording), the median
@@ -210,30 +203,32 @@ def _more_rounds(request: dict[str, Any], samples: list[float], so_far: Callable
       stops once the median is known as above; an inconclusive comparison samples on.
 
     ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it."""
-    rounds = int(request["rounds"])
-    if rounds > 0:
-        return len(samples) < rounds
-    auto = request["auto"]
-    if len(samples) < auto["min_rounds"]:
+    if request.rounds > 0:
+        return len(samples) < request.rounds
+    auto = request.auto
+    if len(samples) < auto.min_rounds:
         return True
-    if len(samples) >= auto["max_rounds"] or sum(samples) >= auto["budget_s"]:
+    if len(samples) >= auto.max_rounds or sum(samples) >= auto.budget_s:
         return False
+    return _undecided(so_far(), auto.target, auto.halfwidth)
+
+
+def _undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) -> bool:
+    """Whether auto rounds should sample on, given the rounds so far (see ``_more_rounds``)."""
     from .compare import latency_figures
     from .judge import Figures, Status, judge
-    from .measure.latency import LatencyStats, median_ci_halfwidth
+    from .measure.latency import median_ci_halfwidth
     from .workload import Thresholds
 
-    stats, target = so_far(), auto.get("target")
-    if not target:
+    if target is None:
         ratios = stats.paired() or stats.relative() or stats.samples
-        return median_ci_halfwidth(ratios) > float(auto["halfwidth"])
-    stored, reference = LatencyStats.from_dict(target["baseline"]), target.get("reference", "")
-    limits = Thresholds(latency_pct=float(target["latency_pct"]))
-    status = judge(Figures(stats), Figures(stored), limits, target["mode"], reference).status
+        return median_ci_halfwidth(ratios) > halfwidth
+    limits = Thresholds(latency_pct=target.latency_pct)
+    status = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference).status
     if status is Status.REGRESSION:
         return False
-    figures = latency_figures(target["mode"], stats, stored, reference)
-    return status is Status.INCONCLUSIVE or median_ci_halfwidth(figures.current) > float(auto["halfwidth"])
+    figures = latency_figures(target.mode, stats, target.baseline, target.reference)
+    return status is Status.INCONCLUSIVE or median_ci_halfwidth(figures.current) > halfwidth
 
 
 def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:
@@ -259,11 +254,11 @@ def _efficiency(pipeline: Pipeline, ctx: BuildContext, stages: Mapping[str, floa
     return found.to_dict() if found else {}
 
 
-def _machine_peak(request: dict[str, Any], device: str) -> dict[str, Any]:
+def _machine_peak(request: WorkerRequest, device: str) -> dict[str, Any]:
     """GEMM peaks over the session's CPUs (or on the GPU), asked of one worker per session."""
     from .measure.peak import measured_peaks
 
-    cpus = set(request.get("machine_cpus") or os.sched_getaffinity(0))
+    cpus = set(request.machine_cpus or os.sched_getaffinity(0))
     try:
         return {k: dataclasses.asdict(v) for k, v in measured_peaks(device, cpus).items()}
     except (RuntimeError, OSError) as exc:
@@ -271,16 +266,16 @@ def _machine_peak(request: dict[str, Any], device: str) -> dict[str, Any]:
         return {}
 
 
-def _memory(generate: Callable[[], Any], device: str, capture: str | None) -> dict[str, Any]:
+def _memory(generate: Callable[[], Any], device: str, capture: Path | None) -> MemoryStats:
     from .measure.memory import MemoryStats, cuda_peak_of, memray_peak_of, peak_rss_of
 
     rss = peak_rss_of(generate)
-    peak_heap = memray_peak_of(generate, Path(capture) if capture else None)
+    peak_heap = memray_peak_of(generate, capture)
     cuda = cuda_peak_of(generate) if device.startswith("cuda") else None
-    return MemoryStats(rss.peak, peak_heap, rss.before, cuda, rss.peak_anon, rss.file_after).to_dict()
+    return MemoryStats(rss.peak, peak_heap, rss.before, cuda, rss.peak_anon, rss.file_after)
 
 
-def _save_images(images: Any, out_dir: Path) -> list[str]:
+def _save_images(images: Any, out_dir: Path) -> tuple[Path, ...]:
     import numpy as np
 
     from .measure.similarity import save_png, to_uint8
@@ -290,8 +285,8 @@ def _save_images(images: Any, out_dir: Path) -> list[str]:
     for i, img in enumerate(to_uint8(np.asarray(images))):
         path = out_dir / f"image-{i}.png"
         save_png(img, path)
-        paths.append(str(path))
-    return paths
+        paths.append(path)
+    return tuple(paths)
 
 
 def _environment_report() -> dict[str, Any]:

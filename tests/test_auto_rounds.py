@@ -3,12 +3,14 @@ on the decided comparison with one."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from pytest_sdperf.measure.latency import LatencyStats
-from pytest_sdperf.worker import _more_rounds, auto_target
+from pytest_sdperf.protocol import AutoRounds, AutoTarget, WorkerRequest
+from pytest_sdperf.worker import _more_rounds
 
 rng = np.random.default_rng(3)
 
@@ -18,16 +20,16 @@ def _paired(ratios: list[float]) -> LatencyStats:
     return LatencyStats.from_samples(ratios, reference=[1.0] * len(ratios))
 
 
-def _request(target: dict[str, Any] | None, budget_s: float = 100.0) -> dict[str, Any]:
-    return {"rounds": 0, "auto": {"min_rounds": 5, "max_rounds": 60, "halfwidth": 0.02,
-                                  "budget_s": budget_s, "target": target}}
+def _request(target: AutoTarget | None, budget_s: float = 100.0, rounds: int = 0) -> Any:
+    """Only the fields the stopping rule reads (a full WorkerRequest needs a model)."""
+    return SimpleNamespace(rounds=rounds, auto=AutoRounds(5, 60, 0.02, budget_s, target))
 
 
-def _target(baseline: LatencyStats, pct: float = 5.0) -> dict[str, Any]:
-    return auto_target("paired", baseline.to_dict(), pct, "ref")
+def _target(baseline: LatencyStats, pct: float = 5.0) -> AutoTarget:
+    return AutoTarget("paired", baseline, pct, "ref")
 
 
-def _more(request: dict[str, Any], current: LatencyStats) -> bool:
+def _more(request: WorkerRequest, current: LatencyStats) -> bool:
     return _more_rounds(request, list(current.samples), lambda: current)
 
 
@@ -35,8 +37,8 @@ BASELINE = _paired(list(1.0 + rng.normal(0, 0.01, 20)))
 
 
 def test_fixed_rounds_and_the_minimum_ignore_the_comparison() -> None:
-    assert _more({"rounds": 3, "auto": {}}, _paired([1.0, 1.0])) is True
-    assert _more({"rounds": 3, "auto": {}}, _paired([1.0, 1.0, 1.0])) is False
+    assert _more(_request(None, rounds=3), _paired([1.0, 1.0])) is True
+    assert _more(_request(None, rounds=3), _paired([1.0, 1.0, 1.0])) is False
     assert _more(_request(_target(BASELINE)), _paired([3.0] * 4)) is True
 
 

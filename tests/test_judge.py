@@ -90,3 +90,30 @@ def test_gate_records_then_passes_then_fails_a_slowdown(tmp_path: Path) -> None:
     with pytest.raises(pytest.fail.Exception, match="latency ratio: measured 1.5"):
         gate().check(_measurement(tmp_path, 1.5))
     assert [r.verdict for r in state.records] == ["recorded", "pass", "regression"]
+
+
+def test_gate_of_another_variant_needs_the_reference_made_by_the_fixture(tmp_path: Path) -> None:
+    """The gate never runs a worker: a missing reference image is the fixture's to make."""
+    state = _state(tmp_path)
+    other = VariantSpec(name="other", family="t", description="t")
+    m = _measurement(tmp_path, 1.0)
+    from dataclasses import replace
+
+    with pytest.raises(pytest.fail.Exception, match="no FP32 reference image"):
+        Gate(state, "suite::test[other]", other, {}, tmp_path).check(replace(m, variant="other"))
+    assert state.records == []  # nothing judged, nothing recorded
+
+
+def test_latency_target_is_the_stored_entry_typed(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    spec = VariantSpec(name="ref", family="t", description="t")
+    gate = Gate(state, "suite::test[ref]", spec, {"latency_pct": 7.0}, tmp_path)
+    m = _measurement(tmp_path, 1.0)
+    assert gate.latency_target(m.model_key, m.workload) is None  # nothing stored yet
+    with pytest.raises(pytest.fail.Exception):
+        gate.check(m)
+    state.store.flush(state.header())
+    target = gate.latency_target(m.model_key, m.workload)
+    assert target is not None and target.mode == "absolute" and target.latency_pct == 7.0
+    assert target.baseline.samples == m.latency.samples
+    assert len(state.records) == 1  # looking the entry up recorded nothing

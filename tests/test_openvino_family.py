@@ -231,6 +231,7 @@ def test_hybrid_calibrates_offline_on_the_shipped_prompts(
 @pytest.mark.slow
 def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Path) -> None:
     """Through a real worker with a short timeout: a hang fails this test, never CI."""
+    from pytest_sdperf.protocol import WorkerRequest
     from pytest_sdperf.runner import run_worker
     from pytest_sdperf.variants.builtin import register_builtin
     from pytest_sdperf.variants.registry import VariantRegistry
@@ -238,18 +239,16 @@ def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Pa
     model, cache = tiny
     registry = VariantRegistry()
     register_builtin(registry)
-    request = {
-        "variant": registry.get("ov-async").to_dict(), "model": model.to_dict(),
-        "workload": WORKLOAD.to_dict(), "cache_dir": str(cache), "device": "cpu",
-        "settings": {"ov_requests": "2"}, "rounds": 2, "warmup": 0,
-        "out_dir": str(tmp_path / "images"), "memray_capture": None,
-    }
+    request = WorkerRequest(
+        variant=registry.get("ov-async"), model=model, workload=WORKLOAD, cache_dir=cache,
+        device="cpu", out_dir=tmp_path / "images", settings={"ov_requests": "2"}, rounds=2, warmup=0,
+    )
     outcome = run_worker(request, tmp_path, 300.0, {})
-    assert outcome.status == "ok", outcome.failure_text("ov-async", 300.0)
-    info = outcome.result["info"]
+    assert outcome.measured is not None, outcome.failure_text("ov-async", 300.0)
+    info = outcome.measured.info
     assert info["requests"] == 2 and info["images_per_s"] > 0 and info["requests_agree"] is True
     assert info["dispatches"] > 0  # every model call went through start_async / wait
-    assert len(outcome.result["images"]) == 1
+    assert len(outcome.measured.images) == 1
 
 
 RACE = """

@@ -1,0 +1,115 @@
+"""What a test measured and concluded: Measurement (a worker's figures), WorkerFailure, Record.
+
+``Measurement`` is the ``sdperf_measurement`` fixture's value, built from the worker's
+``protocol.WorkerResult``; ``WorkerFailure`` stands in for it when the worker failed. ``Record``
+is one test's row of the results: the terminal summary, ``--sdperf-json``, the HTML report, the
+history and ``sdperf compare`` all read it, and ``Record.from_dict`` reads a results file back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, NoReturn
+
+from .measure.latency import LatencyStats
+from .measure.memory import MemoryStats
+from .models.ref import ModelRef
+from .protocol import WorkerResult
+from .variants.registry import VariantSpec
+from .workload import Workload
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one worker measured for one variant and workload."""
+
+    variant: str
+    model_key: str
+    workload: Workload
+    latency: LatencyStats
+    memory: MemoryStats
+    images: tuple[Path, ...]
+    info: Mapping[str, Any]
+    environment: Mapping[str, Any]
+    build_s: float
+    latents_sha256: str
+    device: str
+    efficiency: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, spec: VariantSpec, model: ModelRef, wl: Workload, res: WorkerResult) -> Measurement:
+        """Build from a worker's result (status ok: it carries latency and memory)."""
+        if res.latency is None or res.memory is None:
+            raise ValueError(f"worker result of {spec.name} has no figures (status {res.status})")
+        return cls(
+            variant=spec.name, model_key=model.key, workload=wl, latency=res.latency,
+            memory=res.memory, images=res.images, info=res.info, environment=res.environment,
+            build_s=res.build_s, latents_sha256=res.latents_sha256, device=res.device,
+            efficiency=res.efficiency,
+        )
+
+
+class WorkerFailure:
+    """Stands in for a Measurement when the worker crashed, hung or raised.
+
+    status: the worker's outcome (``hung``, ``timeout``, ``crash``, ``error``), which the
+    gate records as the test's verdict. The test fails, in its call phase, as soon as it
+    touches the measurement.
+    """
+
+    def __init__(self, message: str, status: str = "error", variant: str = "",
+                 model_key: str = "", workload_key: str = "") -> None:
+        self.message = message
+        self.status = status
+        self.variant = variant
+        self.model_key = model_key
+        self.workload_key = workload_key
+
+    def __getattr__(self, name: str) -> NoReturn:
+        import pytest
+
+        pytest.fail(self.message, pytrace=False)
+
+
+_TUPLES = ("samples", "images", "reference_images")
+
+
+@dataclass
+class Record:
+    """One test's row in the summary and the JSON results."""
+
+    test_id: str
+    variant: str
+    model_key: str
+    workload_key: str
+    verdict: str
+    p50_s: float | None = None
+    p90_s: float | None = None
+    first_call_s: float | None = None
+    memory: Mapping[str, Any] = field(default_factory=dict)
+    ssim: float | None = None
+    psnr: float | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    detectable_pct: float | None = None
+    samples: tuple[float, ...] = ()
+    images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
+    reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
+    efficiency: Mapping[str, Any] = field(default_factory=dict)  # see measure/efficiency.py
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--sdperf-json``'s ``results``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        """A Record from one item of a ``--sdperf-json`` file's ``results`` (extra keys ignored)."""
+        kept = {k: v for k, v in data.items() if k in _FIELDS}
+        for name in _TUPLES:
+            kept[name] = tuple(kept.get(name) or ())
+        return cls(**kept)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Record)}
