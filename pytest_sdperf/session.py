@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .baselines import BaselineStore
-from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings
+from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings, default_of
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
 from .measure.latency import LatencyStats
@@ -20,7 +20,7 @@ from .variants.base import ModelRef
 from .variants.registry import VariantRegistry, VariantSpec
 from .workload import Workload
 
-REFERENCE_VARIANT = "torch-fp32"
+REFERENCE_VARIANT: str = default_of("reference_variant")
 REPORTED_PACKAGES = (
     "pytest-sdperf", "torch", "diffusers", "transformers", "openvino", "optimum-intel",
     "nncf", "numpy", "memray",
