@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .compare import FAIL, INCONCLUSIVE, Check
-from .config import non_negative_float
+from .config import default_of, non_negative_float
+from .history import DEFAULT_FILE
 from .judge import Figures, judge
 from .measure.latency import LatencyStats
 from .measure.memory import gated_figure
@@ -29,7 +30,8 @@ from .results import Record
 from .workload import Thresholds
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
-DEFAULT_DB = "baselines/history.sqlite"
+DEFAULT_DIR = str(default_of("baselines_dir"))
+DEFAULT_DB = f"{DEFAULT_DIR}/{DEFAULT_FILE}"
 
 
 class CliError(Exception):
@@ -302,7 +304,7 @@ def _add_baselines(sub: Any) -> None:
         q = bsub.add_parser(name, help=text, description=text + ". prune removes the entries whose "
                             "variant matches none of --keep-variants (names or globs), and/or whose "
                             "'recorded' time is more than --older-than DAYS ago." if name == "prune" else text)
-        q.add_argument("--dir", default="baselines", help="baseline folder (default: baselines)")
+        q.add_argument("--dir", default=DEFAULT_DIR, help=f"baseline folder (default: {DEFAULT_DIR})")
         q.add_argument("--machine-key", help="whose file (default: this machine's key)")
         q.set_defaults(func=func)
     prune = bsub.choices["prune"]

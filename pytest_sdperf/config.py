@@ -1,32 +1,52 @@
-"""Settings parsed once from the pytest config, and the argparse types that validate them."""
+"""Every option declared once (``OPTIONS``), the argparse types that validate them, and the
+Settings parsed once from the pytest config."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal, TypeVar
 
-from .progress import DEFAULT_HANG_FLOOR_S
+from .progress import DEFAULT_HANG_FLOOR_S, HANG_FACTOR
 
-DEFAULT_ROUNDS = 5
-DEFAULT_WARMUP = 1
-DEFAULT_TIMEOUT_S = 900.0
+N = TypeVar("N", int, float)
 AUTO_MIN_ROUNDS = 5
 AUTO_MAX_ROUNDS = 60
 AUTO_HALFWIDTH = 0.02  # stop when the 95% CI of the median is within +-2%
 
 
-def positive_int(text: str) -> int:
-    """Parse an integer >= 1, or raise an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
+def bounded_number(kind: Callable[[str], N], low: N, *, strict: bool = False) -> Callable[[str], N]:
+    """A parser of ``kind`` (int or float) numbers >= ``low`` (> ``low`` when ``strict``).
+
+    Its errors name the value, e.g. ``bounded_number(int, 1)("0")`` raises "'0' must be 1 or
+    more"; NaN is refused.
+    """
+    noun = "an integer" if kind is int else "a number"
+    if strict:
+        need = "a positive number" if low == 0 else f"more than {low:g}"
+    else:
+        need = f"{low:g} or more"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not (value > low if strict else value >= low):  # NaN compares false: refused
+            raise argparse.ArgumentTypeError(f"{text!r} must be {need}")
+        return value
+
+    parse.__doc__ = f"Parse {noun} that is {need}, or raise an error naming the value."
+    return parse
+
+
+positive_int = bounded_number(int, 1)
+non_negative_int = bounded_number(int, 0)
+positive_float = bounded_number(float, 0.0, strict=True)
+non_negative_float = bounded_number(float, 0.0)
 
 
 def rounds_value(text: str) -> int:
@@ -34,39 +54,6 @@ def rounds_value(text: str) -> int:
     if text.strip().lower() == "auto":
         return 0
     return positive_int(text)
-
-
-def non_negative_int(text: str) -> int:
-    """Parse an integer >= 0, or raise an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """Parse a number of seconds > 0, or raise an error naming the value."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """Parse a number >= 0 (a percentage), or raise an error naming the value."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -139,74 +126,6 @@ def history_target(text: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the plugin reads from options and ini keys, validated once."""
-
-    enabled: bool
-    model: str
-    variants: tuple[str, ...] | None
-    baselines_dir: Path
-    update: bool
-    update_all: bool
-    rounds: int  # 0 means auto: sample until the median is known to AUTO_HALFWIDTH
-    warmup: int
-    cache_dir: Path
-    json_path: Path | None
-    timeout_s: float
-    allow_pickle: bool
-    hang_floor_s: float = DEFAULT_HANG_FLOOR_S  # --sdperf-hang-floor: progress.Watchdog (0: off)
-    device: str = "auto"
-    sets: tuple[tuple[str, str], ...] = ()
-    memray_dir: Path | None = None
-    reference_variant: str = "torch-fp32"
-    gate_mode: str = "relative"
-    time_budget_s: float = 120.0
-    benchmark_json: Path | None = None
-    machine_key: str | None = None
-    html_path: Path | None = None
-    history: str | None = None  # a database URL, a SQLite file path, or 'default'
-    steps: int | None = None  # --sdperf-steps: overrides every test's steps
-    size: tuple[int, int] | None = None  # --sdperf-size: overrides every test's height, width
-    protocols: tuple[str, ...] = ()  # --sdperf-protocol: protocol tests to run ('all')
-    rounds_given: bool = False  # rounds/warmup came from an option or ini key, not defaults
-    warmup_given: bool = False
-
-    def workload_overrides(self) -> dict[str, int]:
-        """What --sdperf-steps and --sdperf-size impose on every test's workload."""
-        out: dict[str, int] = {}
-        if self.steps is not None:
-            out["steps"] = self.steps
-        if self.size is not None:
-            out["height"], out["width"] = self.size
-        return out
-
-
-def _default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "pytest-sdperf"
-
-
-def _pick(config: Any, option: str, ini: str, parse: Any, default: Any) -> Any:
-    """Take the command-line value, else the ini value (parsed), else the default."""
-    value = config.getoption(option)
-    if isinstance(value, str):
-        return parse(value)
-    if value is not None:
-        return value
-    raw = config.getini(ini)
-    if raw in (None, "", []):
-        return default
-    try:
-        return parse(raw) if isinstance(raw, str) else raw
-    except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"ini key {ini} = {raw!r}: {exc}") from None
-
-
-class UsageError(Exception):
-    """A bad option or ini value; the message says which and how to fix it."""
-
-
 def _path(text: str) -> Path:
     return Path(text).expanduser()
 
@@ -220,66 +139,236 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true/false")
 
 
+def _default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "pytest-sdperf"
+
+
+class UsageError(Exception):
+    """A bad option or ini value; the message says which and how to fix it."""
+
+
+Kind = Literal["value", "flag", "list"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One sdperf option, declared once: the plugin adds it and its ini twin from this, the
+    settings read it, and its help states its default.
+
+    ``kind``: "value" (``--flag X``), "flag" (on/off; a bool ini key) or "list" (repeatable;
+    one item a line in the ini key). ``field`` is the ``Settings`` attribute it fills (None:
+    the plugin reads it itself). ``default`` is a value, or a function of no arguments for a
+    default looked up when settings are read. ``help`` may name ``{default}``.
+    """
+
+    flag: str
+    field: str | None
+    parse: Callable[[str], Any] = str
+    default: Any = None
+    help: str = ""
+    metavar: str | None = None
+    kind: Kind = "value"
+    ini: bool = True  # has a sdperf_* ini twin
+
+    @property
+    def ini_key(self) -> str:
+        """``--sdperf-rounds`` -> ``sdperf_rounds`` (argparse derives the same dest)."""
+        return ini_key(self.flag)
+
+    def initial(self) -> Any:
+        """The default value (a default function is called now)."""
+        return self.default() if callable(self.default) else self.default
+
+    @property
+    def help_text(self) -> str:
+        """The help with its default formatted in (floats as 900, not 900.0)."""
+        shown = self.default
+        if isinstance(shown, float):
+            shown = f"{shown:g}"
+        return self.help.format(default=shown)
+
+
+def ini_key(flag: str) -> str:
+    """The ini key (and argparse dest) of an option: ``--sdperf-rounds`` -> ``sdperf_rounds``."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--sdperf", "enabled", _bool, False, "run the sdperf benchmark tests (skipped otherwise)",
+           kind="flag"),
+    Option("--sdperf-update", "update", _bool, False,
+           "rewrite the baseline entries of tests that fail (they still fail)", kind="flag"),
+    Option("--sdperf-update-all", "update_all", _bool, False,
+           "rewrite every baseline entry and reference image, and pass", kind="flag"),
+    Option("--sdperf-list-variants", None, _bool, False,
+           "list the registered variants, whether they run here, and exit", kind="flag", ini=False),
+    Option("--sdperf-allow-pickle", "allow_pickle", _bool, False,
+           "allow pickle (.bin/.ckpt) weights in --sdperf-model folders", kind="flag"),
+    Option("--sdperf-model", "model", str, "tiny",
+           "'{default}' (default, built locally), a profile (sd15-arch, sd21-arch, sdxl-arch: "
+           "full-size architectures with random weights, built locally), a diffusers or OpenVINO "
+           "folder, or a hub id", "MODEL"),
+    Option("--sdperf-steps", "steps", positive_int, None,
+           "denoising steps of every test, overriding markers and the model's default", "N"),
+    Option("--sdperf-size", "size", image_size, None,
+           "image size of every test (e.g. 256x256), overriding markers and the model's default",
+           "HxW"),
+    Option("--sdperf-protocol", "protocols", name_list, (),
+           "run these published-protocol tests (e.g. reference-b, or 'all'); skipped otherwise",
+           "LIST"),
+    Option("--sdperf-variants", "variants", variant_patterns, None,
+           "comma list of variant names, globs or a+b compositions (default: all)", "LIST"),
+    Option("--sdperf-baselines", "baselines_dir", _path, Path("baselines"),
+           "baseline folder (default: {default}/)", "DIR"),
+    Option("--sdperf-rounds", "rounds", rounds_value, 5,
+           "timed rounds (default {default}), or 'auto': until the comparison with the baseline "
+           f"is decided (with no baseline, until the median is known to +-{AUTO_HALFWIDTH:.0%}), "
+           "or the time budget is spent", "N"),
+    Option("--sdperf-time-budget", "time_budget_s", positive_float, 120.0,
+           "seconds of timed rounds per variant with --sdperf-rounds auto (default {default})", "S"),
+    Option("--sdperf-warmup", "warmup", non_negative_int, 1, "warm-up calls (default {default})",
+           "N"),
+    Option("--sdperf-cache-dir", "cache_dir", _path, _default_cache_dir,
+           "model/artifact cache (default $XDG_CACHE_HOME/pytest-sdperf, else "
+           "~/.cache/pytest-sdperf)", "DIR"),
+    Option("--sdperf-json", "json_path", _path, None, "write this run's results as JSON", "PATH"),
+    Option("--sdperf-benchmark-json", "benchmark_json", _path, None,
+           "write the timed rounds in pytest-benchmark's JSON format (for pytest-benchmark "
+           "compare)", "PATH"),
+    Option("--sdperf-timeout", "timeout_s", positive_float, 900.0,
+           "worker timeout, the hard cap (default {default})", "S"),
+    Option("--sdperf-hang-floor", "hang_floor_s", non_negative_float, DEFAULT_HANG_FLOOR_S,
+           f"a worker silent for the larger of this and {HANG_FACTOR:g}x its first call is hung: "
+           "its stacks are taken and it is killed (default {default}; 0: only --sdperf-timeout)",
+           "S"),
+    Option("--sdperf-device", "device", device_choice, "auto", "{default} (default), cpu, cuda",
+           "DEV"),
+    Option("--sdperf-memray-dir", "memray_dir", _path, None,
+           "keep each variant's memray capture here", "DIR"),
+    Option("--sdperf-gate", "gate_mode", gate_mode, "relative",
+           "{default} (default: latency over an interleaved calibration workload), paired (over "
+           "the reference variant timed in the same worker, rounds interleaved) or absolute",
+           "MODE"),
+    Option("--sdperf-machine-key", "machine_key", str, None,
+           "compare with another machine's baseline file, by calibration-relative latency only",
+           "KEY"),
+    Option("--sdperf-reference", "reference_variant", str, "torch-fp32",
+           "the variant whose images are the reference and speedups' base (default {default})",
+           "VARIANT"),
+    Option("--sdperf-html", "html_path", _path, None,
+           "write a self-contained HTML report (table, charts, images, trends) to PATH", "PATH"),
+    Option("--sdperf-history", "history", history_target, None,
+           "append results to a history database: a SQLAlchemy URL (postgresql+psycopg://...), "
+           "a SQLite file, or 'default' (<baselines>/history.sqlite)", "URL_OR_PATH"),
+    Option("--sdperf-set", "sets", key_value, (),
+           "a variant setting, e.g. tome_ratio=0.5 (repeatable; one a line in the ini key)",
+           "NAME=VALUE", kind="list"),
+)
+_BY_FIELD = {o.field: o for o in OPTIONS if o.field}
+
+
+def option_for(name: str) -> Option:
+    """The option that fills the ``Settings`` attribute ``name``."""
+    return _BY_FIELD[name]
+
+
+def default_of(name: str) -> Any:
+    """The default of the ``Settings`` attribute ``name``, e.g. ``default_of("timeout_s")``."""
+    return option_for(name).initial()
+
+
+def _default(name: str) -> Any:
+    """The dataclass field of the ``Settings`` attribute ``name``, its default from the table."""
+    default = option_for(name).default
+    if callable(default):
+        return dataclasses.field(default_factory=default)
+    return dataclasses.field(default=default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the plugin reads from options and ini keys, validated once.
+
+    Each default comes from the option's declaration in ``OPTIONS``; code that runs workers
+    outside pytest (validate, soak) names only what it changes, e.g.
+    ``Settings(enabled=True, device="cpu")``.
+    """
+
+    enabled: bool = _default("enabled")
+    model: str = _default("model")
+    variants: tuple[str, ...] | None = _default("variants")
+    baselines_dir: Path = _default("baselines_dir")
+    update: bool = _default("update")
+    update_all: bool = _default("update_all")
+    rounds: int = _default("rounds")  # 0 means auto: sample until the median is known to AUTO_HALFWIDTH
+    warmup: int = _default("warmup")
+    cache_dir: Path = _default("cache_dir")
+    json_path: Path | None = _default("json_path")
+    timeout_s: float = _default("timeout_s")
+    allow_pickle: bool = _default("allow_pickle")
+    hang_floor_s: float = _default("hang_floor_s")  # progress.Watchdog (0: off)
+    device: str = _default("device")
+    sets: tuple[tuple[str, str], ...] = _default("sets")
+    memray_dir: Path | None = _default("memray_dir")
+    reference_variant: str = _default("reference_variant")
+    gate_mode: str = _default("gate_mode")
+    time_budget_s: float = _default("time_budget_s")
+    benchmark_json: Path | None = _default("benchmark_json")
+    machine_key: str | None = _default("machine_key")
+    html_path: Path | None = _default("html_path")
+    history: str | None = _default("history")  # a database URL, a SQLite file path, or 'default'
+    steps: int | None = _default("steps")  # overrides every test's steps
+    size: tuple[int, int] | None = _default("size")  # overrides every test's height, width
+    protocols: tuple[str, ...] = _default("protocols")  # protocol tests to run ('all')
+    rounds_given: bool = False  # rounds/warmup came from an option or ini key, not defaults
+    warmup_given: bool = False
+
+    def workload_overrides(self) -> dict[str, int]:
+        """What --sdperf-steps and --sdperf-size impose on every test's workload."""
+        out: dict[str, int] = {}
+        if self.steps is not None:
+            out["steps"] = self.steps
+        if self.size is not None:
+            out["height"], out["width"] = self.size
+        return out
+
+
 def settings_from_config(config: Any) -> Settings:
-    """Read and validate all sdperf options (command line first, then ini twins)."""
-    rootdir = Path(str(config.rootpath))
-    baselines = _pick(config, "sdperf_baselines", "sdperf_baselines", _path, Path("baselines"))
-    json_path = _pick(config, "sdperf_json", "sdperf_json", _path, None)
-    return Settings(
-        enabled=bool(config.getoption("sdperf")) or _pick_bool(config, "sdperf"),
-        model=_pick(config, "sdperf_model", "sdperf_model", str, "tiny"),
-        variants=_pick(config, "sdperf_variants", "sdperf_variants", variant_patterns, None),
-        baselines_dir=baselines if baselines.is_absolute() else rootdir / baselines,
-        update=bool(config.getoption("sdperf_update")) or _pick_bool(config, "sdperf_update"),
-        update_all=bool(config.getoption("sdperf_update_all"))
-        or _pick_bool(config, "sdperf_update_all"),
-        rounds=_pick(config, "sdperf_rounds", "sdperf_rounds", rounds_value, DEFAULT_ROUNDS),
-        warmup=_pick(config, "sdperf_warmup", "sdperf_warmup", non_negative_int, DEFAULT_WARMUP),
-        cache_dir=_pick(
-            config, "sdperf_cache_dir", "sdperf_cache_dir", _path, _default_cache_dir()
-        ),
-        json_path=json_path,
-        timeout_s=_pick(
-            config, "sdperf_timeout", "sdperf_timeout", positive_float, DEFAULT_TIMEOUT_S
-        ),
-        hang_floor_s=_pick(
-            config, "sdperf_hang_floor", "sdperf_hang_floor", non_negative_float, DEFAULT_HANG_FLOOR_S
-        ),
-        allow_pickle=bool(config.getoption("sdperf_allow_pickle"))
-        or _pick_bool(config, "sdperf_allow_pickle"),
-        device=_pick(config, "sdperf_device", "sdperf_device", device_choice, "auto"),
-        sets=tuple(config.getoption("sdperf_set") or ())
-        + tuple(key_value(line) for line in config.getini("sdperf_set") or ()),
-        memray_dir=_pick(config, "sdperf_memray_dir", "sdperf_memray_dir", _path, None),
-        gate_mode=_pick(config, "sdperf_gate", "sdperf_gate", gate_mode, "relative"),
-        time_budget_s=_pick(
-            config, "sdperf_time_budget", "sdperf_time_budget", positive_float, 120.0
-        ),
-        benchmark_json=_pick(
-            config, "sdperf_benchmark_json", "sdperf_benchmark_json", _path, None
-        ),
-        machine_key=_pick(config, "sdperf_machine_key", "sdperf_machine_key", str, None),
-        reference_variant=_pick(
-            config, "sdperf_reference", "sdperf_reference", str, "torch-fp32"
-        ),
-        html_path=_pick(config, "sdperf_html", "sdperf_html", _path, None),
-        history=_pick(config, "sdperf_history", "sdperf_history", history_target, None),
-        steps=_pick(config, "sdperf_steps", "sdperf_steps", positive_int, None),
-        size=_pick(config, "sdperf_size", "sdperf_size", image_size, None),
-        protocols=_pick(config, "sdperf_protocol", "sdperf_protocol", name_list, ()),
-        rounds_given=_pick(config, "sdperf_rounds", "sdperf_rounds", rounds_value, None) is not None,
-        warmup_given=_pick(config, "sdperf_warmup", "sdperf_warmup", non_negative_int, None)
-        is not None,
-    )
+    """Read and validate every option of ``OPTIONS``: command line first, then its ini twin,
+    then its declared default. A relative baseline folder is under the rootdir."""
+    values = {o.field: _read(config, o) for o in OPTIONS if o.field}
+    baselines: Path = values["baselines_dir"]
+    if not baselines.is_absolute():
+        values["baselines_dir"] = Path(str(config.rootpath)) / baselines
+    return Settings(**values, rounds_given=_given(config, option_for("rounds")),
+                    warmup_given=_given(config, option_for("warmup")))
 
 
-def _pick_bool(config: Any, ini: str) -> bool:
-    raw = config.getini(ini)
+def _read(config: Any, option: Option) -> Any:
+    """One option's value; a bad ini value is a UsageError naming the key."""
+    value = config.getoption(option.ini_key)
+    if option.kind == "flag":
+        return bool(value) or bool(option.ini and _from_ini(config, option, False))
+    if option.kind == "list":
+        return tuple(value or ()) + tuple(_from_ini(config, option, ()))
+    return value if value is not None else _from_ini(config, option, option.initial())
+
+
+def _from_ini(config: Any, option: Option, default: Any) -> Any:
+    """The ini twin's value, parsed (a linelist: each line), or ``default`` when unset."""
+    raw = config.getini(option.ini_key)
     if raw in (None, "", []):
-        return False
-    if isinstance(raw, bool):
-        return raw
+        return default
     try:
-        return _bool(str(raw))
+        if isinstance(raw, list):
+            return [option.parse(line) for line in raw]
+        return option.parse(raw) if isinstance(raw, str) else raw
     except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"ini key {ini} = {raw!r}: {exc}") from None
+        raise UsageError(f"ini key {option.ini_key} = {raw!r}: {exc}") from None
+
+
+def _given(config: Any, option: Option) -> bool:
+    """Whether the option was set on the command line or in its ini twin."""
+    return config.getoption(option.ini_key) is not None or config.getini(option.ini_key) not in (
+        None, "", [])

@@ -9,23 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import hookspecs
-from .config import (
-    Settings,
-    UsageError,
-    device_choice,
-    gate_mode,
-    history_target,
-    image_size,
-    key_value,
-    name_list,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    rounds_value,
-    settings_from_config,
-    variant_patterns,
-)
+from .config import OPTIONS, Option, Settings, UsageError, settings_from_config
 from .workload import Workload, parse_marker_kwargs, resolve_workload
 
 if TYPE_CHECKING:
@@ -38,57 +22,9 @@ STATE = pytest.StashKey["SdperfState"]()
 SKIP_REASON = "run with --sdperf"
 FIXTURES = ("sdperf_variant", "sdperf_measurement", "sdperf_gate")
 
-OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
-    ("--sdperf-model", {"metavar": "MODEL"},
-     "'tiny' (default, built locally), a profile (sd15-arch, sd21-arch, sdxl-arch: full-size "
-     "architectures with random weights, built locally), a diffusers or OpenVINO folder, "
-     "or a hub id"),
-    ("--sdperf-steps", {"metavar": "N", "type": positive_int},
-     "denoising steps of every test, overriding markers and the model's default"),
-    ("--sdperf-size", {"metavar": "HxW", "type": image_size},
-     "image size of every test (e.g. 256x256), overriding markers and the model's default"),
-    ("--sdperf-protocol", {"metavar": "LIST", "type": name_list},
-     "run these published-protocol tests (e.g. reference-b, or 'all'); skipped otherwise"),
-    ("--sdperf-variants", {"metavar": "LIST", "type": variant_patterns},
-     "comma list of variant names, globs or a+b compositions (default: all)"),
-    ("--sdperf-baselines", {"metavar": "DIR"}, "baseline folder (default: baselines/)"),
-    ("--sdperf-rounds", {"metavar": "N", "type": rounds_value},
-     "timed rounds (default 5), or 'auto': until the comparison with the baseline is decided "
-     "(with no baseline, until the median is known to +-2%), or the time budget is spent"),
-    ("--sdperf-time-budget", {"metavar": "S", "type": positive_float},
-     "seconds of timed rounds per variant with --sdperf-rounds auto (default 120)"),
-    ("--sdperf-warmup", {"metavar": "N", "type": non_negative_int}, "warm-up calls (default 1)"),
-    ("--sdperf-cache-dir", {"metavar": "DIR"}, "model/artifact cache (default ~/.cache/pytest-sdperf)"),
-    ("--sdperf-json", {"metavar": "PATH"}, "write this run's results as JSON"),
-    ("--sdperf-benchmark-json", {"metavar": "PATH"},
-     "write the timed rounds in pytest-benchmark's JSON format (for pytest-benchmark compare)"),
-    ("--sdperf-timeout", {"metavar": "S", "type": positive_float},
-     "worker timeout, the hard cap (default 900)"),
-    ("--sdperf-hang-floor", {"metavar": "S", "type": non_negative_float},
-     "a worker silent for the larger of this and 20x its first call is hung: its stacks are "
-     "taken and it is killed (default 60; 0: only --sdperf-timeout)"),
-    ("--sdperf-device", {"metavar": "DEV", "type": device_choice}, "auto (default), cpu, cuda"),
-    ("--sdperf-memray-dir", {"metavar": "DIR"}, "keep each variant's memray capture here"),
-    ("--sdperf-gate", {"metavar": "MODE", "type": gate_mode},
-     "relative (default: latency over an interleaved calibration workload), paired (over the "
-     "reference variant timed in the same worker, rounds interleaved) or absolute"),
-    ("--sdperf-machine-key", {"metavar": "KEY"},
-     "compare with another machine's baseline file, by calibration-relative latency only"),
-    ("--sdperf-reference", {"metavar": "VARIANT"},
-     "the variant whose images are the reference and speedups' base (default torch-fp32)"),
-    ("--sdperf-html", {"metavar": "PATH"},
-     "write a self-contained HTML report (table, charts, images, trends) to PATH"),
-    ("--sdperf-history", {"metavar": "URL_OR_PATH", "type": history_target},
-     "append results to a history database: a SQLAlchemy URL (postgresql+psycopg://...), "
-     "a SQLite file, or 'default' (<baselines>/history.sqlite)"),
-)
-FLAGS = (
-    ("--sdperf", "run the sdperf benchmark tests (skipped otherwise)"),
-    ("--sdperf-update", "rewrite the baseline entries of tests that fail (they still fail)"),
-    ("--sdperf-update-all", "rewrite every baseline entry and reference image, and pass"),
-    ("--sdperf-list-variants", "list the registered variants, whether they run here, and exit"),
-    ("--sdperf-allow-pickle", "allow pickle (.bin/.ckpt) weights in --sdperf-model folders"),
-)
+# The ini twin of each kind of option (a value's ini key is a string, parsed when read).
+_INI: dict[str, dict[str, Any]] = {"flag": {"type": "bool", "default": False},
+                                   "list": {"type": "linelist"}, "value": {"default": None}}
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -97,27 +33,27 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Options under 'sdperf', each with a ``sdperf_*`` ini key."""
+    """The options of ``config.OPTIONS`` under 'sdperf', each with its ``sdperf_*`` ini key."""
     group = parser.getgroup("sdperf", "Stable Diffusion performance gates")
-    for flag, help_text in FLAGS:
-        group.addoption(flag, action="store_true", default=None, help=_argparse_help(help_text))
-        if flag != "--sdperf-list-variants":
-            parser.addini(_ini(flag), help_text, type="bool", default=False)
-    for flag, kwargs, help_text in OPTIONS:
-        group.addoption(flag, default=None, help=_argparse_help(help_text), **kwargs)
-        parser.addini(_ini(flag), help_text, default=None)
-    group.addoption("--sdperf-set", action="append", type=key_value, metavar="NAME=VALUE",
-                    help="a variant setting, e.g. tome_ratio=0.5 (repeatable)")
-    parser.addini("sdperf_set", "variant settings, one NAME=VALUE a line", type="linelist")
+    for option in OPTIONS:
+        group.addoption(option.flag, default=None, help=_argparse_help(option.help_text),
+                        **_argparse_kwargs(option))
+        if option.ini:
+            parser.addini(option.ini_key, option.help_text, **_INI[option.kind])
+
+
+def _argparse_kwargs(option: Option) -> dict[str, Any]:
+    """How ``option`` is added to argparse (its default is None: "not given", so the ini
+    twin and then the declared default apply)."""
+    if option.kind == "flag":
+        return {"action": "store_true"}
+    kwargs: dict[str, Any] = {"type": option.parse, "metavar": option.metavar}
+    return {**kwargs, "action": "append"} if option.kind == "list" else kwargs
 
 
 def _argparse_help(text: str) -> str:
     """``text`` with its "%" escaped: argparse %-formats option help (ini help is not)."""
     return text.replace("%", "%%")
-
-
-def _ini(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from .atomic import atomic_write_bytes
 from .baselines import BaselineStore
-from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings
+from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings, default_of
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak, session_cpus
@@ -22,7 +22,7 @@ from .workload import Workload
 
 __all__ = ["Measurement", "Record", "SdperfState", "WorkerFailure", "package_versions"]  # old homes
 
-REFERENCE_VARIANT = "torch-fp32"
+REFERENCE_VARIANT: str = default_of("reference_variant")
 REPORTED_PACKAGES = (
     "pytest-sdperf", "torch", "diffusers", "transformers", "openvino", "optimum-intel",
     "nncf", "numpy", "memray",

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import Settings, positive_float, positive_int
+from .config import Settings, default_of, positive_float, positive_int
 from .progress import DEFAULT_HANG_FLOOR_S
 from .session import SdperfState
 from .variants.builtin import register_builtin
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=positive_int, default=20)
     parser.add_argument("--calls", type=positive_int, default=10, help="timed rounds per worker")
     parser.add_argument("--hang-floor", type=positive_float, default=DEFAULT_HANG_FLOOR_S)
-    parser.add_argument("--timeout", type=positive_float, default=900.0)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "pytest-sdperf")
+    parser.add_argument("--timeout", type=positive_float, default=default_of("timeout_s"))
+    parser.add_argument("--model", default=default_of("model"))
+    parser.add_argument("--cache-dir", type=Path, default=default_of("cache_dir"))
     args = parser.parse_args(argv)
     return 1 if soak(args) else 0
 

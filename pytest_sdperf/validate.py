@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .compare import FAIL, INCONCLUSIVE, Check, latency_figures
-from .config import GATE_MODES, Settings, positive_float, rounds_value
+from .config import GATE_MODES, Settings, default_of, positive_float, rounds_value
 from .judge import Figures, judge
 from .measure.similarity import compare_images, load_png
 from .protocol import AutoTarget, WorkerResult
@@ -76,7 +76,7 @@ def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
     settings = Settings(
         enabled=True, model=args.model, variants=None, baselines_dir=workdir / "baselines",
         update=False, update_all=False, rounds=args.rounds, warmup=1, cache_dir=args.cache_dir,
-        json_path=None, timeout_s=900.0, allow_pickle=False, device="cpu", gate_mode="paired",
+        json_path=None, allow_pickle=False, device="cpu", gate_mode="paired",
         time_budget_s=args.time_budget,
     )
     return SdperfState(settings, registry, workdir)
@@ -88,7 +88,7 @@ def _measure(state: SdperfState, variant: str, workdir: Path, extra: Mapping[str
 
     outcome = state.run(state.registry.get(variant), Workload(), workdir, extra_settings=extra, target=target)
     if outcome.measured is None:
-        raise SystemExit(outcome.failure_text(variant, 900.0))
+        raise SystemExit(outcome.failure_text(variant, state.settings.timeout_s))
     return outcome.measured
 
 
@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=rounds_value, default=10,
                         help="timed rounds per worker (default 10), or 'auto': as --sdperf-rounds auto, "
                              "until the paired ratio's median is known to +-2%% or the time budget")
-    parser.add_argument("--time-budget", type=positive_float, default=120.0,
-                        help="seconds of timed rounds per worker with --rounds auto (default 120)")
+    budget = default_of("time_budget_s")
+    parser.add_argument("--time-budget", type=positive_float, default=budget,
+                        help=f"seconds of timed rounds per worker with --rounds auto (default {budget:g})")
     parser.add_argument("--gate", choices=GATE_MODES, default="paired",
                         help="the gate mode auto rounds decide in (default paired; every mode is judged)")
     parser.add_argument("--latency-pct", type=float, default=5.0,

@@ -23,13 +23,16 @@ def test_without_flag_benchmarks_are_skipped(pytester: pytest.Pytester, run: Sdp
 
 def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
     """argparse formats help texts with %: a bare "2%" in one once made --help crash."""
-    from pytest_sdperf.plugin import FLAGS, OPTIONS
+    from pytest_sdperf.config import OPTIONS
 
     result = pytester.runpytest("--help")
     assert result.ret == 0, result.stderr.str()
     out = result.stdout.str()
-    assert all(flag in out for flag, *_ in (*FLAGS, *OPTIONS))
+    assert all(option.flag in out for option in OPTIONS)
+    assert all(f"{option.ini_key} (" in out for option in OPTIONS if option.ini)
+    assert "sdperf_list_variants" not in out
     assert "+-2%" in out  # printed as written
+    assert "(default 5)" in out and "(default 900)" in out  # the declared defaults, formatted in
 
 
 @pytest.mark.parametrize(
@@ -54,11 +57,16 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, run: SdperfRun,
     result.stderr.fnmatch_lines([message])
 
 
-def test_ini_twins_are_read_and_validated(pytester: pytest.Pytester, run: SdperfRun) -> None:
-    pytester.makeini("[pytest]\nsdperf_rounds = 0\n")
+@pytest.mark.parametrize("ini, message", [
+    ("sdperf_rounds = 0", "*ini key sdperf_rounds = '0'*must be 1 or more*"),
+    ("sdperf_set =\n  novalue", "*ini key sdperf_set = [[]'novalue'[]]*'novalue' is not NAME=VALUE*"),
+])
+def test_ini_twins_are_read_and_validated(pytester: pytest.Pytester, run: SdperfRun,
+                                          ini: str, message: str) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
     result = pytester.runpytest("--sdperf")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini key sdperf_rounds = '0'*must be 1 or more*"])
+    result.stderr.fnmatch_lines([message])
 
 
 def test_ini_rounds_reach_the_worker(pytester: pytest.Pytester, run: SdperfRun) -> None:

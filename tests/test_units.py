@@ -110,3 +110,41 @@ def test_gate_mode_option_names_the_choices() -> None:
     assert gate_mode("paired") == "paired"
     with pytest.raises(argparse.ArgumentTypeError, match="relative, paired, absolute"):
         gate_mode("ratio")
+
+
+@pytest.mark.parametrize("parse, text, message", [
+    ("positive_int", "0", "'0' must be 1 or more"),
+    ("positive_int", "1.5", "'1.5' is not an integer"),
+    ("non_negative_int", "-1", "'-1' must be 0 or more"),
+    ("positive_float", "0", "'0' must be a positive number"),
+    ("positive_float", "nan", "'nan' must be a positive number"),
+    ("non_negative_float", "-0.5", "'-0.5' must be 0 or more"),
+    ("non_negative_float", "x", "'x' is not a number"),
+])
+def test_number_parsers_name_the_value(parse: str, text: str, message: str) -> None:
+    import argparse
+
+    from pytest_sdperf import config
+
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        getattr(config, parse)(text)
+
+
+def test_number_parsers_accept_their_range() -> None:
+    from pytest_sdperf.config import bounded_number, non_negative_float, non_negative_int, positive_float
+
+    assert non_negative_int("0") == 0 and positive_float("0.5") == 0.5 and non_negative_float("0") == 0.0
+    assert bounded_number(int, 2, strict=True)("3") == 3
+
+
+def test_each_option_is_declared_once_and_fills_a_settings_field() -> None:
+    import dataclasses
+
+    from pytest_sdperf.config import OPTIONS, Settings, default_of, ini_key, option_for
+
+    assert ini_key("--sdperf-rounds") == "sdperf_rounds" == option_for("rounds").ini_key
+    fields = [o.field for o in OPTIONS if o.field]
+    assert len(fields) == len(set(fields)) and len({o.flag for o in OPTIONS}) == len(OPTIONS)
+    assert {f.name for f in dataclasses.fields(Settings)} - set(fields) == {"rounds_given", "warmup_given"}
+    assert all(getattr(Settings(), name) == default_of(name) for name in fields)
+    assert "(default 900)" in option_for("timeout_s").help_text and Settings().timeout_s == 900.0
