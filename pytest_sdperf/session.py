@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .baselines import BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings
+from .host import package_versions, python_version, usable_cpus
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
 from .measure.latency import LatencyStats
 from .measure.memory import MemoryStats
-from .measure.peak import GemmPeak, MachinePeak, cpu_peak, session_cpus
+from .measure.peak import GemmPeak, MachinePeak, cpu_peak
 from .runner import WorkerOutcome, run_worker
 from .variants.availability import cuda_available, unavailable_reason
 from .variants.base import ModelRef
@@ -107,20 +107,6 @@ class Record:
     images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
     reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
     efficiency: Mapping[str, Any] = field(default_factory=dict)  # see measure/efficiency.py
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the figures (absent ones left out)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in REPORTED_PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    out["python"] = sys.version.split()[0]
-    return out
 
 
 class SdperfState:
@@ -239,7 +225,7 @@ class SdperfState:
             "out_dir": str(workdir / "images"),
             "memray_capture": str(memray_capture) if memray_capture else None,
             "measure_peak": not self.peak.measured,
-            "machine_cpus": sorted(session_cpus()),
+            "machine_cpus": sorted(usable_cpus()),
             "reference": self._paired_reference(spec),
         }
         outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s)
@@ -255,7 +241,8 @@ class SdperfState:
 
     def header(self) -> dict[str, Any]:
         """Machine, environment, peak FLOP/s and the model note; baselines keep the first two."""
-        out = {"machine": self.machine.to_dict(), "environment": package_versions(),
+        environment = {**package_versions(REPORTED_PACKAGES), "python": python_version()}
+        out = {"machine": self.machine.to_dict(), "environment": environment,
                "peak": self.peak.to_dict()}
         note = self.model_note()
         return {**out, "model_note": note} if note else out
