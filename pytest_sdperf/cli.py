@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fnmatch
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -230,20 +229,16 @@ def _recorded(entry: Mapping[str, Any]) -> dt.datetime:
 
 
 def cmd_baselines_prune(args: argparse.Namespace) -> int:
-    """Remove entries by variant or age, rewriting the file atomically under its lock."""
-    from filelock import FileLock
-
-    from .atomic import atomic_write_text
+    """Remove entries by variant or age through the baseline store (its lock, its atomic write)."""
+    from .baselines import BaselineError, BaselineStore
 
     remove = _prune_rule(args)
     path = _baseline_path(args)
-    with FileLock(str(path) + ".lock"):
-        doc = _load_baseline(path)
-        total = len(doc["entries"])
-        gone = sorted(k for k, e in doc["entries"].items() if remove(e))
-        if gone and not args.dry_run:
-            doc["entries"] = {k: e for k, e in doc["entries"].items() if k not in gone}
-            atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    store = BaselineStore(path.parent, path.name.removesuffix(".json"))
+    try:
+        gone, total = store.remove(remove, dry_run=args.dry_run)
+    except BaselineError as exc:
+        raise CliError(str(exc)) from None
     verb = "would remove" if args.dry_run else "removed"
     for test_id in gone:
         print(f"{verb}: {test_id}")
