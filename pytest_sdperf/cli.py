@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .compare import FAIL, INCONCLUSIVE, Check
 from .config import non_negative_float
+from .extras import HISTORY, HTML_REPORT, Feature
 from .judge import Figures, judge
 from .measure.latency import LatencyStats
 from .measure.memory import gated_figure
@@ -33,6 +34,13 @@ DEFAULT_DB = "baselines/history.sqlite"
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def _require(feature: Feature) -> None:
+    """A CliError naming the extra to install where ``feature``'s packages are missing."""
+    problem = feature.problem()
+    if problem:
+        raise CliError(problem)
 
 
 def _emit(lines: Sequence[Sequence[str]]) -> None:
@@ -52,6 +60,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report of a --sdperf-json file (with trends when --history is given)."""
     from .html_report import read_results, write_html
 
+    _require(HTML_REPORT)
     header, records, reference = read_results(Path(args.results))
     history = None
     if args.history:
@@ -67,6 +76,7 @@ def _history_points(target: str, machine_key: str | None = None,
     """The recorded points of a history database that must already exist."""
     from .history import HistoryStore, database_url
 
+    _require(HISTORY)
     if "://" not in target and not Path(target).expanduser().is_file():
         raise CliError(f"no history database at {target} (record one with --sdperf-history)")
     store = HistoryStore(database_url(target, Path(".")))
