@@ -14,7 +14,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jsonschema
 from filelock import FileLock
@@ -212,14 +212,23 @@ class BaselineStore:
         assert self._entries is not None
         return self._entries
 
+    @property
+    def lock_path(self) -> Path:
+        """The file lock every read-modify-write of the baseline file holds."""
+        return self.path.with_name(self.path.name + ".lock")
+
     def _read(self) -> dict[str, Any]:
+        return dict(self._read_doc()["entries"])
+
+    def _read_doc(self) -> dict[str, Any]:
+        """The whole file (header and entries); an empty document when there is none."""
         try:
             text = self.path.read_text()
         except FileNotFoundError:
-            return {}
+            return {"schema_version": SCHEMA_VERSION, "entries": {}}
         except OSError as exc:
             raise BaselineError(f"{self.path}: cannot be read ({exc})") from None
-        return dict(parse_baseline(text, self.path)["entries"])
+        return parse_baseline(text, self.path)
 
     def get(self, test_id: str) -> Mapping[str, Any] | None:
         """The stored entry for a test id, as plain data, or None."""
@@ -258,31 +267,68 @@ class BaselineStore:
         written: list[Path] = []
         header = {k: v for k, v in header.items() if k in HEADER_KEYS}
         if self._pending or self._retired:
-            with FileLock(str(self.path) + ".lock"):
-                written.append(self._merge_and_write(header, force))
+            self._rewrite(lambda doc: self._merged(doc, header), force)
+            self._pending, self._retired = {}, set()
+            written.append(self.path)
         if self._obtained:
             doc = {"schema_version": SCHEMA_VERSION, **header, "entries": self._obtained}
             atomic_write_text(self.obtained_path, json.dumps(doc, indent=1, sort_keys=True))
             written.append(self.obtained_path)
         return written
 
-    def _merge_and_write(self, header: Mapping[str, Any], force: bool) -> Path:
-        try:
-            current = self._read()
-        except BaselineError:
-            if not force:
-                raise
-            shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
-            current = {}
+    def _merged(self, doc: Mapping[str, Any], header: Mapping[str, Any]) -> dict[str, Any]:
+        """The file with the queued entries written and the retired ones gone, under ``header``."""
+        current = dict(doc["entries"])
         for key in self._retired - set(self._pending):
             current.pop(key, None)
         current.update(self._pending)
-        doc = {"schema_version": SCHEMA_VERSION, **header, "entries": dict(sorted(current.items()))}
-        atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        self._entries = current
-        self._pending = {}
-        self._retired = set()
-        return self.path
+        return {"schema_version": SCHEMA_VERSION, **header, "entries": current}
+
+    def remove(self, select: Callable[[Mapping[str, Any]], bool],
+               dry_run: bool = False) -> tuple[list[str], int]:
+        """Remove the entries ``select`` picks, keeping the file's header; returns their keys
+        and how many entries the file held. ``dry_run``: pick them, change nothing.
+
+        The choice is made under the file's lock, on what the file holds then::
+
+            gone, total = store.remove(lambda entry: entry["variant"] == "torch-old")
+        """
+        gone: list[str] = []
+        total = 0
+
+        def drop(doc: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal total
+            total = len(doc["entries"])
+            gone.extend(sorted(k for k, e in doc["entries"].items() if select(e)))
+            if not gone or dry_run:
+                return None
+            return {**doc, "entries": {k: e for k, e in doc["entries"].items() if k not in gone}}
+
+        self._rewrite(drop)
+        return gone, total
+
+    def _rewrite(self, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+                 force: bool = False) -> None:
+        """The one read-modify-write of the file: under its lock, read the whole document, let
+        ``change`` return the new one (None: leave the file as it is), write it atomically.
+
+        ``force`` starts from an empty document where the file is damaged or of another
+        schema version, after copying it to ``.bak``; without it BaselineError is raised.
+        """
+        with FileLock(str(self.lock_path)):
+            try:
+                doc = self._read_doc()
+            except BaselineError:
+                if not force:
+                    raise
+                shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
+                doc = {"schema_version": SCHEMA_VERSION, "entries": {}}
+            new = change(doc)
+            if new is None:
+                return
+            new["entries"] = dict(sorted(new["entries"].items()))
+            atomic_write_text(self.path, json.dumps(new, indent=1, sort_keys=True) + "\n")
+            self._entries = dict(new["entries"])
 
     def reference_dir(self, model_key: str) -> Path:
         """Folder of the FP32 reference images of one model (machine-independent)."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fnmatch
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .compare import FAIL, INCONCLUSIVE, Check
 from .config import default_of, non_negative_float
+from .extras import HISTORY, HTML_REPORT, Feature
 from .history import DEFAULT_FILE
 from .judge import Figures, judge
 from .measure.latency import LatencyStats
@@ -36,6 +36,13 @@ DEFAULT_DB = f"{DEFAULT_DIR}/{DEFAULT_FILE}"
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def _require(feature: Feature) -> None:
+    """A CliError naming the extra to install where ``feature``'s packages are missing."""
+    problem = feature.problem()
+    if problem:
+        raise CliError(problem)
 
 
 def _emit(lines: Sequence[Sequence[str]]) -> None:
@@ -55,6 +62,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report of a --sdperf-json file (with trends when --history is given)."""
     from .html_report import read_results, write_html
 
+    _require(HTML_REPORT)
     header, records, reference = read_results(Path(args.results))
     history = None
     if args.history:
@@ -70,6 +78,7 @@ def _history_points(target: str, machine_key: str | None = None,
     """The recorded points of a history database that must already exist."""
     from .history import HistoryStore, database_url
 
+    _require(HISTORY)
     if "://" not in target and not Path(target).expanduser().is_file():
         raise CliError(f"no history database at {target} (record one with --sdperf-history)")
     store = HistoryStore(database_url(target, Path(".")))
@@ -232,20 +241,16 @@ def _recorded(entry: Mapping[str, Any]) -> dt.datetime:
 
 
 def cmd_baselines_prune(args: argparse.Namespace) -> int:
-    """Remove entries by variant or age, rewriting the file atomically under its lock."""
-    from filelock import FileLock
-
-    from .atomic import atomic_write_text
+    """Remove entries by variant or age through the baseline store (its lock, its atomic write)."""
+    from .baselines import BaselineError, BaselineStore
 
     remove = _prune_rule(args)
     path = _baseline_path(args)
-    with FileLock(str(path) + ".lock"):
-        doc = _load_baseline(path)
-        total = len(doc["entries"])
-        gone = sorted(k for k, e in doc["entries"].items() if remove(e))
-        if gone and not args.dry_run:
-            doc["entries"] = {k: e for k, e in doc["entries"].items() if k not in gone}
-            atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    store = BaselineStore(path.parent, path.name.removesuffix(".json"))
+    try:
+        gone, total = store.remove(remove, dry_run=args.dry_run)
+    except BaselineError as exc:
+        raise CliError(str(exc)) from None
     verb = "would remove" if args.dry_run else "removed"
     for test_id in gone:
         print(f"{verb}: {test_id}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import atomic_write_text
+from .host import package_version
 from .results import Record
 
 
@@ -42,8 +43,6 @@ def benchmark_entry(record: Record) -> dict[str, Any]:
 
 def write_benchmark_json(path: Path, records: Sequence[Record]) -> None:
     """The session's timed records in pytest-benchmark's saved-run format."""
-    from importlib.metadata import version
-
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
 
     doc = {
@@ -51,6 +50,6 @@ def write_benchmark_json(path: Path, records: Sequence[Record]) -> None:
         "commit_info": {},
         "benchmarks": [benchmark_entry(r) for r in records if r.samples],
         "datetime": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "version": version("pytest-benchmark"),
+        "version": package_version("pytest-benchmark"),
     }
     atomic_write_text(path, json.dumps(doc, indent=1, default=str))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import AbstractSet, Any
+
+from .host import cpu_info, cpu_model, gpu_model, usable_cpus
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:40]
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown-cpu", set()
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
-    return (model.group(1).strip() if model else "unknown-cpu"), set(
-        flags.group(1).split() if flags else ()
-    )
-
-
-def isa_level(flags: set[str]) -> str:
+def isa_level(flags: AbstractSet[str]) -> str:
     """The widest vector/matrix extension: amx, avx512, avx2, or the architecture's base."""
     if "amx_tile" in flags:
         return "amx"
@@ -61,18 +49,8 @@ def isa_level(flags: set[str]) -> str:
     return "base"
 
 
-def _gpu() -> str | None:
-    """NVIDIA GPU model from the driver's proc files (no torch import)."""
-    root = Path("/proc/driver/nvidia/gpus")
-    for info in sorted(root.glob("*/information")) if root.is_dir() else []:
-        found = re.search(r"^Model:\s*(.+)$", info.read_text(), re.M)
-        if found:
-            return found.group(1).strip()
-    return None
-
-
 def this_machine() -> Machine:
     """Read the machine facts now."""
-    cpu, flags = _cpuinfo()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return Machine(platform.machine(), cpu, isa_level(flags), int(cores or 1), _gpu())
+    info = cpu_info()
+    flags = info.flags if info else frozenset()
+    return Machine(platform.machine(), cpu_model(), isa_level(flags), len(usable_cpus()), gpu_model())

@@ -65,12 +65,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "min_ssim, min_psnr) and protocol (protocol, arch, rounds, warmup, warmup_steps) of a "
         "pytest-sdperf benchmark test",
     )
+    from .extras import settings_problems
     from .session import SdperfState
     from .variants.builtin import register_builtin
     from .variants.registry import VariantError, VariantRegistry
 
     try:
         settings = settings_from_config(config)
+        if problems := settings_problems(settings):  # told now, not after the whole run
+            raise UsageError("; ".join(problems))
         registry = VariantRegistry()
         register_builtin(registry)
         config.hook.pytest_sdperf_add_variants(registry=registry)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from .atomic import atomic_write_bytes
 from .baselines import BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings, default_of
+from .host import package_versions, python_version, usable_cpus
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
-from .measure.peak import GemmPeak, MachinePeak, cpu_peak, session_cpus
+from .measure.peak import GemmPeak, MachinePeak, cpu_peak
 from .models.ref import ModelRef
 from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
@@ -29,18 +29,6 @@ REPORTED_PACKAGES = (
 )
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the figures (absent ones left out)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in REPORTED_PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    out["python"] = sys.version.split()[0]
-    return out
 
 
 class SdperfState:
@@ -151,7 +139,7 @@ class SdperfState:
             auto=AutoRounds(AUTO_MIN_ROUNDS, AUTO_MAX_ROUNDS, AUTO_HALFWIDTH, s.time_budget_s, target),
             warmup=s.warmup if warmup is None else warmup, warmup_steps=warmup_steps,
             memray_capture=memray_capture, measure_peak=not self.peak.measured,
-            machine_cpus=tuple(sorted(session_cpus())), reference=self._paired_reference(spec),
+            machine_cpus=tuple(sorted(usable_cpus())), reference=self._paired_reference(spec),
         )
         outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s)
         self._take_peak(outcome)
@@ -193,7 +181,8 @@ class SdperfState:
 
     def header(self) -> dict[str, Any]:
         """Machine, environment, peak FLOP/s and the model note; baselines keep the first two."""
-        out = {"machine": self.machine.to_dict(), "environment": package_versions(),
+        environment = {**package_versions(REPORTED_PACKAGES), "python": python_version()}
+        out = {"machine": self.machine.to_dict(), "environment": environment,
                "peak": self.peak.to_dict()}
         note = self.model_note()
         return {**out, "model_note": note} if note else out

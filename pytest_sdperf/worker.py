@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import progress
 from .atomic import atomic_write_text
+from .host import usable_cpus
 from .variants.base import SkipVariant
 
 __all__ = ["SkipVariant", "main", "measure", "parse_cpus"]  # SkipVariant: its old home
@@ -69,7 +70,7 @@ def _pin(cpus: str) -> None:
         os.sched_setaffinity(0, parse_cpus(cpus))
     except (OSError, ValueError) as exc:
         raise SkipVariant(f"cannot pin the worker to CPUs {cpus} ({exc}); this machine "
-                          f"offers CPUs {sorted(os.sched_getaffinity(0))}") from None
+                          f"offers CPUs {sorted(usable_cpus())}") from None
 
 
 def measure(request: WorkerRequest) -> WorkerResult:
@@ -258,7 +259,7 @@ def _machine_peak(request: WorkerRequest, device: str) -> dict[str, Any]:
     """GEMM peaks over the session's CPUs (or on the GPU), asked of one worker per session."""
     from .measure.peak import measured_peaks
 
-    cpus = set(request.machine_cpus or os.sched_getaffinity(0))
+    cpus = set(request.machine_cpus or usable_cpus())
     try:
         return {k: dataclasses.asdict(v) for k, v in measured_peaks(device, cpus).items()}
     except (RuntimeError, OSError) as exc:
@@ -295,7 +296,7 @@ def _environment_report() -> dict[str, Any]:
         key: os.environ.get(key)
         for key in ("LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "KMP_AFFINITY")
     }
-    report["affinity"] = sorted(os.sched_getaffinity(0))
+    report["affinity"] = sorted(usable_cpus())
     report["pid"] = os.getpid()
     if "torch" in sys.modules:
         report["torch_threads"] = sys.modules["torch"].get_num_threads()

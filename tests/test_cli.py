@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_sdperf.baselines import BaselineStore
+from pytest_sdperf.baselines import BaselineStore, parse_baseline
 from pytest_sdperf.cli import main
 from pytest_sdperf.history import HistoryStore, database_url
 from pytest_sdperf.report import write_json
@@ -157,6 +157,29 @@ def test_baselines_show_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert list(entries) == ["suites/t.py::test_gen[torch-fp32]"]
     assert main(["baselines", "prune", *base]) == 2  # no rule given
     assert "needs --keep-variants LIST or --older-than DAYS" in capsys.readouterr().err
+
+
+def test_prune_waits_for_the_baseline_lock_and_removes_only_what_it_names(tmp_path: Path) -> None:
+    """Prune is the store's locked read-modify-write: a session flushing holds it off."""
+    import threading
+
+    from filelock import FileLock
+
+    path = _baselines(tmp_path)
+    before = path.read_bytes()
+    codes: list[int] = []
+    prune = threading.Thread(target=lambda: codes.append(main([
+        "baselines", "prune", "--dir", str(path.parent), "--machine-key", "cli-test-2c",
+        "--keep-variants", "torch-*"])))
+    with FileLock(str(path) + ".lock"):
+        prune.start()
+        prune.join(0.5)
+        assert prune.is_alive() and path.read_bytes() == before  # waiting for the lock
+    prune.join(30)
+    assert codes == [0]
+    doc = parse_baseline(path.read_text(), path)
+    assert list(doc["entries"]) == ["suites/t.py::test_gen[torch-fp32]", "suites/t.py::test_gen[torch-old]"]
+    assert doc["machine"] == HEADER["machine"] and doc["environment"] == HEADER["environment"]
 
 
 def test_model_build_writes_the_model_and_its_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -6,7 +6,7 @@ prompt, doubled by classifier-free guidance). The counter sees matrix products, 
 and attention; element-wise work (norms, activations, softmax) is not counted. The machine's
 peak comes from measure/peak.py. Usage::
 
-    peak = MachinePeak(cpu_peak(), measured_peaks('cpu', session_cpus()))
+    peak = MachinePeak(cpu_peak(), measured_peaks('cpu', usable_cpus()))
     flops = unet_step_flops(UNET_CONFIG, batch=2, latent_hw=(16, 16))
 """
 
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..host import package_version
 from ..workload import Workload
 from .peak import MachinePeak
 
@@ -53,9 +54,8 @@ def unet_step_flops(config: Mapping[str, Any], batch: int, latent_hw: tuple[int,
     plain = json.dumps(dict(config), sort_keys=True, default=str)
     if cache_dir is None:
         return _count(plain, batch, tuple(latent_hw), tome_ratio)
-    from importlib.metadata import version
-
-    key = [COUNT_VERSION, plain, batch, list(latent_hw), tome_ratio, version("torch"), version("diffusers")]
+    key = [COUNT_VERSION, plain, batch, list(latent_hw), tome_ratio, package_version("torch"),
+           package_version("diffusers")]
     path = cache_dir / "flops" / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return int(json.loads(path.read_text())["flops"])

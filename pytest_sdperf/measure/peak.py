@@ -5,7 +5,7 @@ Theoretical: physical cores x maximum frequency x fp32 FLOPs per cycle of the ve
 large ``torch.mm``, on the CPU over the session's CPUs or on the CUDA device in fp32, fp16 and
 bf16; on a GPU that is the figure that counts. Usage::
 
-    peak = MachinePeak(cpu_peak(), measured_peaks("cpu", session_cpus()))
+    peak = MachinePeak(cpu_peak(), measured_peaks("cpu", usable_cpus()))
     peak.limit_for("cpu", "float32")   # (GFLOP/s, "measured GEMM (torch.mm float32 ...)")
 """
 
@@ -13,42 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-CPU_SYS = Path("/sys/devices/system/cpu")
+# CpuInfo, parse_cpuinfo, physical_cores and max_freq_khz are host facts; named here too.
+from ..host import CpuInfo as CpuInfo
+from ..host import cpu_info, usable_cpus
+from ..host import max_freq_khz as max_freq_khz
+from ..host import parse_cpuinfo as parse_cpuinfo
+from ..host import physical_cores as physical_cores
+
 GPU_DTYPES = ("float32", "float16", "bfloat16")
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    """What /proc/cpuinfo says that decides the peak."""
-
-    vendor: str = ""
-    family: int | None = None
-    model: int | None = None
-    flags: frozenset[str] = frozenset()
-    mhz: float | None = None  # the highest "cpu MHz" line: the current clock, not the maximum
-
-
-def parse_cpuinfo(text: str) -> CpuInfo:
-    """Parse /proc/cpuinfo text (x86 ``flags`` or Arm ``Features``)."""
-    def first(name: str) -> str | None:
-        found = re.search(rf"^{name}\s*:\s*(.*)$", text, re.M)
-        return found.group(1).strip() if found else None
-
-    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
-    family, model = first("cpu family"), first("model")
-    return CpuInfo(
-        vendor=first("vendor_id") or "",
-        family=int(family) if family and family.isdigit() else None,
-        model=int(model) if model and model.isdigit() else None,
-        flags=frozenset((first("flags") or first("Features") or "").split()),
-        mhz=max(mhz) if mhz else None,
-    )
 
 
 def flops_per_cycle(cpu: CpuInfo) -> tuple[int, str] | None:
@@ -99,41 +75,11 @@ def theoretical_peak(cpu: CpuInfo, cores: int, max_khz: int | None = None) -> Th
     return TheoreticalPeak(cores * ghz * per_cycle[0], cores, ghz, per_cycle[0], basis)
 
 
-def physical_cores(cpus: set[int], sys_root: Path = CPU_SYS) -> int:
-    """How many physical cores ``cpus`` span (SMT siblings share the FMA units)."""
-    groups = set()
-    for cpu in cpus:
-        topo = sys_root / f"cpu{cpu}" / "topology"
-        for name in ("core_cpus_list", "thread_siblings_list"):
-            if (topo / name).is_file():
-                groups.add((topo / name).read_text().strip())
-                break
-        else:
-            groups.add(str(cpu))
-    return max(1, len(groups))
-
-
-def max_freq_khz(cpus: set[int], sys_root: Path = CPU_SYS) -> int | None:
-    """The highest ``cpuinfo_max_freq`` among ``cpus``; None without cpufreq (VMs often)."""
-    found = []
-    for cpu in cpus:
-        path = sys_root / f"cpu{cpu}" / "cpufreq" / "cpuinfo_max_freq"
-        with contextlib.suppress(OSError, ValueError):
-            found.append(int(path.read_text()))
-    return max(found) if found else None
-
-
-def session_cpus() -> set[int]:
-    """The CPUs this process may run on."""
-    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-
-
 def cpu_peak(cpus: set[int] | None = None) -> TheoreticalPeak | None:
     """The theoretical fp32 peak of ``cpus`` (default: this process's) read from the system."""
-    cpus = cpus or session_cpus()
-    try:
-        cpu = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
-    except OSError:
+    cpus = cpus or usable_cpus()
+    cpu = cpu_info()
+    if cpu is None:
         return None
     return theoretical_peak(cpu, physical_cores(cpus), max_freq_khz(cpus))
 
@@ -189,7 +135,7 @@ def whole_machine(cpus: set[int]) -> Iterator[None]:
     """
     import torch
 
-    before, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    before, threads = usable_cpus(), torch.get_num_threads()
     try:
         os.sched_setaffinity(0, cpus)
         torch.set_num_threads(physical_cores(cpus))
@@ -203,7 +149,7 @@ def measured_peaks(device: str = "cpu", cpus: set[int] | None = None) -> dict[st
     """GEMM peaks by dtype: fp32 on the CPU (over ``cpus``); fp32, fp16 and bf16 on CUDA."""
     if device.startswith("cuda"):
         return {d: _gpu_gemm_peak(device, d) for d in GPU_DTYPES}
-    with whole_machine(cpus or session_cpus()):
+    with whole_machine(cpus or usable_cpus()):
         return {"float32": gemm_peak("cpu", "float32")}
 
 

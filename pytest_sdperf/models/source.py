@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
+from ..host import package_versions
 from .ref import ModelRef
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -187,13 +188,11 @@ def tiny_cache_key() -> str:
 
 
 def _build_key(configs: Any, builder: int) -> str:
-    from importlib.metadata import version
-
     blob = json.dumps(
         {
             "configs": configs,
             "builder": builder,
-            "versions": {p: version(p) for p in ("torch", "diffusers", "transformers")},
+            "versions": package_versions(("torch", "diffusers", "transformers")),
         },
         sort_keys=True,
     )

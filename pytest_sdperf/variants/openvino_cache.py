@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..host import package_version
+
 # Libraries whose version changes the exported or quantized IR.
 VERSIONED = ("openvino", "optimum-intel", "nncf", "diffusers", "transformers", "torch")
 CACHE_FORMAT = 1
@@ -40,15 +42,7 @@ class CacheEntry:
 @functools.lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries in VERSIONED ("missing" where not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str] = {}
-    for name in VERSIONED:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
+    return {name: package_version(name) or "missing" for name in VERSIONED}
 
 
 def cache_key(model_key: str, recipe: Mapping[str, Any], versions: Mapping[str, str]) -> str:

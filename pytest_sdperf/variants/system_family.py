@@ -14,6 +14,7 @@ import re
 import sysconfig
 from pathlib import Path
 
+from ..host import physical_cpus
 from .registry import VariantError, VariantPattern, VariantRegistry, VariantSpec
 
 MODULE = "pytest_sdperf.variants.system_family"
@@ -71,21 +72,6 @@ def check_jemalloc() -> str | None:
 def check_tcmalloc() -> str | None:
     """Availability probe: is libtcmalloc_minimal.so.4 installed?"""
     return _missing_reason("env-tcmalloc")
-
-
-def physical_cpus(allowed: set[int] | None = None) -> list[int]:
-    """One logical CPU per physical core among ``allowed`` (default: this process's CPUs)."""
-    allowed = set(os.sched_getaffinity(0)) if allowed is None else allowed
-    seen: dict[tuple[str, str], int] = {}
-    for cpu in sorted(allowed):
-        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            key = ((topo / "physical_package_id").read_text().strip(),
-                   (topo / "core_id").read_text().strip())
-        except OSError:
-            key = ("?", str(cpu))
-        seen.setdefault(key, cpu)
-    return sorted(seen.values())
 
 
 def cpu_list(cpus: list[int]) -> str:

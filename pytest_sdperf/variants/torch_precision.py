@@ -10,6 +10,7 @@ import re
 import time
 from typing import Any, Callable, ContextManager
 
+from ..host import package_version
 from .base import BuildContext, Pipeline, SkipVariant
 from .registry import VariantRegistry, VariantSpec
 from .torch_family import TORCH_REQUIRES
@@ -152,12 +153,9 @@ def ipex_unusable_reason() -> str | None:
 
     Checked from package metadata only: importing a mismatched IPEX ends the process.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ipex_v = version("intel-extension-for-pytorch")
-        torch_v = version("torch")
-    except PackageNotFoundError:
+    ipex_v = package_version("intel-extension-for-pytorch")
+    torch_v = package_version("torch")
+    if ipex_v is None or torch_v is None:
         return ("ipex-bf16 needs intel-extension-for-pytorch, which stopped development at 2.8 "
                 f"and pins its torch; run it where it is installed: {IPEX_PIN}")
     short = [re.match(r"\d+\.\d+", v) for v in (ipex_v, torch_v)]

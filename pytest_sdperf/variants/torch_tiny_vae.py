@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..host import package_versions
 from .base import BuildContext, Pipeline, SkipVariant
 from .registry import VariantRegistry, VariantSpec
 from .torch_family import TORCH_REQUIRES
@@ -34,11 +35,9 @@ TAESD_HINT = ("give a TAESD folder in diffusers layout with --sdperf-set taesd=P
 
 def tiny_taesd_key(config: dict[str, Any] | None = None) -> str:
     """Config, seed and library versions that decide a random AutoencoderTiny's bytes."""
-    from importlib.metadata import version
-
     blob = json.dumps({"config": TINY_TAESD_CONFIG if config is None else config,
                        "seed": TINY_TAESD_SEED,
-                       "versions": {p: version(p) for p in ("torch", "diffusers")}},
+                       "versions": package_versions(("torch", "diffusers"))},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
