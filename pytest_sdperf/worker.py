@@ -79,6 +79,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         device=request["device"],
         settings=request.get("settings", {}),
         variant=request["variant"].get("name", ""),
+        recipe=request["variant"].get("recipe", {}),
     )
     start = time.perf_counter()
     progress.beat("build", phase="variant")
@@ -185,7 +186,7 @@ def _reference_generate(spec: dict[str, Any], ctx: Any, sync: Callable[[], None]
     from .measure.latency import StageClock
     from .variants.build import build_pipeline, make_generate
 
-    rctx = dataclasses.replace(ctx, variant=spec.get("name", ""))
+    rctx = dataclasses.replace(ctx, variant=spec.get("name", ""), recipe=spec.get("recipe", {}))
     pipeline = build_pipeline(spec, rctx)
     generate = make_generate(pipeline, rctx, StageClock(pipeline.pipe, sync))[0]
     for _ in range(1 + warmup):
