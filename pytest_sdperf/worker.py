@@ -88,6 +88,7 @@ def measure(request: WorkerRequest) -> WorkerResult:
         device=request.device,
         settings=dict(request.settings),
         variant=request.variant.name,
+        recipe=dict(request.variant.recipe),
     )
     start = time.perf_counter()
     progress.beat("build", phase="variant")
@@ -186,7 +187,7 @@ def _reference_generate(spec: VariantSpec, ctx: Any, sync: Callable[[], None], w
     from .measure.latency import StageClock
     from .variants.build import build_pipeline, make_generate
 
-    rctx = dataclasses.replace(ctx, variant=spec.name)
+    rctx = dataclasses.replace(ctx, variant=spec.name, recipe=dict(spec.recipe))
     pipeline = build_pipeline(spec.to_dict(), rctx)
     generate = make_generate(pipeline, rctx, StageClock(pipeline.pipe, sync))[0]
     for _ in range(1 + warmup):

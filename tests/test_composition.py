@@ -76,6 +76,8 @@ def test_composition_round_trips_through_the_worker_request(registry: VariantReg
         ("env-pinned-0+env-pinned-1", "conflicting CPU pinning"),
         ("tome+tome", "a variant appears twice"),
         ("tome+no-such-thing", "unknown variant 'no-such-thing'"),
+        ("ov-int8-weights+ov-int8-hybrid", "ov-int8-weights and ov-int8-hybrid both decide the ov-weights"),
+        ("ov-tome+tome", "ov-tome and tome both decide the token-merging"),
     ],
 )
 def test_impossible_compositions_are_rejected(
@@ -93,6 +95,29 @@ def test_mixing_backends_is_rejected(registry: VariantRegistry) -> None:
     with pytest.raises(VariantError, match=r"cannot stack backends \['openvino', 'torch'\]"):
         reg.get("ov-fake+tome")
     assert reg.get("ov-fake+env-jemalloc").backend == "openvino"
+
+
+def test_openvino_recipe_comes_from_the_registry_composition(registry: VariantRegistry) -> None:
+    [spec] = registry.select(["ov-int8-hybrid+ov-tome"])
+    assert spec.loader == registry.get("ov-fp32").loader
+    assert dict(spec.recipe) == {"weights": "hybrid", "tome": True}
+    assert dict(registry.get("ov-async+ov-static").recipe) == {"async": True, "static": True}
+    assert dict(registry.get("ov-fp32+env-jemalloc").recipe) == {}
+    assert VariantSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_conflicting_openvino_recipes_are_rejected_with_the_reason() -> None:
+    reg = VariantRegistry()
+    register_builtin(reg)
+    ov_static = reg.get("ov-static")
+    reg.add(VariantSpec(name="ov-dynamic", family="mine", description="x", backend="openvino",
+                        loader=ov_static.loader, recipe={"static": False}))
+    with pytest.raises(VariantError, match="ov-static asks its loader for static=True and "
+                                           "ov-dynamic for static=False; they cannot be stacked"):
+        reg.get("ov-tome+ov-static+ov-dynamic")
+    reg.add(VariantSpec(name="ov-static-too", family="mine", description="x", backend="openvino",
+                        loader=ov_static.loader, recipe={"static": True}))
+    assert dict(reg.get("ov-static+ov-static-too").recipe) == {"static": True}
 
 
 def test_thread_pattern_makes_any_count(registry: VariantRegistry) -> None:

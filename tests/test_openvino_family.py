@@ -1,4 +1,4 @@
-"""The OpenVINO family: recipes from stacked names, the IR cache, IR-folder input, offline
+"""The OpenVINO family: recipes from the registry's composition, the IR cache, IR-folder input, offline
 calibration and throughput mode, on the embedded tiny model (one shared export)."""
 
 from __future__ import annotations
@@ -14,16 +14,27 @@ import pytest
 
 from pytest_sdperf.variants import openvino_cache
 from pytest_sdperf.variants.base import BuildContext, ModelRef
+from pytest_sdperf.variants.builtin import register_builtin
 from pytest_sdperf.variants.openvino_family import Recipe, recipe_for
+from pytest_sdperf.variants.registry import VariantRegistry
 from pytest_sdperf.workload import Workload
 
 # Small and quick; the dynamic-shape export serves any size.
 WORKLOAD = Workload(steps=3, height=64, width=64)
 
 
+@functools.cache
+def builtin_registry() -> VariantRegistry:
+    registry = VariantRegistry()
+    register_builtin(registry)
+    return registry
+
+
 def ctx_for(model: ModelRef, cache: Path, variant: str, **settings: str) -> BuildContext:
+    """The context the worker gives ``variant``'s loader: its name and its merged recipe."""
+    spec = builtin_registry().get(variant)
     return BuildContext(model=model, workload=WORKLOAD, cache_dir=cache, settings=settings,
-                        variant=variant)
+                        variant=spec.name, recipe=spec.recipe)
 
 
 # --- recipes: pure, no OpenVINO needed ---------------------------------------------------
@@ -35,6 +46,16 @@ def test_stacked_parts_make_one_recipe(tmp_path: Path) -> None:
     assert recipe == Recipe(weights="hybrid", static=True, tome_ratio=0.3)
     assert recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="3")).requests == 3
     assert recipe_for(ctx_for(model, tmp_path, "ov-fp32")) == Recipe()
+
+
+def test_recipe_is_read_from_the_context_not_the_name(tmp_path: Path) -> None:
+    model = ModelRef("tiny", str(tmp_path), "tiny-x")
+    spec = builtin_registry().get("ov-static+ov-int8-weights+ov-async")
+    unnamed = BuildContext(model=model, workload=WORKLOAD, cache_dir=tmp_path, recipe=spec.recipe)
+    assert recipe_for(unnamed) == Recipe(weights="int8", static=True, requests=2)
+    misnamed = BuildContext(model=model, workload=WORKLOAD, cache_dir=tmp_path,
+                            variant="ov-int8-hybrid+ov-tome")
+    assert recipe_for(misnamed) == Recipe()
 
 
 def test_bad_settings_name_the_setting(tmp_path: Path) -> None:

@@ -28,8 +28,10 @@ class SkipVariant(Exception):
 class BuildContext:
     """What a loader or transform may read: model, workload, cache, device and settings.
 
-    variant: the full variant name being built (``a+b`` for a composition), so a loader that
-        several parts share can tell which parts were stacked (e.g. ``ov-int8-hybrid+ov-tome``).
+    variant: the full variant name being built (``a+b`` for a composition), for messages.
+    recipe: the variant's ``VariantSpec.recipe`` (for a composition, the parts' recipes as the
+        registry merged them), so a loader that several parts share learns what they ask of it
+        without reading the name (e.g. ``{"weights": "hybrid", "tome": True}``).
     """
 
     model: ModelRef
@@ -38,6 +40,12 @@ class BuildContext:
     device: str = "cpu"
     settings: Mapping[str, str] = field(default_factory=dict)
     variant: str = ""
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A plain dict: builders get the context pickled into a child process, and a frozen
+        # spec's recipe (a mappingproxy) cannot be pickled.
+        object.__setattr__(self, "recipe", dict(self.recipe))
 
     def setting(self, name: str, default: T, parse: Callable[[str], T]) -> T:
         """A ``--sdperf-set name=value`` setting parsed with ``parse``, else ``default``."""

@@ -1,8 +1,10 @@
 """OpenVINO variants (optimum-intel + NNCF), run on the CPU device.
 
-Every ``ov-*`` variant shares one loader, ``load_openvino``, which reads the variant's name
-(``ctx.variant``) to learn which parts were stacked and assembles one build recipe from them,
-so the parts compose: ``ov-int8-hybrid+ov-tome``, ``ov-static+ov-int8-weights``,
+Every ``ov-*`` variant shares one loader, ``load_openvino``. Each part declares what it adds
+to the build recipe as data (``VariantSpec.recipe``, e.g. ov-int8-hybrid ``{"weights":
+"hybrid"}``); the registry's ``compose`` merges the parts' recipes, rejecting two that ask for
+different values of one key, and the loader reads the merged recipe from ``ctx.recipe``, so the
+parts compose: ``ov-int8-hybrid+ov-tome``, ``ov-static+ov-int8-weights``,
 ``ov-async+ov-int8-hybrid``... The IR comes from the cache (``openvino_cache``), built there
 by ``openvino_build`` when missing; with ``--sdperf-model`` pointing at an OpenVINO IR folder
 the export is skipped and that folder is used (and quantized from) as it is.
@@ -75,24 +77,10 @@ def _precision(text: str) -> str:
     return text
 
 
-# What each part adds to the recipe; ``tome`` is accepted too, should a backend-neutral
-# ``tome`` part ever be stacked with an ov-* loader.
-PART_FLAGS: dict[str, dict[str, Any]] = {
-    "ov-fp32": {},
-    "ov-static": {"static": True},
-    "ov-int8-weights": {"weights": "int8"},
-    "ov-int8-hybrid": {"weights": "hybrid"},
-    "ov-async": {"async": True},
-    "ov-tome": {"tome": True},
-    "tome": {"tome": True},
-}
-
-
 def recipe_for(ctx: BuildContext) -> Recipe:
-    """The recipe the stacked parts of ``ctx.variant`` and the settings ask for."""
-    flags: dict[str, Any] = {}
-    for part in ctx.variant.split("+"):
-        flags.update(PART_FLAGS.get(part, {}))
+    """The recipe the variant's parts declared (``ctx.recipe``: ``weights``, ``static``,
+    ``async``, ``tome``, merged by the registry) completed by the settings."""
+    flags = ctx.recipe
     tome = ctx.setting("tome_ratio", DEFAULT_TOME_RATIO, _tome_ratio) if flags.get("tome") else None
     return Recipe(
         weights=flags.get("weights", "fp32"),
@@ -224,20 +212,25 @@ def register(registry: VariantRegistry) -> None:
     """Register this family's variants."""
     add = registry.add
     add(_spec("ov-fp32", "OpenVINO IR via optimum-intel, dynamic shapes, CPU, f32"))
-    add(_spec("ov-static", "OpenVINO IR reshaped to the workload's shapes, then compiled"))
-    # Thresholds: see the measured figures at the end of this module.
+    add(_spec("ov-static", "OpenVINO IR reshaped to the workload's shapes, then compiled",
+              recipe={"static": True}))
+    # Thresholds: see the measured figures at the end of this module. The two int8 parts'
+    # recipes clash on "weights" too; their exclusive group rejects them first, naming the choice.
     add(_spec("ov-int8-weights", "NNCF 8-bit weight compression of every model (data-free)",
-              exclusive=("ov-weights",), thresholds=INT8_WEIGHTS_THRESHOLDS))
+              exclusive=("ov-weights",), recipe={"weights": "int8"},
+              thresholds=INT8_WEIGHTS_THRESHOLDS))
     add(_spec("ov-int8-hybrid", "NNCF hybrid quantization: UNet weights+activations 8-bit, "
               "other weights compressed; calibrated on shipped prompts "
               f"(setting ov_calibration_samples, default {DEFAULT_SAMPLES})",
-              exclusive=("ov-weights",), thresholds=INT8_HYBRID_THRESHOLDS))
+              exclusive=("ov-weights",), recipe={"weights": "hybrid"},
+              thresholds=INT8_HYBRID_THRESHOLDS))
     add(_spec("ov-async", "throughput mode: ov_requests generations in flight (default "
-              f"{DEFAULT_REQUESTS}), THROUGHPUT hint, one stream each; reports images/s"))
+              f"{DEFAULT_REQUESTS}), THROUGHPUT hint, one stream each; reports images/s",
+              recipe={"async": True}))
     add(_spec("ov-tome", "token merging (tomesd, ratio setting tome_ratio, default "
               f"{DEFAULT_TOME_RATIO}) exported into a static-shape UNet; stacks with "
               "ov-int8-*", requires=(*OV_REQUIRES, "tomesd"), exclusive=("token-merging",),
-              thresholds=TOME_THRESHOLDS))
+              recipe={"tome": True}, thresholds=TOME_THRESHOLDS))
 
 
 # Per-variant similarity floors against the torch-fp32 image. The embedded model has random

@@ -48,6 +48,10 @@ class VariantSpec:
         90 offloading (it installs device hooks, so it goes last).
     exclusive: group names; two parts of a composition sharing one cannot stack (e.g.
         ``dtype``: torch-bf16 and torch-fp16 both decide the weights' dtype).
+    recipe: what this part asks of its loader, key -> plain value, for a loader that several
+        parts share (e.g. ``{"weights": "hybrid"}`` for ov-int8-hybrid); a composition merges
+        its parts' recipes, two parts giving one key different values cannot stack, and the
+        loader reads the merged recipe from ``BuildContext.recipe``.
 
     Example (in a conftest.py)::
 
@@ -72,6 +76,7 @@ class VariantSpec:
     parts: tuple[str, ...] = ()
     order: int = 50
     exclusive: tuple[str, ...] = ()
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         reserved = ",*?[] " if self.parts else "+,*?[] "
@@ -84,6 +89,7 @@ class VariantSpec:
                 raise VariantError(f"variant {self.name}: {ref!r} is not a 'module:function'")
         object.__setattr__(self, "env", _frozen(self.env))
         object.__setattr__(self, "thresholds", _frozen(self.thresholds))
+        object.__setattr__(self, "recipe", _frozen(self.recipe))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the worker request."""
@@ -103,6 +109,7 @@ class VariantSpec:
             "parts": list(self.parts),
             "order": self.order,
             "exclusive": list(self.exclusive),
+            "recipe": dict(self.recipe),
         }
 
     @classmethod
@@ -127,11 +134,12 @@ def resolve_ref(ref: str) -> Callable[..., Any]:
 
 
 def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
-    """Stack variants, ``a+b+c``: one loader at most, one backend, no conflicting env.
+    """Stack variants, ``a+b+c``: one loader at most, one backend, no conflicting env or recipe.
 
     Transforms run by each part's ``order`` (precision, swaps, structure, precomputation,
     graph capture, offloading), parts of equal order as written; thresholds take the
-    loosest of the parts. Every rejection raises VariantError saying which parts clash.
+    loosest of the parts; the recipe is the union of the parts' recipes. Every rejection
+    raises VariantError saying which parts clash.
     """
     parts = list(specs)
     name = "+".join(p.name for p in parts)
@@ -153,6 +161,7 @@ def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
         parts=tuple(p.name for p in parts),
         order=min(p.order for p in parts),
         exclusive=tuple(dict.fromkeys(g for p in parts for g in p.exclusive)),
+        recipe=_merged_recipe(name, parts),
     )
 
 
@@ -181,13 +190,27 @@ def _check_stackable(name: str, parts: list[VariantSpec]) -> None:
 
 
 def _merged_env(name: str, parts: list[VariantSpec]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for p in parts:
-        for key, value in p.env.items():
-            if key in env and env[key] != value:
-                raise VariantError(f"{name}: {key} is set to both {env[key]!r} and {value!r}")
-            env[key] = value
-    return env
+    return _merged(name, [(p.name, p.env) for p in parts],
+                   "{key} is set to both {old!r} and {new!r}")
+
+
+def _merged_recipe(name: str, parts: list[VariantSpec]) -> dict[str, Any]:
+    return _merged(name, [(p.name, p.recipe) for p in parts],
+                   "{old_part} asks its loader for {key}={old!r} and {new_part} for {key}={new!r}; "
+                   "they cannot be stacked, pick one")
+
+
+def _merged(name: str, maps: list[tuple[str, Mapping[str, Any]]], clash: str) -> dict[str, Any]:
+    """The union of the parts' ``maps``; a key two parts set differently raises ``clash``."""
+    out: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for part, mapping in maps:
+        for key, value in mapping.items():
+            if key in out and out[key] != value:
+                raise VariantError(f"{name}: " + clash.format(
+                    key=key, old=out[key], new=value, old_part=owner[key], new_part=part))
+            out[key], owner[key] = value, part
+    return out
 
 
 def _loosest(maps: list[Mapping[str, float]]) -> dict[str, float]:
