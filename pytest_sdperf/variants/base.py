@@ -24,6 +24,19 @@ class SkipVariant(Exception):
     """Raised by a loader or transform when this machine cannot run the variant."""
 
 
+# Token merging (tomesd), shared by the PyTorch ``tome`` and the OpenVINO ``ov-tome`` variants.
+DEFAULT_TOME_RATIO = 0.4  # reference A's ratio
+MAX_TOME_RATIO = 0.75  # tomesd's limit for its 2x2 stride: 1 - 1/(sx*sy)
+
+
+def parse_tome_ratio(text: str) -> float:
+    """A token-merging ratio (setting ``tome_ratio``) in (0, 0.75)."""
+    ratio = float(text)
+    if not 0.0 < ratio < MAX_TOME_RATIO:
+        raise ValueError(f"must be above 0 and below {MAX_TOME_RATIO}")
+    return ratio
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What a loader or transform may read: model, workload, cache, device and settings.

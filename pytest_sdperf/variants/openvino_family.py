@@ -27,15 +27,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import BuildContext, Pipeline, SkipVariant
+from .base import DEFAULT_TOME_RATIO, BuildContext, Pipeline, SkipVariant, parse_tome_ratio
 from .registry import VariantRegistry, VariantSpec
 
 MODULE = "pytest_sdperf.variants.openvino_family"
 OV_REQUIRES = ("openvino", "optimum.intel", "nncf", "torch", "diffusers", "transformers")
 DEFAULT_SAMPLES = 200
 DEFAULT_REQUESTS = 2
-DEFAULT_TOME_RATIO = 0.4
-MAX_TOME_RATIO = 0.75  # tomesd merges at most 3 of every 2x2 tokens
 PRECISIONS = ("f32", "bf16", "f16")
 
 
@@ -64,13 +62,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _tome_ratio(text: str) -> float:
-    ratio = float(text)
-    if not 0.0 < ratio < MAX_TOME_RATIO:
-        raise ValueError(f"must be above 0 and below {MAX_TOME_RATIO}")
-    return ratio
-
-
 def _precision(text: str) -> str:
     if text not in PRECISIONS:
         raise ValueError(f"must be one of {', '.join(PRECISIONS)}")
@@ -81,7 +72,7 @@ def recipe_for(ctx: BuildContext) -> Recipe:
     """The recipe the variant's parts declared (``ctx.recipe``: ``weights``, ``static``,
     ``async``, ``tome``, merged by the registry) completed by the settings."""
     flags = ctx.recipe
-    tome = ctx.setting("tome_ratio", DEFAULT_TOME_RATIO, _tome_ratio) if flags.get("tome") else None
+    tome = ctx.setting("tome_ratio", DEFAULT_TOME_RATIO, parse_tome_ratio) if flags.get("tome") else None
     return Recipe(
         weights=flags.get("weights", "fp32"),
         # A merged UNet is traced at the workload's shape and only valid there.

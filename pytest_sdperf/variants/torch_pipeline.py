@@ -10,13 +10,11 @@ import contextlib
 import gc
 from typing import Any, Callable, ContextManager, Iterator
 
-from .base import BuildContext, Pipeline, SkipVariant
+from .base import DEFAULT_TOME_RATIO, BuildContext, Pipeline, SkipVariant, parse_tome_ratio
 from .registry import VariantRegistry, VariantSpec
 from .torch_family import TORCH_REQUIRES
 
 MODULE = "pytest_sdperf.variants.torch_pipeline"
-DEFAULT_TOME_RATIO = 0.4
-MAX_TOME_RATIO = 0.75  # tomesd's limit for its 2x2 stride: 1 - 1/(sx*sy)
 
 
 def apply_dpm_solver(pipeline: Pipeline, ctx: BuildContext) -> None:
@@ -27,14 +25,6 @@ def apply_dpm_solver(pipeline: Pipeline, ctx: BuildContext) -> None:
     pipe = pipeline.pipe
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
     pipeline.info["scheduler"] = "DPMSolverMultistepScheduler"
-
-
-def parse_tome_ratio(text: str) -> float:
-    """A token-merging ratio in (0, 0.75)."""
-    ratio = float(text)
-    if not 0.0 < ratio < MAX_TOME_RATIO:
-        raise ValueError(f"must be above 0 and below {MAX_TOME_RATIO}")
-    return ratio
 
 
 def apply_tome(pipeline: Pipeline, ctx: BuildContext) -> None:
