@@ -23,6 +23,10 @@ from .atomic import atomic_write_text
 from .measure.latency import LatencyStats
 
 SCHEMA_VERSION = 1
+# How an entry's ``thresholds`` are read. 1: every limit the test was recorded with (the rules
+# before entry rules existed). 2: only the entry's own limits (hand edits), so the defaults and
+# the session's --sdperf-*-pct options reach every test without it being re-recorded.
+ENTRY_RULES = 2
 # What a baseline file keeps of the session header (a measured peak would churn every write).
 HEADER_KEYS = ("machine", "environment")
 
@@ -33,6 +37,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "required": ["variant", "model", "workload", "latency", "memory", "thresholds"],
     "properties": {
         "variant": {"type": "string"},
+        "rules": {"type": "integer", "minimum": 1},
         "model": {"type": "string"},
         "workload": {"type": "object"},
         "latency": {
@@ -87,8 +92,9 @@ class BaselineError(Exception):
 class BaselineEntry:
     """One test's stored figures (``ENTRY_SCHEMA``): what the gate compares a measurement with.
 
-    thresholds: the limits written with the entry (a user may edit them by hand; they rank
-    above the variant's and below the marker's). recorded: when (UTC, ISO 8601).
+    thresholds: the entry's own limits, which a user may edit by hand; they rank above the
+    defaults, the variant's and the session's options, below the marker's (see ``rules``).
+    recorded: when (UTC, ISO 8601).
     """
 
     variant: str
@@ -101,11 +107,13 @@ class BaselineEntry:
     info: Mapping[str, Any] = field(default_factory=dict)
     build_s: float | None = None
     recorded: str = ""
+    rules: int = ENTRY_RULES  # how ``thresholds`` are read (ENTRY_RULES); absent in a file: 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the baseline file."""
         return {
-            "variant": self.variant, "model": self.model, "workload": dict(self.workload),
+            "variant": self.variant, "rules": self.rules, "model": self.model,
+            "workload": dict(self.workload),
             "latency": self.latency.to_dict(), "memory": dict(self.memory),
             "similarity": dict(self.similarity) if self.similarity is not None else None,
             "thresholds": dict(self.thresholds), "info": dict(self.info),
@@ -122,6 +130,7 @@ class BaselineEntry:
             thresholds={k: float(v) for k, v in data["thresholds"].items()},
             similarity=dict(sim) if sim is not None else None, info=dict(data.get("info") or {}),
             build_s=data.get("build_s"), recorded=str(data.get("recorded", "")),
+            rules=int(data.get("rules", 1)),
         )
 
 

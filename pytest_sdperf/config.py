@@ -49,6 +49,17 @@ positive_float = bounded_number(float, 0.0, strict=True)
 non_negative_float = bounded_number(float, 0.0)
 
 
+def ssim_value(text: str) -> float:
+    """An SSIM floor: a number from -1 to 1 (SSIM's range), or an error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from -1 to 1 (SSIM's range)")
+    return value
+
+
 def rounds_value(text: str) -> int:
     """A positive round count, or 'auto' (returned as 0): sample until the median is known."""
     if text.strip().lower() == "auto":
@@ -203,6 +214,10 @@ OPTIONS: tuple[Option, ...] = (
            "rewrite every baseline entry and reference image, and pass", kind="flag"),
     Option("--sdperf-list-variants", None, _bool, False,
            "list the registered variants, whether they run here, and exit", kind="flag", ini=False),
+    Option("--sdperf-strict", "strict", _bool, False,
+           "fail a test whose baseline entry or reference image is missing (recorded now), or "
+           "whose comparison is inconclusive; for nightly CI (default: such a test passes with a "
+           "warning)", kind="flag"),
     Option("--sdperf-allow-pickle", "allow_pickle", _bool, False,
            "allow pickle (.bin/.ckpt) weights in --sdperf-model folders", kind="flag"),
     Option("--sdperf-model", "model", str, "tiny",
@@ -261,6 +276,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("--sdperf-history", "history", history_target, None,
            "append results to a history database: a SQLAlchemy URL (postgresql+psycopg://...), "
            "a SQLite file, or 'default' (<baselines>/history.sqlite)", "URL_OR_PATH"),
+    Option("--sdperf-latency-pct", "latency_pct", non_negative_float, None,
+           "latency limit in percent over the baseline, for every test of the session (ranks "
+           "above the variant's, below a baseline entry's hand edit and the marker's)", "PCT"),
+    Option("--sdperf-memory-pct", "memory_pct", non_negative_float, None,
+           "peak-memory limit in percent over the baseline, for every test (ranked as above)",
+           "PCT"),
+    Option("--sdperf-min-ssim", "min_ssim", ssim_value, None,
+           "SSIM floor against the reference image, -1 to 1, for every test (ranked as above)",
+           "X"),
+    Option("--sdperf-min-psnr", "min_psnr", non_negative_float, None,
+           "PSNR floor in dB against the reference image, for every test (ranked as above)",
+           "DB"),
     Option("--sdperf-set", "sets", key_value, (),
            "a variant setting, e.g. tome_ratio=0.5 (repeatable; one a line in the ini key)",
            "NAME=VALUE", kind="list"),
@@ -321,8 +348,19 @@ class Settings:
     steps: int | None = _default("steps")  # overrides every test's steps
     size: tuple[int, int] | None = _default("size")  # overrides every test's height, width
     protocols: tuple[str, ...] = _default("protocols")  # protocol tests to run ('all')
+    strict: bool = _default("strict")
+    latency_pct: float | None = _default("latency_pct")
+    memory_pct: float | None = _default("memory_pct")
+    min_ssim: float | None = _default("min_ssim")
+    min_psnr: float | None = _default("min_psnr")
     rounds_given: bool = False  # rounds/warmup came from an option or ini key, not defaults
     warmup_given: bool = False
+
+    def threshold_overrides(self) -> dict[str, float]:
+        """The session's limits (--sdperf-latency-pct, ...), where given."""
+        given = {"latency_pct": self.latency_pct, "memory_pct": self.memory_pct,
+                 "min_ssim": self.min_ssim, "min_psnr": self.min_psnr}
+        return {k: v for k, v in given.items() if v is not None}
 
     def workload_overrides(self) -> dict[str, int]:
         """What --sdperf-steps and --sdperf-size impose on every test's workload."""

@@ -3,7 +3,8 @@
 Follows pytest-regressions' ``perform_regression_check``: look up the stored entry, call the
 judge (``judge.judge``), perform the writes the verdict calls for, and turn the outcome into
 pass / fail / warning in one place (``Gate._conclude``). A missing entry or reference image is
-written and the test fails; ``--sdperf-update`` rewrites failing entries (they still fail);
+written and the test passes with a warning ("recorded"; ``--sdperf-strict`` fails it, and an
+inconclusive comparison too); ``--sdperf-update`` rewrites failing entries (they still fail);
 ``--sdperf-update-all`` rewrites every entry and passes. What a failing test measured is saved
 beside the baseline. Making a missing reference image (running the reference variant) is the
 measurement fixture's job (``SdperfState.ensure_references``), not the gate's.
@@ -36,6 +37,15 @@ class SdperfInconclusive(UserWarning):
     """A latency comparison the samples could not decide."""
 
 
+class SdperfRecorded(UserWarning):
+    """A baseline entry or reference image that was missing, written now (the test passes)."""
+
+
+# The limits every entry of rules 1 was written with, before the marker's and the variant's:
+# an old entry's stored limit that equals what these give is not a hand edit.
+RULES_1_DEFAULTS = Thresholds(latency_pct=50.0, memory_pct=20.0, min_ssim=0.90, min_psnr=20.0)
+
+
 @dataclass(frozen=True)
 class Stored:
     """A test's baseline entry as looked up: its key, the entry (None: nothing stored) and
@@ -52,7 +62,8 @@ class _Outcome:
 
     verdict: str = "pass"
     reason: str = ""
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # each fails the test
+    recordings: list[str] = field(default_factory=list)  # what was missing and is written now
 
 
 def _same_subject(entry: BaselineEntry, model_key: str, workload: Workload) -> bool:
@@ -89,11 +100,12 @@ class Gate:
             return self._check_foreign(m, stored)
         t = self._thresholds(stored.entry)
         outcome = _Outcome()
-        sim = self._similarity(m, outcome.problems)
+        sim = self._similarity(m, outcome.recordings)
         current = Figures(m.latency, m.memory.to_dict(), *_sim_figures(sim))
         previous = Figures(stored.entry.latency, stored.entry.memory) if stored.entry else None
         verdict = judge(current, previous, t, s.gate_mode, s.reference_variant)
-        return self._conclude(m, stored, verdict, self._entry(m, sim, t), sim, outcome)
+        new_entry = self._entry(m, sim, self._own_limits(stored.entry))
+        return self._conclude(m, stored, verdict, new_entry, sim, outcome)
 
     def lookup(self, model_key: str, workload: Workload) -> Stored:
         """The entry under test id @ model / workload; else one under the bare test id (files
@@ -138,10 +150,13 @@ class Gate:
         if stored.entry is None or s.update_all:
             self._queue(stored, new_entry)
             if stored.entry is None and not s.update_all:
-                outcome.problems.append(self._missing_text(stored.key))
+                outcome.recordings.append(self._missing_text(stored.key))
         for c in verdict.inconclusive():
             outcome.verdict = "inconclusive"
-            warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=3)
+            if s.strict:
+                outcome.problems.append(f"--sdperf-strict: inconclusive: {c.message()}")
+            else:
+                warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=3)
         regressions = verdict.regressions()
         if regressions:
             outcome.verdict = "regression"
@@ -149,11 +164,20 @@ class Gate:
             outcome.problems.extend(self._regression_text(m, stored, regressions, new_entry))
         if s.update_all:
             outcome.verdict = "updated"
-        elif outcome.problems and outcome.verdict == "pass":
+        elif outcome.recordings and outcome.verdict == "pass":
             outcome.verdict = "recorded"
+            outcome.reason = outcome.recordings[0]
         record = self._record(m, sim, outcome, verdict.detectable_pct)
         self.state.records.append(record)
-        if outcome.problems and not s.update_all:
+        if s.update_all:
+            return record
+        if outcome.recordings and (s.strict or outcome.problems):
+            strict = ["--sdperf-strict: a missing baseline entry or reference image fails the test "
+                      "(it was recorded now)"] if s.strict else []
+            outcome.problems[:0] = [*outcome.recordings, *strict]
+        elif outcome.recordings:
+            warnings.warn(SdperfRecorded(f"{self.test_id}: " + "; ".join(outcome.recordings)), stacklevel=3)
+        if outcome.problems:
             pytest.fail("\n".join(outcome.problems), pytrace=False)
         return record
 
@@ -162,7 +186,7 @@ class Gate:
         seen = f" (baselines exist for other machines: {', '.join(others)}; they are " \
             "never compared silently, see --sdperf-machine-key)" if others else ""
         return (f"no baseline entry for {key} in {self.state.store.path}: "
-                f"recorded now; run again to compare{seen}")
+                f"recorded now; the next run compares with it{seen}")
 
     def _queue(self, stored: Stored, new_entry: BaselineEntry) -> None:
         self.state.store.queue(stored.key, new_entry)
@@ -199,9 +223,21 @@ class Gate:
         return record
 
     def _thresholds(self, entry: BaselineEntry | None) -> Thresholds:
-        """Defaults < the variant's < the baseline entry's (hand edits) < the marker's."""
-        stored = entry.thresholds if entry is not None else {}
-        return Thresholds().merged(self.spec.thresholds).merged(stored).merged(self.marker_thresholds)
+        """Defaults < the variant's < the session's options (--sdperf-latency-pct, ...) < the
+        baseline entry's own limits (hand edits) < the marker's."""
+        return (Thresholds().merged(self.spec.thresholds)
+                .merged(self.state.settings.threshold_overrides())
+                .merged(self._own_limits(entry)).merged(self.marker_thresholds))
+
+    def _own_limits(self, entry: BaselineEntry | None) -> dict[str, float]:
+        """The entry's own limits. An entry of rules 1 stored every limit it was recorded with;
+        of those, the ones the old defaults, the variant and the marker give are not its own."""
+        if entry is None:
+            return {}
+        if entry.rules >= 2:
+            return dict(entry.thresholds)
+        given = RULES_1_DEFAULTS.merged(self.spec.thresholds).merged(self.marker_thresholds).to_dict()
+        return {k: v for k, v in entry.thresholds.items() if given.get(k) != v}
 
     def _regression_text(self, m: Measurement, stored: Stored, regressions: list[Check],
                          new_entry: BaselineEntry) -> list[str]:
@@ -232,7 +268,7 @@ class Gate:
 
     def _similarity(self, m: Measurement, problems: list[str]) -> Similarity | None:
         """SSIM/PSNR against the reference images; the reference variant writes them where they
-        are missing (a first recording: ``problems`` says so) or with --sdperf-update-all."""
+        are missing (a first recording: appended to ``problems``) or with --sdperf-update-all."""
         refs = self.state.reference_paths(m.model_key, m.workload)
         s = self.state.settings
         existed = all(p.exists() for p in refs)
@@ -240,16 +276,17 @@ class Gate:
             self.state.write_references(m.images, refs)
             if not existed and not s.update_all:
                 problems.append(f"no FP32 reference image for {m.model_key}/{m.workload.key()}: "
-                                f"written to {refs[0].parent}; run again to compare")
+                                f"written to {refs[0].parent}; the next run compares with it")
         elif not existed:
             raise pytest.fail.Exception(f"no FP32 reference image for {m.model_key}/"
                                         f"{m.workload.key()} in {refs[0].parent}", pytrace=False)
         return compare_images([load_png(p) for p in m.images], [load_png(p) for p in refs])
 
-    def _entry(self, m: Measurement, sim: Similarity | None, t: Thresholds) -> BaselineEntry:
+    def _entry(self, m: Measurement, sim: Similarity | None, own: Mapping[str, float]) -> BaselineEntry:
+        """The entry to write: these figures, keeping the old entry's own limits (hand edits)."""
         return BaselineEntry(
             variant=m.variant, model=m.model_key, workload=m.workload.to_dict(), latency=m.latency,
-            memory=m.memory.to_dict(), thresholds=t.to_dict(),
+            memory=m.memory.to_dict(), thresholds=dict(own),
             similarity=sim.to_dict() if sim else None, info=dict(m.info), build_s=m.build_s,
             recorded=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )

@@ -82,12 +82,27 @@ def pytest_configure(config: pytest.Config) -> None:
         registry.get(settings.reference_variant)
     except (UsageError, VariantError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    _check_baselines(state)
     config.stash[STATE] = state
     if settings.enabled and _xdist_workers(config):
         config.issue_config_time_warning(pytest.PytestWarning(
             "pytest-sdperf: timings taken while pytest-xdist runs tests in parallel compete for "
             "the same cores and are not trustworthy; results and baselines stay consistent "
             "(file lock), but record and gate latency without -n"), stacklevel=2)
+
+
+def _check_baselines(state: SdperfState) -> None:
+    """A damaged baseline file is a usage error before any worker is started (naming the file
+    and the fix); --sdperf-update-all replaces it, keeping a .bak copy."""
+    from .baselines import BaselineError
+
+    s = state.settings
+    if not s.enabled or s.update_all:
+        return
+    try:
+        state.store.entries()
+    except BaselineError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _xdist_workers(config: pytest.Config) -> int:

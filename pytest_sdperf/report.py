@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -91,6 +92,16 @@ def table(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list
     return [fmt(COLUMNS), fmt("-" * w for w in widths), *(fmt(row) for row in body)]
 
 
+def verdict_counts(records: Sequence[Record]) -> dict[str, int]:
+    """How many tests ended in each verdict (pass, recorded, inconclusive, regression, ...)."""
+    return dict(Counter(r.verdict for r in records))
+
+
+def counts_line(records: Sequence[Record]) -> str:
+    """``sdperf: 18 pass, 2 recorded, 1 regression`` (recorded: a baseline written this run)."""
+    return "sdperf: " + ", ".join(f"{n} {verdict}" for verdict, n in verdict_counts(records).items())
+
+
 def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], notes: Sequence[str],
                            written: Sequence[Path], reference: str = REFERENCE_VARIANT) -> None:
     """The end-of-session section."""
@@ -100,6 +111,8 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
     tr.section("sdperf summary")
     for line in [*table(records, reference), *peak_lines(records)]:
         tr.write_line(line)
+    if records:
+        tr.write_line(counts_line(records))
     ups = [r for r in records if r.reason]
     for r in ups:
         tr.write_line(f"{r.variant}: {r.reason}")
@@ -115,6 +128,7 @@ def write_json(path: Path, header: dict[str, Any], records: Sequence[Record],
     ups = speedups(records, reference)
     doc = {
         **header,
+        "verdicts": verdict_counts(records),
         "results": [
             {**r.to_dict(), "speedup_vs_fp32": ups.get(r.test_id)} for r in records
         ],

@@ -83,7 +83,7 @@ def test_gate_records_then_passes_then_fails_a_slowdown(tmp_path: Path) -> None:
     def gate() -> Gate:
         return Gate(state, "suite::test[ref]", spec, {"latency_pct": 10.0}, tmp_path)
 
-    with pytest.raises(pytest.fail.Exception, match="no baseline entry"):
+    with pytest.warns(UserWarning, match="no baseline entry"):  # a first recording passes
         gate().check(_measurement(tmp_path, 1.0))
     state.store.flush(state.header())
     assert gate().check(_measurement(tmp_path, 1.02)).verdict == "pass"
@@ -110,10 +110,57 @@ def test_latency_target_is_the_stored_entry_typed(tmp_path: Path) -> None:
     gate = Gate(state, "suite::test[ref]", spec, {"latency_pct": 7.0}, tmp_path)
     m = _measurement(tmp_path, 1.0)
     assert gate.latency_target(m.model_key, m.workload) is None  # nothing stored yet
-    with pytest.raises(pytest.fail.Exception):
+    with pytest.warns(UserWarning, match="recorded now"):
         gate.check(m)
     state.store.flush(state.header())
     target = gate.latency_target(m.model_key, m.workload)
     assert target is not None and target.mode == "absolute" and target.latency_pct == 7.0
     assert target.baseline.samples == m.latency.samples
     assert len(state.records) == 1  # looking the entry up recorded nothing
+
+
+def _gate(state: SdperfState, tmp_path: Path, marker: dict[str, float] | None = None) -> Gate:
+    spec = VariantSpec(name="ref", family="t", description="t")
+    return Gate(state, "suite::test[ref]", spec, marker or {}, tmp_path)
+
+
+def test_session_limit_ranks_above_the_default_and_below_the_marker(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    state = _state(tmp_path)
+    with pytest.warns(UserWarning, match="recorded now"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))  # a first recording passes
+    state.store.flush(state.header())
+    assert state.records[-1].verdict == "recorded"
+    assert _gate(state, tmp_path).check(_measurement(tmp_path, 1.2)).verdict == "pass"  # 50% default
+    state.settings = replace(state.settings, latency_pct=5.0)
+    with pytest.raises(pytest.fail.Exception, match="limit 1.050x"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.2))
+    assert _gate(state, tmp_path, {"latency_pct": 30.0}).check(_measurement(tmp_path, 1.2)).verdict == "pass"
+
+
+def test_entries_of_the_old_rules_keep_their_hand_edits_only(tmp_path: Path) -> None:
+    """Entries written before entry rules stored every limit; those equal to what the old
+    defaults gave are not the entry's own, so the session's limit reaches them."""
+    import json
+    from dataclasses import replace
+
+    state = _state(tmp_path)
+    with pytest.warns(UserWarning):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))
+    state.store.flush(state.header())
+    path = state.store.path
+    doc = json.loads(path.read_text())
+    (entry,) = doc["entries"].values()
+    del entry["rules"]
+    entry["thresholds"] = {"latency_pct": 50.0, "memory_pct": 20.0, "min_ssim": 0.9, "min_psnr": 20.0}
+    path.write_text(json.dumps(doc))
+    state = _state(tmp_path)
+    state.settings = replace(state.settings, latency_pct=5.0)
+    with pytest.raises(pytest.fail.Exception, match="limit 1.050x"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.2))
+    entry["thresholds"]["latency_pct"] = 30.0  # a hand edit: it ranks above the session's limit
+    path.write_text(json.dumps(doc))
+    state = _state(tmp_path)
+    state.settings = replace(state.settings, latency_pct=5.0)
+    assert _gate(state, tmp_path).check(_measurement(tmp_path, 1.2)).verdict == "pass"

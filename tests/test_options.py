@@ -48,6 +48,10 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
         (["--sdperf-variants", "fake,,x"], "*not a comma list of variant names*"),
         (["--sdperf-set", "novalue"], "*'novalue' is not NAME=VALUE*"),
         (["--sdperf-reference", "nope"], "*unknown variant 'nope'*"),
+        (["--sdperf-latency-pct", "-5"], "*--sdperf-latency-pct*'-5' must be 0 or more*"),
+        (["--sdperf-memory-pct", "lots"], "*--sdperf-memory-pct*'lots' is not a number*"),
+        (["--sdperf-min-ssim", "1.5"], "*--sdperf-min-ssim*'1.5' must be from -1 to 1*"),
+        (["--sdperf-min-psnr", "-1"], "*--sdperf-min-psnr*'-1' must be 0 or more*"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, run: SdperfRun,
@@ -59,6 +63,7 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, run: SdperfRun,
 
 @pytest.mark.parametrize("ini, message", [
     ("sdperf_rounds = 0", "*ini key sdperf_rounds = '0'*must be 1 or more*"),
+    ("sdperf_min_ssim = 2", "*ini key sdperf_min_ssim = '2'*must be from -1 to 1*"),
     ("sdperf_set =\n  novalue", "*ini key sdperf_set = [[]'novalue'[]]*'novalue' is not NAME=VALUE*"),
 ])
 def test_ini_twins_are_read_and_validated(pytester: pytest.Pytester, run: SdperfRun,
