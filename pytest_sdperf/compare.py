@@ -78,12 +78,16 @@ def ratio_of_medians_ci(
     return point, float(min(low, point)), float(max(high, point))
 
 
-def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: float) -> Check:
-    """Latency verdict under the rule in this module's docstring."""
+def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: float,
+                    seconds: bool = True) -> Check:
+    """Latency verdict under the rule in this module's docstring (``seconds``: the samples are
+    seconds, else ratios to a paired reference or to the calibration)."""
     point, low, high = ratio_of_medians_ci(current, baseline)
     limit = 1.0 + pct / 100.0
+    unit = " s" if seconds else ""
+    what = "median" if seconds else "median per-round ratio"
     detail = (
-        f"median {np.median(current):.3f} s vs {np.median(baseline):.3f} s, "
+        f"{what} {np.median(current):.3f}{unit} vs {np.median(baseline):.3f}{unit}, "
         f"95% CI of the ratio {low:.3f}-{high:.3f}, n={len(current)}/{len(baseline)}"
     )
     # A true ratio R shows up with about this interval around it, so the run flags it once
@@ -135,7 +139,7 @@ def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: f
                   reference: str = "") -> Check:
     """The latency gate's check in ``mode`` (see ``latency_figures``)."""
     figures = latency_figures(mode, current, stored, reference)
-    check = compare_latency(figures.current, figures.baseline, pct)
+    check = compare_latency(figures.current, figures.baseline, pct, figures.mode == "absolute")
     detail = f"{check.detail}; {figures.note}" if figures.note else check.detail
     return replace(check, metric=figures.metric, detail=detail)
 

@@ -236,12 +236,13 @@ OPTIONS: tuple[Option, ...] = (
            "comma list of variant names, globs or a+b compositions (default: all)", "LIST"),
     Option("--sdperf-baselines", "baselines_dir", _path, Path("baselines"),
            "baseline folder (default: {default}/)", "DIR"),
-    Option("--sdperf-rounds", "rounds", rounds_value, 5,
-           "timed rounds (default {default}), or 'auto': until the comparison with the baseline "
-           f"is decided (with no baseline, until the median is known to +-{AUTO_HALFWIDTH:.0%}), "
-           "or the time budget is spent", "N"),
-    Option("--sdperf-time-budget", "time_budget_s", positive_float, 120.0,
-           "seconds of timed rounds per variant with --sdperf-rounds auto (default {default})", "S"),
+    Option("--sdperf-rounds", "rounds", rounds_value, 0,
+           "timed rounds, or 'auto' (the default): at least "
+           f"{AUTO_MIN_ROUNDS}, then until the comparison with the baseline is decided (with no "
+           f"baseline, until the median is known to +-{AUTO_HALFWIDTH:.0%}), or the time budget "
+           "is spent", "N"),
+    Option("--sdperf-time-budget", "time_budget_s", positive_float, 30.0,
+           "seconds of timed rounds per test with --sdperf-rounds auto (default {default})", "S"),
     Option("--sdperf-warmup", "warmup", non_negative_int, 1, "warm-up calls (default {default})",
            "N"),
     Option("--sdperf-cache-dir", "cache_dir", _path, _default_cache_dir,
@@ -261,9 +262,10 @@ OPTIONS: tuple[Option, ...] = (
            "DEV"),
     Option("--sdperf-memray-dir", "memray_dir", _path, None,
            "keep each variant's memray capture here", "DIR"),
-    Option("--sdperf-gate", "gate_mode", gate_mode, "relative",
-           "{default} (default: latency over an interleaved calibration workload), paired (over "
-           "the reference variant timed in the same worker, rounds interleaved) or absolute",
+    Option("--sdperf-gate", "gate_mode", gate_mode, "paired",
+           "{default} (default: latency over the reference variant, timed in its own worker "
+           "process, rounds interleaved ABBA; the reference's own test over calibration), "
+           "relative (over an interleaved calibration workload) or absolute (seconds)",
            "MODE"),
     Option("--sdperf-machine-key", "machine_key", str, None,
            "compare with another machine's baseline file, by calibration-relative latency only",

@@ -123,7 +123,7 @@ class Gate:
     def latency_target(self, model_key: str, workload: Workload) -> AutoTarget | None:
         """What ``--sdperf-rounds auto`` samples towards: the stored entry's latency, the gate
         mode and the limit, so the worker times rounds until the comparison is decided (see
-        worker._more_rounds). None when there is nothing to compare with, or when re-recording."""
+        rounds.more_rounds). None when there is nothing to compare with, or when re-recording."""
         s = self.state.settings
         if s.update_all:
             return None

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import os
 import platform
 import re
 import sys
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterable
 
@@ -130,11 +130,22 @@ def max_freq_khz(cpus: Iterable[int], sys_root: Path = CPU_SYS) -> int | None:
     return max(found) if found else None
 
 
+def mem_available_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Memory the kernel could give without swapping (MemAvailable), or None where unknown."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def package_version(name: str) -> str | None:
     """The installed version of distribution ``name``, or None where it is not installed."""
     try:
-        return version(name)
-    except PackageNotFoundError:
+        return importlib.metadata.version(name)  # looked up at call time: tests patch it
+    except importlib.metadata.PackageNotFoundError:
         return None
 
 

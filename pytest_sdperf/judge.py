@@ -2,7 +2,7 @@
 
 Pure: no files, no pytest. Everything that judges calls ``judge``: the gate a test calls
 (``gate.Gate``), ``sdperf compare`` (two results files), the validation harness
-(``validate``) and a worker's auto-rounds stopping rule (``worker._more_rounds``). The
+(``validate``) and the auto-rounds stopping rule (``rounds.more_rounds``). The
 per-metric rules live in ``compare`` (latency interval rule, memory limit, similarity floors).
 
 Example::

@@ -295,6 +295,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None or not state.settings.enabled:
         return
+    state.close()
     try:
         if state._store is not None:
             state.written += state.store.flush(state.header(), force=state.settings.update_all)

@@ -77,6 +77,12 @@ class Watchdog:
         self.first_call_s: float | None = None
         self.last_event = "worker started"
 
+    def resume(self) -> None:
+        """The worker was idle, waiting for its parent, until now: silence counts from here."""
+        for line in self._new_lines():
+            self._take(line)
+        self._last = self._clock()
+
     def limit_s(self) -> float | None:
         """Seconds of silence that mean hung now; None while building or before the first call."""
         if self.floor_s <= 0 or self._building or self.first_call_s is None:

@@ -52,7 +52,7 @@ class AutoTarget:
 @dataclass(frozen=True)
 class AutoRounds:
     """The auto-rounds stopping rule's limits (``rounds == 0`` in the request), see
-    ``worker._more_rounds``."""
+    ``rounds.more_rounds``."""
 
     min_rounds: int = 5
     max_rounds: int = 60
@@ -78,9 +78,9 @@ class AutoRounds:
 class WorkerRequest:
     """One measurement: build ``variant`` on ``model``, time ``workload``, save its images.
 
-    rounds: timed rounds, or 0 for auto rounds (``auto``). warmup_steps: steps of the untimed
-    calls (a protocol's), None for the workload's. reference: the variant timed beside this one
-    (paired gating), None for none. measure_peak: also measure the GEMM peak over
+    rounds: timed rounds, or 0 for auto rounds (``auto``); a worker the parent drives
+    (``--serve``) times what it is told instead. warmup_steps: steps of the untimed calls (a
+    protocol's), None for the workload's. measure_peak: also measure the GEMM peak over
     ``machine_cpus``. progress: the heartbeat file the parent's watchdog reads.
     """
 
@@ -98,7 +98,6 @@ class WorkerRequest:
     memray_capture: Path | None = None
     measure_peak: bool = False
     machine_cpus: tuple[int, ...] = ()
-    reference: VariantSpec | None = None
     progress: Path | None = None
 
     def with_progress(self, path: Path) -> WorkerRequest:
@@ -115,14 +114,13 @@ class WorkerRequest:
             "warmup_steps": self.warmup_steps,
             "memray_capture": str(self.memray_capture) if self.memray_capture else None,
             "measure_peak": self.measure_peak, "machine_cpus": list(self.machine_cpus),
-            "reference": self.reference.to_dict() if self.reference else None,
             "progress": str(self.progress) if self.progress else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkerRequest:
         """The inverse of ``to_dict``."""
-        ref, memray, progress = data.get("reference"), data.get("memray_capture"), data.get("progress")
+        memray, progress = data.get("memray_capture"), data.get("progress")
         return cls(
             variant=VariantSpec.from_dict(data["variant"]), model=ModelRef(**data["model"]),
             workload=Workload.from_dict(data["workload"]), cache_dir=Path(data["cache_dir"]),
@@ -132,7 +130,6 @@ class WorkerRequest:
             warmup_steps=data.get("warmup_steps"), memray_capture=Path(memray) if memray else None,
             measure_peak=bool(data.get("measure_peak")),
             machine_cpus=tuple(int(c) for c in data.get("machine_cpus", ())),
-            reference=VariantSpec.from_dict(ref) if ref else None,
             progress=Path(progress) if progress else None,
         )
 

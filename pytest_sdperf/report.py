@@ -109,7 +109,7 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
         return
     tr = terminalreporter
     tr.section("sdperf summary")
-    for line in [*table(records, reference), *peak_lines(records)]:
+    for line in [*(table(records, reference) if records else []), *peak_lines(records)]:
         tr.write_line(line)
     if records:
         tr.write_line(counts_line(records))

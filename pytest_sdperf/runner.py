@@ -1,16 +1,22 @@
-"""Parent side of the worker protocol: spawn, wait with a timeout, read the result."""
+"""Parent side of the worker protocol: spawn, wait with a timeout, read the result.
+
+``run_worker`` runs a worker that times itself to the end. ``DrivenWorker`` keeps one alive and
+sends it commands (``worker --serve``), one round at a time, so that the rounds of two
+processes can interleave; a worker the parent no longer needs is closed.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from .progress import DEFAULT_HANG_FLOOR_S, Stall, Watchdog, dump_stacks
 from .protocol import OK, SKIP, WorkerRequest, WorkerResult
@@ -129,3 +135,117 @@ def _wait(
 def _tail(path: Path) -> str:
     data = path.read_bytes()[-STDERR_TAIL:]
     return data.decode("utf-8", errors="replace")
+
+
+class WorkerGone(Exception):
+    """A driven worker that skipped, failed, hung or died; ``outcome`` says which and why."""
+
+    def __init__(self, outcome: WorkerOutcome) -> None:
+        super().__init__(outcome.status)
+        self.outcome = outcome
+
+
+class DrivenWorker:
+    """A worker kept alive and driven one command at a time (``worker --serve``).
+
+    Every wait is watched as ``run_worker``'s is: the hard cap ``timeout_s`` per command (the
+    build and warm-up included in the first), and the hang watchdog, whose silence counts from
+    each command, so a worker idle between commands is never judged hung. ``start`` returns once
+    the worker is built and warm; its faults raise WorkerGone.
+    """
+
+    def __init__(self, request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
+                 hang_floor_s: float = DEFAULT_HANG_FLOOR_S) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.req_path, self.res_path, self.err_path, progress_path = (
+            workdir / n for n in ("request.json", "result.json", "stderr.txt", "progress.jsonl"))
+        self.req_path.write_text(json.dumps(request.with_progress(progress_path).to_dict(), indent=1))
+        self.res_path.unlink(missing_ok=True)
+        progress_path.unlink(missing_ok=True)
+        self.timeout_s = timeout_s
+        self.watchdog = Watchdog(progress_path, hang_floor_s)
+        self._buffer = b""
+        self.last_reply: dict[str, Any] = {}
+        read_fd, write_fd = os.pipe()
+        cmd = [sys.executable, "-m", "pytest_sdperf.worker", "--serve", str(write_fd),
+               str(self.req_path), str(self.res_path)]
+        with self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=err, stderr=subprocess.STDOUT, env=worker_env(env),
+                start_new_session=True, pass_fds=(write_fd,))
+        os.close(write_fd)
+        self._replies = read_fd
+
+    def start(self) -> None:
+        """Wait until the worker is built and warm (WorkerGone if it skipped or failed)."""
+        self._await()
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        """Send one command and wait for its reply."""
+        assert self.proc.stdin is not None
+        self.watchdog.resume()
+        try:
+            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died: _await says how
+        return self._await()
+
+    def finish(self, reference: list[float] | None = None) -> WorkerOutcome:
+        """The worker's result, after it wrote it and exited (WorkerGone if it could not)."""
+        self.ask(cmd="finish", reference=reference or [])
+        code = self.proc.wait(timeout=self.timeout_s)
+        self.close()
+        result = WorkerResult.from_dict(json.loads(self.res_path.read_text()))
+        return WorkerOutcome(result.status, result, _tail(self.err_path), code)
+
+    def close(self) -> None:
+        """End the worker (its input closed; killed if it does not exit at once)."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self._replies >= 0:
+            os.close(self._replies)
+            self._replies = -1
+
+    def _await(self) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout_s
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([self._replies], [], [], POLL_S)
+            if ready:
+                chunk = os.read(self._replies, 65536)
+                if not chunk:  # the worker closed its end: it exited
+                    raise WorkerGone(self._ended())
+                self._buffer += chunk
+                continue
+            stall = self.watchdog.poll()
+            if stall is not None or time.monotonic() >= deadline:
+                raise WorkerGone(self._killed(stall))
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        self.last_reply = json.loads(line)
+        return self.last_reply
+
+    def _ended(self) -> WorkerOutcome:
+        code = self.proc.wait()
+        self.close()
+        if not self.res_path.exists():
+            return WorkerOutcome("crash", stderr_tail=_tail(self.err_path), returncode=code)
+        result = WorkerResult.from_dict(json.loads(self.res_path.read_text()))
+        return WorkerOutcome(result.status, result, _tail(self.err_path), code)
+
+    def _killed(self, stall: Stall | None) -> WorkerOutcome:
+        stacks = dump_stacks(self.proc.pid, self.err_path) if stall else ""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.close()
+        if stall:
+            return WorkerOutcome("hung", stderr_tail=_tail(self.err_path), hang=stall.describe(),
+                                 stacks=stacks)
+        return WorkerOutcome("timeout", stderr_tail=_tail(self.err_path))

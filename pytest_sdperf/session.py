@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,6 +14,7 @@ from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak
 from .models.ref import ModelRef
+from .pairing import ReferencePool
 from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
 from .runner import WorkerOutcome, run_worker
@@ -46,6 +48,7 @@ class SdperfState:
         self.written: list[Path] = []
         self.notes: list[str] = []
         self._peak: MachinePeak | None = None
+        self.references = ReferencePool()
 
     @property
     def machine(self) -> Machine:
@@ -139,18 +142,58 @@ class SdperfState:
             auto=AutoRounds(AUTO_MIN_ROUNDS, AUTO_MAX_ROUNDS, AUTO_HALFWIDTH, s.time_budget_s, target),
             warmup=s.warmup if warmup is None else warmup, warmup_steps=warmup_steps,
             memray_capture=memray_capture, measure_peak=not self.peak.measured,
-            machine_cpus=tuple(sorted(usable_cpus())), reference=self._paired_reference(spec),
+            machine_cpus=tuple(sorted(usable_cpus())),
         )
-        outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s)
+        if s.gate_mode != "paired" or spec.name == s.reference_variant:
+            outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s)
+        else:
+            outcome = self._run_paired(request, workdir)
         self._take_peak(outcome)
         return outcome
 
-    def _paired_reference(self, spec: VariantSpec) -> VariantSpec | None:
-        """The reference variant to time beside ``spec`` in its worker (``--sdperf-gate paired``)."""
+    def _run_paired(self, request: WorkerRequest, workdir: Path) -> WorkerOutcome:
+        """``request`` measured beside the session's reference worker for its workload (see
+        pairing.py); where it could not be paired, the result's info and the notes say why."""
+        from .pairing import measure_paired
+
         s = self.settings
-        if s.gate_mode != "paired" or spec.name == s.reference_variant:
+        key = f"{request.model.key}/{request.workload.key()}/{request.warmup_steps}"
+        ref_request = dataclasses.replace(
+            request, variant=self.reference_spec(), settings=dict(s.sets), rounds=0,
+            memray_capture=None, measure_peak=False)
+
+        def reference() -> Any:
+            return self.references.get(key, ref_request, s.timeout_s, s.hang_floor_s,
+                                       self._expected_reference_peak())
+
+        paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
+                                reference, lambda why: self.references.drop(key, why))
+        result = paired.outcome.measured
+        if result is None:
+            return paired.outcome
+        if paired.note:
+            self.notes.append(f"{request.variant.name}: not paired: {paired.note}")
+            info = {**result.info, "unpaired": paired.note}
+        else:
+            info = {**result.info, "paired_with": {"variant": s.reference_variant,
+                                                   "pid": paired.reference_pid}}
+        return dataclasses.replace(paired.outcome, result=dataclasses.replace(result, info=info))
+
+    def _expected_reference_peak(self) -> int | None:
+        """The reference variant's peak RSS measured this session, else twice the model's files
+        (float16 weights loaded as float32), for the pairing's memory check."""
+        seen = [int(r.memory.get("peak_rss") or 0) for r in self.records
+                if r.variant == self.settings.reference_variant]
+        if seen and max(seen) > 0:
+            return max(seen)
+        folder = Path(self.model().location)
+        if not folder.is_dir():
             return None
-        return self.reference_spec()
+        return 2 * sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    def close(self) -> None:
+        """End what the session keeps alive (the paired reference workers)."""
+        self.references.close()
 
     def reference_paths(self, model_key: str, wl: Workload) -> list[Path]:
         """Where the FP32 reference images of this model and workload live."""

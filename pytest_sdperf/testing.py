@@ -193,6 +193,7 @@ class SdperfRun:
         return [
             "--sdperf", "--sdperf-model", str(self.model), "--sdperf-reference", "fake",
             "--sdperf-cache-dir", str(self.root / "cache"), "--sdperf-rounds", str(self.rounds),
+            "--sdperf-latency-pct", "50",
             "--sdperf-warmup", "0", "--sdperf-device", "cpu", "-p", "no:cacheprovider", "-p", "no:randomly", *extra,
         ]
 

@@ -51,7 +51,7 @@ class Thresholds:
     min_ssim / min_psnr: the least similarity to the FP32 reference image.
     """
 
-    latency_pct: float = 50.0
+    latency_pct: float = 10.0
     memory_pct: float = 20.0
     min_ssim: float = 0.90
     min_psnr: float = 20.0

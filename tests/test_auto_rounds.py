@@ -1,4 +1,4 @@
-"""When auto rounds stop (worker._more_rounds): on the run's own interval without a baseline,
+"""When auto rounds stop (rounds.more_rounds): on the run's own interval without a baseline,
 on the decided comparison with one."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 
 from pytest_sdperf.measure.latency import LatencyStats
 from pytest_sdperf.protocol import AutoRounds, AutoTarget, WorkerRequest
-from pytest_sdperf.worker import _more_rounds
+from pytest_sdperf.rounds import more_rounds
 
 rng = np.random.default_rng(3)
 
@@ -30,7 +30,7 @@ def _target(baseline: LatencyStats, pct: float = 5.0) -> AutoTarget:
 
 
 def _more(request: WorkerRequest, current: LatencyStats) -> bool:
-    return _more_rounds(request, list(current.samples), lambda: current)
+    return more_rounds(request, list(current.samples), lambda: current)
 
 
 BASELINE = _paired(list(1.0 + rng.normal(0, 0.01, 20)))

@@ -92,14 +92,15 @@ def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
 
 def test_baseline_calibrated_with_another_kernel_is_compared_in_seconds(run: SdperfRun) -> None:
     """Ratios to a different calibration workload do not compare: seconds are, and it says so."""
-    run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=1)
+    relative = ("--sdperf-gate", "relative")
+    run.run("--sdperf-variants", "fake-slow", *relative, "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=1)
     doc = json.loads(run.baseline_file().read_text())
     entry = next(iter(doc["entries"].values()))
     kernel = entry["latency"]["calibration_kernel"]
     assert kernel == "unet-block-v1-numpy"  # the fake pipeline has no torch
     del entry["latency"]["calibration_kernel"]  # as files written before kernels were named
     run.baseline_file().write_text(json.dumps(doc))
-    result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3")
+    result = run.run("--sdperf-variants", "fake-slow", *relative, "--sdperf-set", "fake_slowdown=3")
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "relative to calibration" not in out
@@ -220,3 +221,29 @@ def test_entries_are_kept_per_model_and_older_files_still_match(pytester):
     doc["entries"] = {k.split("@")[0]: e for k, e in doc["entries"].items() if "@fake-model/" in k}
     run.baseline_file().write_text(json.dumps(doc))
     run.run("--sdperf-variants", "fake").assert_outcomes(passed=1)
+
+
+def test_paired_reference_is_one_process_for_the_workload_apart_from_each_variant(run: SdperfRun) -> None:
+    """Two processes per comparison: each variant's worker, and one reference worker (kept
+    alive, plain environment) that serves every test of the workload."""
+    out = run.root / "r.json"
+    result = run.run("--sdperf-variants", "fake,fake-slow,fake-hungry", "--sdperf-gate", "paired",
+                     "--sdperf-set", "fake_slowdown=1", "--sdperf-set", "fake_hold_mb=0",
+                     "--sdperf-json", str(out))
+    result.assert_outcomes(passed=3)
+    records = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert "paired_with" not in records["fake"]["info"]  # the reference is gated by calibration
+    partners = {records[v]["info"]["paired_with"]["pid"] for v in ("fake-slow", "fake-hungry")}
+    assert len(partners) == 1  # one reference worker served both tests
+    entries = json.loads(run.baseline_file().read_text())["entries"]
+    for entry in entries.values():
+        if entry["variant"] != "fake":
+            assert len(entry["latency"]["reference"]) == len(entry["latency"]["samples"]) == 5
+
+
+def test_paired_variant_that_hangs_is_killed_and_the_session_goes_on(run: SdperfRun) -> None:
+    result = run.run("--sdperf-variants", "fake,fake-hang-later,fake-slow", "--sdperf-gate", "paired",
+                     "--sdperf-set", "fake_slowdown=1", "--sdperf-hang-floor", "3",
+                     "--sdperf-timeout", "300")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*sdperf worker for fake-hang-later hung*"])

@@ -32,7 +32,7 @@ def test_worker_request_round_trips_through_json(tmp_path: Path) -> None:
         out_dir=tmp_path / "images", settings={"tome_ratio": "0.5"}, rounds=0,
         auto=AutoRounds(5, 60, 0.02, 30.0, AutoTarget("paired", STATS, 10.0, "torch-fp32")),
         warmup=2, warmup_steps=1, memray_capture=tmp_path / "m.bin", measure_peak=True,
-        machine_cpus=(0, 1), reference=VariantSpec(name="torch-fp32", family="torch", description="r"),
+        machine_cpus=(0, 1),
     ).with_progress(tmp_path / "progress.jsonl")
     back = WorkerRequest.from_dict(_json(request.to_dict()))  # type: ignore[arg-type]
     assert back == request
@@ -68,3 +68,15 @@ def test_record_round_trips_and_ignores_extra_keys() -> None:
     record = Record("t[v]", "v", "m", "w", "pass", p50_s=1.0, samples=(1.0, 1.1), images=("a.png",))
     data = {**record.to_dict(), "speedup_vs_fp32": 1.0}
     assert Record.from_dict(_json(data)) == record  # type: ignore[arg-type]
+
+
+def test_a_pair_that_would_not_fit_in_memory_is_not_started(tmp_path: Path) -> None:
+    from pytest_sdperf.pairing import ReferencePool
+
+    pool = ReferencePool()
+    request = WorkerRequest(variant=VariantSpec(name="r", family="f", description="d"),
+                            model=ModelRef("tiny", str(tmp_path), "tiny-abcdef12"), workload=Workload(),
+                            cache_dir=tmp_path, device="cpu", out_dir=tmp_path / "images")
+    why = pool.get("k", request, 60.0, 60.0, expected_peak=2**50)  # a petabyte
+    assert isinstance(why, str) and "GiB is available" in why
+    pool.close()

@@ -1,0 +1,220 @@
+"""The worker's measuring state: a variant built and warmed, timed one round at a time, then
+finished into a ``protocol.WorkerResult``.
+
+``Bench.prepare`` builds the variant, makes the first call and the warm-up calls, and measures
+peak memory (before any timed round, so nothing else the process did counts in it); ``round``
+times one call and the calibration workload after it; ``finish`` counts the UNet's FLOPs,
+saves the last call's images and returns the result. The worker (``worker.py``) runs these
+either by itself (fixed or auto rounds, ``worker.measure``) or as the parent drives it one round
+at a time (``--serve``), so the parent can interleave the rounds of two processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from . import progress
+from .host import usable_cpus
+
+if TYPE_CHECKING:
+    from .measure.memory import MemoryStats
+    from .protocol import WorkerRequest, WorkerResult
+    from .variants.base import BuildContext, Pipeline
+
+
+class Bench:
+    """One variant in this process, ready to be timed (see the module docstring)."""
+
+    def __init__(self, request: WorkerRequest) -> None:
+        self.request = request
+        self.samples: list[float] = []
+        self.marks: list[float] = []  # the calibration before round 1, then after each round
+
+    def prepare(self) -> None:
+        """Build, first call, warm-up calls, peak memory; then the first calibration."""
+        from .measure.calibration import make_calibration
+        from .measure.latency import StageClock
+        from .variants.base import BuildContext
+        from .variants.build import build_pipeline, make_generate, sync_fn
+
+        r = self.request
+        ctx = BuildContext(model=r.model, workload=r.workload, cache_dir=r.cache_dir, device=r.device,
+                           settings=dict(r.settings), variant=r.variant.name,
+                           recipe=dict(r.variant.recipe))
+        start = time.perf_counter()
+        progress.beat("build", phase="variant")
+        self.pipeline = build_pipeline(r.variant.to_dict(), ctx)
+        self.build_s = time.perf_counter() - start
+        progress.beat("built", phase="variant")
+        self.ctx, self.sync = ctx, sync_fn(ctx.device)
+        self.clock = StageClock(self.pipeline.pipe, self.sync)
+        calls = _CallCounter()
+        generate, self.latents_sha = make_generate(self.pipeline, ctx, self.clock)
+        self.generate = calls.wrap(generate)
+        warmup_call = _warmup_generate(self.pipeline, ctx, self.clock, r.warmup_steps)
+        warm = calls.wrap(warmup_call) if warmup_call else self.generate
+        self.images = _timed(warm, self.sync)[1]
+        # Time a loader spent filling a cache (exporting, quantizing) is reported on its own.
+        cache_s = float(self.pipeline.info.get("cache_build_s", 0.0))
+        self.first_call_s = time.perf_counter() - start - cache_s
+        for _ in range(r.warmup):
+            warm()
+        self.memory = _memory(self.generate, ctx.device, r.memray_capture)
+        self.clock.reset()
+        self.use_torch = "torch" in sys.modules
+        self.calibrate = make_calibration(ctx.device, self.use_torch)
+        self.marks.append(self.calibrate())
+
+    def round(self) -> float:
+        """Time one call (seconds), then the calibration after it."""
+        seconds, self.images = _timed(self.generate, self.sync)
+        self.samples.append(seconds)
+        self.marks.append(self.calibrate())
+        return seconds
+
+    def round_only(self) -> float:
+        """Time one call, without calibration (a paired reference's round)."""
+        seconds, self.images = _timed(self.generate, self.sync)
+        self.samples.append(seconds)
+        return seconds
+
+    def stats(self, reference: list[float] | None = None) -> Any:
+        """The rounds so far as LatencyStats (``reference``: the paired reference's rounds)."""
+        from .measure.calibration import kernel_name
+        from .measure.latency import LatencyStats
+
+        calibration = _around(self.marks) if len(self.marks) > 1 else []
+        return LatencyStats.from_samples(self.samples, self.first_call_s, self.clock.stages(),
+                                         calibration, kernel_name(self.use_torch), reference or [])
+
+    def finish(self, reference: list[float] | None = None) -> WorkerResult:
+        """FLOPs, the GEMM peak where asked, the last call's images: the result."""
+        from .protocol import OK, WorkerResult
+
+        r, stats = self.request, self.stats(reference)
+        progress.beat("build", phase="FLOP count and GEMM peak")
+        efficiency = _efficiency(self.pipeline, self.ctx, stats.stages)
+        # The machine's GEMM peak is measured once per session, by a worker that has a UNet.
+        peak = _machine_peak(r, self.ctx.device) if efficiency and r.measure_peak else {}
+        progress.beat("built", phase="FLOP count and GEMM peak")
+        return WorkerResult(
+            status=OK, build_s=self.build_s, latency=stats, memory=self.memory,
+            images=_save_images(self.images, r.out_dir), info=dict(self.pipeline.info),
+            environment=_environment_report(), latents_sha256=self.latents_sha,
+            device=self.ctx.device, efficiency=efficiency, machine_peak=peak,
+        )
+
+
+class _CallCounter:
+    """Wraps the calls a worker times so that each completed one is reported to the watchdog."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def wrap(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        def beating() -> Any:
+            start = time.perf_counter()
+            out = call()
+            self.n += 1
+            progress.beat("call", n=self.n, seconds=time.perf_counter() - start)
+            return out
+
+        return beating
+
+
+def _warmup_generate(pipeline: Any, ctx: Any, clock: Any, steps: int | None) -> Any:
+    """A call at ``steps`` steps for the untimed calls (reference B warms up with 10), or None."""
+    from .variants.build import make_generate
+
+    if not steps or steps == ctx.workload.steps:
+        return None
+    wl = dataclasses.replace(ctx.workload, steps=steps)
+    return make_generate(pipeline, dataclasses.replace(ctx, workload=wl), clock)[0]
+
+
+def _around(marks: list[float]) -> list[float]:
+    """Each round's calibration: the mean of the runs just before and just after it."""
+    return [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
+
+
+def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:
+    sync()
+    start = time.perf_counter()
+    out = call()
+    sync()
+    return time.perf_counter() - start, out
+
+
+def _efficiency(pipeline: Pipeline, ctx: BuildContext, stages: Mapping[str, float]) -> dict[str, Any]:
+    """FLOPs of one step's UNet call and the FLOP/s reached; {} when they cannot be counted."""
+    if "torch" not in sys.modules:  # a pipeline without torch has no UNet to count
+        return {}
+    from .measure.efficiency import step_efficiency
+
+    try:
+        found = step_efficiency(pipeline.pipe, ctx.workload, pipeline.info, stages, ctx.model.location,
+                                ctx.cache_dir)
+    except Exception as exc:  # an unusual UNet costs the figure, never the measurement
+        print(f"sdperf: UNet FLOPs not counted: {exc!r}", file=sys.stderr)
+        return {}
+    return found.to_dict() if found else {}
+
+
+def _machine_peak(request: WorkerRequest, device: str) -> dict[str, Any]:
+    """GEMM peaks over the session's CPUs (or on the GPU), asked of one worker per session."""
+    from .measure.peak import measured_peaks
+
+    cpus = set(request.machine_cpus or usable_cpus())
+    try:
+        return {k: dataclasses.asdict(v) for k, v in measured_peaks(device, cpus).items()}
+    except (RuntimeError, OSError) as exc:
+        print(f"sdperf: GEMM peak not measured: {exc!r}", file=sys.stderr)
+        return {}
+
+
+def _memory(generate: Callable[[], Any], device: str, capture: Path | None) -> MemoryStats:
+    from .measure.memory import MemoryStats, cuda_peak_of, memray_peak_of, peak_rss_of
+
+    rss = peak_rss_of(generate)
+    peak_heap = memray_peak_of(generate, capture)
+    cuda = cuda_peak_of(generate) if device.startswith("cuda") else None
+    return MemoryStats(rss.peak, peak_heap, rss.before, cuda, rss.peak_anon, rss.file_after)
+
+
+def _save_images(images: Any, out_dir: Path) -> tuple[Path, ...]:
+    import numpy as np
+
+    from .measure.similarity import save_png, to_uint8
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(to_uint8(np.asarray(images))):
+        path = out_dir / f"image-{i}.png"
+        save_png(img, path)
+        paths.append(path)
+    return tuple(paths)
+
+
+def _environment_report() -> dict[str, Any]:
+    """What the worker really ran under, so environment variants can be verified."""
+    report: dict[str, Any] = {
+        key: os.environ.get(key)
+        for key in ("LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "KMP_AFFINITY")
+    }
+    report["affinity"] = sorted(usable_cpus())
+    report["pid"] = os.getpid()
+    if "torch" in sys.modules:
+        report["torch_threads"] = sys.modules["torch"].get_num_threads()
+    try:
+        maps = Path("/proc/self/maps").read_text()
+        report["allocator_loaded"] = sorted(
+            {name for name in ("jemalloc", "tcmalloc") if name in maps}
+        )
+    except OSError:
+        report["allocator_loaded"] = []
+    return report

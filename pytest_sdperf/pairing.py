@@ -1,0 +1,143 @@
+"""Paired measurement across two processes: the variant's worker and a reference worker, each
+built once and kept alive, driven by the parent one round at a time in ABBA order.
+
+Each round times the variant (A) and the reference variant (B) one after the other, the other
+process idle meanwhile; odd rounds go B then A, so a drift of the machine hits both sides alike.
+The reference runs in its own process in the plain environment: an env-* variant (allocator,
+threads, pinning) is compared with the reference as users run it, and no variant's memory
+includes the reference's. One reference worker serves every test of a workload in the session
+(``ReferencePool``); it is closed at the session's end.
+
+Where a reference worker cannot be had (it skips on this model, fails, or the pair would not fit
+in memory), the test is measured without it and compared by calibration, and the note says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping
+
+from .host import mem_available_bytes
+from .protocol import WorkerRequest
+from .rounds import more_rounds
+from .runner import DrivenWorker, WorkerGone, WorkerOutcome
+
+# A pair is started only when this much of the reference's expected peak is free, beside it.
+MEMORY_HEADROOM = 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """What a paired measurement gives: the variant's outcome (its latency's ``reference`` holds
+    the reference's rounds when paired) and a note where it could not be paired."""
+
+    outcome: WorkerOutcome
+    note: str = ""
+    reference_pid: int | None = None  # the reference worker's process, when paired
+
+
+class ReferencePool:
+    """Reference workers kept alive for the session, one per key (model, workload, warm-up)."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, DrivenWorker] = {}
+        self._refused: dict[str, str] = {}
+        self._folder: Path | None = None
+
+    def get(self, key: str, request: WorkerRequest, timeout_s: float, hang_floor_s: float,
+            expected_peak: int | None) -> DrivenWorker | str:
+        """The reference worker for ``key`` (started on first use), or why there is none."""
+        if key in self._workers:
+            return self._workers[key]
+        if key in self._refused:
+            return self._refused[key]
+        available = mem_available_bytes()
+        if expected_peak and available is not None and available < MEMORY_HEADROOM * expected_peak:
+            return (f"the paired reference would need about {expected_peak / 2**30:.1f} GiB beside "
+                    f"this variant, {available / 2**30:.1f} GiB is available")
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="sdperf-reference-"))
+        workdir = self._folder / f"ref{len(self._workers) + len(self._refused)}"
+        request = dataclasses.replace(request, out_dir=workdir / "images")
+        worker = DrivenWorker(request, workdir, timeout_s, {}, hang_floor_s)
+        try:
+            worker.start()
+        except WorkerGone as gone:
+            why = gone.outcome.failure_text(request.variant.name, timeout_s).split("\n", 1)[0]
+            if gone.outcome.skip_reason:
+                why = gone.outcome.skip_reason
+            self._refused[key] = f"the paired reference {request.variant.name} is unavailable ({why})"
+            return self._refused[key]
+        self._workers[key] = worker
+        return worker
+
+    def drop(self, key: str, why: str) -> None:
+        """A reference worker that failed mid-session: closed, and not started again."""
+        worker = self._workers.pop(key, None)
+        if worker is not None:
+            worker.close()
+        self._refused[key] = why
+
+    def close(self) -> None:
+        """End every reference worker and remove their folder."""
+        for worker in self._workers.values():
+            worker.close()
+        self._workers.clear()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
+                   hang_floor_s: float, reference: Callable[[], DrivenWorker | str],
+                   on_reference_failure: Callable[[str], None]) -> Paired:
+    """Start the variant's worker, then take rounds (``rounds.more_rounds``) paired with the
+    reference worker ``reference()`` gives, ABBA; without one, rounds of the variant alone."""
+    from .measure.latency import LatencyStats
+
+    variant = DrivenWorker(request, workdir, timeout_s, env, hang_floor_s)
+    try:
+        variant.start()
+        ref = reference()
+        note = ref if isinstance(ref, str) else ""
+        samples: list[float] = []
+        ref_samples: list[float] = []
+        marks = [float(variant.last_reply.get("calibration", 0.0))]
+
+        def so_far() -> LatencyStats:
+            around = [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
+            return LatencyStats.from_samples(samples, calibration=around,
+                                             reference=ref_samples if not note else [])
+
+        while more_rounds(request, samples, so_far):
+            if not isinstance(ref, str) and len(samples) % 2:
+                ref, note = _reference_round(ref, ref_samples, on_reference_failure)
+            reply = variant.ask(cmd="round")
+            samples.append(float(reply["seconds"]))
+            marks.append(float(reply.get("calibration", 0.0)))
+            if not isinstance(ref, str) and len(samples) % 2:
+                ref, note = _reference_round(ref, ref_samples, on_reference_failure)
+        if note:
+            ref_samples = []
+        pid = None if isinstance(ref, str) else ref.proc.pid
+        return Paired(variant.finish(ref_samples), note, pid)
+    except WorkerGone as gone:
+        return Paired(gone.outcome)
+    finally:
+        variant.close()
+
+
+def _reference_round(ref: DrivenWorker, ref_samples: list[float],
+                     on_failure: Callable[[str], None]) -> tuple[DrivenWorker | str, str]:
+    """One timed round of the reference; on its failure, unpaired from here on, saying why."""
+    try:
+        ref_samples.append(float(ref.ask(cmd="round", calibrate=False)["seconds"]))
+        return ref, ""
+    except WorkerGone as gone:
+        why = ("the paired reference failed mid-session, compared by calibration instead: "
+               + gone.outcome.failure_text("the reference", ref.timeout_s).split("\n", 1)[0])
+        on_failure(why)
+        return why, why

@@ -1,0 +1,51 @@
+"""When to stop timing rounds: a fixed count, or auto rounds decided by the judge.
+
+Asked after every round, by the worker timing itself or by the parent driving a worker (and its
+paired reference) one round at a time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .measure.latency import LatencyStats
+    from .protocol import AutoTarget, WorkerRequest
+
+
+def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[], LatencyStats]) -> bool:
+    """Fixed rounds; or auto rounds (rounds 0), at least ``min_rounds``, then until time is up or:
+
+    - with no baseline to compare with (``auto.target`` None: a first recording), the median
+      of the gated ratios (over the paired reference, else over the calibration) is known to
+      +-``halfwidth``;
+    - with a baseline, the gate's comparison is decided: a regression stops at once; a pass
+      stops once the median is known as above; an inconclusive comparison samples on.
+
+    ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it."""
+    if request.rounds > 0:
+        return len(samples) < request.rounds
+    auto = request.auto
+    if len(samples) < auto.min_rounds:
+        return True
+    if len(samples) >= auto.max_rounds or sum(samples) >= auto.budget_s:
+        return False
+    return undecided(so_far(), auto.target, auto.halfwidth)
+
+
+def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) -> bool:
+    """Whether auto rounds should sample on, given the rounds so far (see ``more_rounds``)."""
+    from .compare import latency_figures
+    from .judge import Figures, Status, judge
+    from .measure.latency import median_ci_halfwidth
+    from .workload import Thresholds
+
+    if target is None:
+        ratios = stats.paired() or stats.relative() or stats.samples
+        return median_ci_halfwidth(ratios) > halfwidth
+    limits = Thresholds(latency_pct=target.latency_pct)
+    status = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference).status
+    if status is Status.REGRESSION:
+        return False
+    figures = latency_figures(target.mode, stats, target.baseline, target.reference)
+    return status is Status.INCONCLUSIVE or median_ci_halfwidth(figures.current) > halfwidth
