@@ -62,7 +62,9 @@ class Bench:
         # Time a loader spent filling a cache (exporting, quantizing) is reported on its own.
         cache_s = float(self.pipeline.info.get("cache_build_s", 0.0))
         self.first_call_s = time.perf_counter() - start - cache_s
-        for _ in range(r.warmup):
+        # The last warm-up call, when it is a call of the workload, is also the peak-RSS call.
+        fold = r.warmup > 0 and warmup_call is None
+        for _ in range(r.warmup - fold):
             warm()
         self.memory = _memory(self.generate, ctx.device, r.memray_capture)
         self.clock.reset()
@@ -178,6 +180,7 @@ def _machine_peak(request: WorkerRequest, device: str) -> dict[str, Any]:
 
 
 def _memory(generate: Callable[[], Any], device: str, capture: Path | None) -> MemoryStats:
+    """Peak RSS (one call), memray's peak heap (one call) and, on CUDA, the peak allocation."""
     from .measure.memory import MemoryStats, cuda_peak_of, memray_peak_of, peak_rss_of
 
     rss = peak_rss_of(generate)

@@ -1,10 +1,19 @@
 """Pure verdict functions: (measurement, baseline, thresholds) -> checks.
 
-Latency rule (samples may be seconds, or seconds over the calibration workload): the ratio of medians (current / baseline) with a 95% bootstrap confidence
-interval from the two sets of samples. Regression when the interval's lower bound is above
-``1 + latency_pct/100``; pass when the point estimate is at or below that limit;
-inconclusive when the estimate is above the limit but the interval reaches below it (noise
-too large for the rounds taken: take more rounds).
+Latency rule (samples may be seconds, or ratios to a paired reference or to the calibration
+workload): r, the ratio of medians (current / baseline), with a 95% bootstrap confidence
+interval from the two sets of samples. ``latency_pct`` is the slowdown the gate must catch:
+with the limit L = 1 + latency_pct/100 and its midpoint H = 1 + latency_pct/200,
+
+- **regression** when r is above H and the interval lies above 1 (significantly slower, by
+  more than half the limit: a slowdown of L itself is caught once the interval is narrower
+  than latency_pct/2 either side);
+- **pass** when r is at or below H and the interval's upper bound is at or below L (no
+  slowdown of the limit's size fits the data);
+- **inconclusive** otherwise (noise too large for the rounds taken: take more rounds).
+
+The smallest slowdown a comparison could detect is latency_pct/2 plus the interval's half
+width: the point must clear H by the interval's half width for the interval to clear 1.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ class Check:
     unit: str
     detail: str = ""
     detectable_pct: float | None = None
+    interval: tuple[float, float] | None = None  # the 95% interval of ``measured`` (latency)
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""
@@ -83,7 +93,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     """Latency verdict under the rule in this module's docstring (``seconds``: the samples are
     seconds, else ratios to a paired reference or to the calibration)."""
     point, low, high = ratio_of_medians_ci(current, baseline)
-    limit = 1.0 + pct / 100.0
+    limit, half = 1.0 + pct / 100.0, 1.0 + pct / 200.0
     unit = " s" if seconds else ""
     what = "median" if seconds else "median per-round ratio"
     detail = (
@@ -91,17 +101,19 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
         f"95% CI of the ratio {low:.3f}-{high:.3f}, n={len(current)}/{len(baseline)}"
     )
     # A true ratio R shows up with about this interval around it, so the run flags it once
-    # R - halfwidth > limit: the smallest slowdown this run could have detected.
-    detectable = (limit + (high - low) / 2 - 1.0) * 100.0
+    # R > H and R - halfwidth > 1: the smallest slowdown this run could have detected.
+    halfwidth = (high - low) / 2
+    detectable = (max(half - 1.0, 0.0) + halfwidth) * 100.0
+    detectable = max(detectable, 2 * halfwidth * 100.0)
     detail += f", smallest detectable slowdown {detectable:.0f}%"
-    if low > limit:
+    if point > half and low > 1.0:
         status = FAIL
-    elif point <= limit:
+    elif point <= half and high <= limit:
         status = PASS
     else:
         status = INCONCLUSIVE
-        detail += "; too noisy to decide: raise --sdperf-rounds"
-    return Check("latency ratio", status, point, 1.0, limit, "x", detail, detectable)
+        detail += "; too noisy to decide: raise --sdperf-rounds or --sdperf-time-budget"
+    return Check("latency ratio", status, point, 1.0, limit, "x", detail, detectable, (low, high))
 
 
 @dataclass(frozen=True)
@@ -175,3 +187,16 @@ def compare_similarity(ssim: float, psnr: float, min_ssim: float, min_psnr: floa
         Check("SSIM", FAIL if ssim < min_ssim else PASS, ssim, None, min_ssim, ""),
         Check("PSNR", FAIL if psnr < min_psnr else PASS, psnr, None, min_psnr, "dB"),
     ]
+
+
+STAGE_NAMES = {"text_encode": "text encoding", "step": "one denoising step", "vae_decode": "VAE decode"}
+
+
+def stage_changes(current: Mapping[str, float], stored: Mapping[str, float]) -> str:
+    """Which pipeline stage moved: each stage's median now over the baseline's, largest change
+    first, e.g. ``one denoising step 1.31x, VAE decode 1.02x, text encoding 0.99x``; empty
+    where either side has no stage timings."""
+    ratios = {STAGE_NAMES[k]: current[k] / stored[k] for k in STAGE_NAMES
+              if current.get(k) and stored.get(k)}
+    ranked = sorted(ratios.items(), key=lambda kv: -abs(kv[1] - 1.0))
+    return ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ranked)

@@ -23,7 +23,7 @@ from typing import Mapping, NoReturn
 import pytest
 
 from .baselines import BaselineEntry, BaselineError, entry_key, model_label
-from .compare import Check
+from .compare import FAIL, Check, stage_changes
 from .judge import Figures, Verdict, judge
 from .measure.similarity import Similarity, compare_images, load_png
 from .protocol import AutoTarget
@@ -136,6 +136,24 @@ class Gate:
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
         return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct, s.reference_variant)
 
+    def latency_regression(self, m: Measurement) -> Check | None:
+        """The latency check of ``m`` against its baseline when it reads as a regression (so the
+        measurement fixture confirms it in fresh workers before the test may fail), else None.
+        Records and writes nothing."""
+        s = self.state.settings
+        if s.update_all or self.state.foreign_baseline:
+            return None
+        try:
+            entry = self.lookup(m.model_key, m.workload).entry
+        except BaselineError:
+            return None
+        if entry is None:
+            return None
+        verdict = judge(Figures(m.latency), Figures(entry.latency), self._thresholds(entry),
+                        s.gate_mode, s.reference_variant)
+        latency = verdict.latency
+        return latency if latency is not None and latency.status == FAIL else None
+
     def _fail_worker(self, m: WorkerFailure) -> NoReturn:
         if m.variant:  # a worker that ran and failed is a row of the results (hung...)
             self.state.records.append(Record(
@@ -167,7 +185,7 @@ class Gate:
         elif outcome.recordings and outcome.verdict == "pass":
             outcome.verdict = "recorded"
             outcome.reason = outcome.recordings[0]
-        record = self._record(m, sim, outcome, verdict.detectable_pct)
+        record = self._record(m, sim, outcome, verdict)
         self.state.records.append(record)
         if s.update_all:
             return record
@@ -246,6 +264,12 @@ class Gate:
         kept = self._keep_obtained_images(m)
         lines = [f"sdperf regression in {self.test_id} (variant {m.variant}):"]
         lines += [f"  {c.message()}" for c in regressions]
+        first = m.info.get("first_measurement")
+        if first:
+            lines.append(f"  confirmed in fresh workers; the first measurement read: {first}")
+        moved = stage_changes(m.latency.stages, stored.entry.latency.stages) if stored.entry else ""
+        if moved and any(c.metric.startswith("latency") for c in regressions):
+            lines.append(f"  stages, now over the baseline (largest change first): {moved}")
         lines.append(f"  baseline: {store.path}")
         lines.append(f"  obtained: {store.obtained_path}" + (f", images {kept}" if kept else ""))
         if s.update and not s.update_all:
@@ -292,14 +316,17 @@ class Gate:
         )
 
     def _record(self, m: Measurement, sim: Similarity | None, outcome: _Outcome,
-                detectable_pct: float | None = None) -> Record:
+                verdict: Verdict | None = None) -> Record:
+        latency = verdict.latency if verdict else None
         return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
             p90_s=m.latency.p90, first_call_s=m.latency.first_call_s,
             memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
             psnr=sim.to_dict()["psnr"] if sim else None, info=dict(m.info), reason=outcome.reason,
-            detectable_pct=detectable_pct, samples=m.latency.samples,
+            detectable_pct=latency.detectable_pct if latency else None,
+            ratio=latency.measured if latency else None,
+            ratio_interval=latency.interval if latency else None, samples=m.latency.samples,
             images=tuple(str(p) for p in m.images),
             reference_images=tuple(str(p) for p in self.state.reference_paths(m.model_key, m.workload)),
             efficiency=self.state.efficiency(m),

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .history import HistoryPoint
 
 HEADERS = ("test", "variant", "p50", "p90", "speedup", "img/s", "GFLOP/s", "% peak", "peak mem",
-           "model size", "SSIM", "PSNR", "verdict", "reason")
+           "model size", "SSIM", "PSNR", "vs baseline (95% CI)", "sees", "verdict", "reason")
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;
  margin:0 auto;max-width:1340px;padding:18px 24px;color:#1c2430;background:#fafbfc}
@@ -93,11 +93,12 @@ def _table(records: Sequence[Record], reference: str) -> str:
     cells = rows(records, reference)
     body = []
     for r, row in zip(records, cells, strict=True):
-        variant, p50, up, ips, gflops, pct, mem, size, ssim, psnr, _ = row
+        variant, p50, up, ips, gflops, pct, mem, size, ssim, psnr, vs_base, sees, _ = row
         psnr = "identical" if r.psnr is not None and r.psnr >= PSNR_IDENTICAL else psnr
         p90 = f"{r.p90_s:.3f} s" if r.p90_s is not None else "-"
         tds = [f"<td class='l'>{escape(short_id(r.test_id))}</td>", f"<td class='l'><b>{escape(variant)}</b></td>"]
-        tds += [f"<td>{escape(c)}</td>" for c in (p50, p90, up, ips, gflops, pct, mem, size, ssim, psnr)]
+        tds += [f"<td>{escape(c)}</td>" for c in (p50, p90, up, ips, gflops, pct, mem, size, ssim, psnr,
+                                                     vs_base, sees)]
         tds += [f"<td class='l'>{_pill(r.verdict)}</td>", f"<td class='l reason'>{escape(r.reason)}</td>"]
         body.append("<tr>" + "".join(tds) + "</tr>")
     head = "".join(f"<th class='{'l' if h in ('test', 'variant', 'verdict', 'reason') else ''}'>{h}</th>"
@@ -129,8 +130,12 @@ def _charts(records: Sequence[Record], reference: str) -> str:
                         "MiB", "{:.0f}"),
         plots.tradeoff_scatter(labels, speed, [r.ssim for r in records], verdicts,
                                Thresholds().min_ssim),
+        plots.bar_chart(labels, [r.ratio for r in records], verdicts,
+                        "latency against the baseline (95% CI)", "x", "{:.2f}x", 1.0,
+                        [r.ratio_interval for r in records]),
     ]
-    alts = ("speedup per variant", "peak memory per variant", "speedup against SSIM")
+    alts = ("speedup per variant", "peak memory per variant", "speedup against SSIM",
+            "latency over the baseline per variant, with intervals")
     imgs = "".join(_img(png, alt, " class='chart'") for png, alt in zip(figures, alts, strict=True))
     return ("<h2>Speed, memory and quality</h2><div class='sub'>bars and points are coloured by "
             "the test's verdict: green pass, red regression (of any metric), orange inconclusive, "

@@ -51,6 +51,11 @@ class Verdict:
     checks: tuple[Check, ...]
 
     @property
+    def latency(self) -> Check | None:
+        """The latency check, where one was made."""
+        return next((c for c in self.checks if c.metric.startswith("latency")), None)
+
+    @property
     def detectable_pct(self) -> float | None:
         """The smallest latency slowdown this comparison could have seen (None: no latency)."""
         return next((c.detectable_pct for c in self.checks if c.metric.startswith("latency")), None)

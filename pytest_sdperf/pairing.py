@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -112,7 +113,8 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
             return LatencyStats.from_samples(samples, calibration=around,
                                              reference=ref_samples if not note else [])
 
-        while more_rounds(request, samples, so_far):
+        start = time.monotonic()
+        while more_rounds(request, samples, so_far, time.monotonic() - start):
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
             reply = variant.ask(cmd="round")

@@ -47,13 +47,19 @@ def _style(ax: Axes, title: str, ylabel: str) -> None:
 
 
 def bar_chart(labels: Sequence[str], values: Sequence[float | None], verdicts: Sequence[str],
-              title: str, ylabel: str, fmt: str = "{:.2f}", baseline: float | None = None) -> bytes:
-    """Vertical bars, one per label, coloured by verdict and labelled with their value."""
+              title: str, ylabel: str, fmt: str = "{:.2f}", baseline: float | None = None,
+              intervals: Sequence[tuple[float, float] | None] | None = None) -> bytes:
+    """Vertical bars, one per label, coloured by verdict and labelled with their value;
+    ``intervals`` (low, high) are drawn as error bars where given."""
     fig = _figure(max(4.3, 0.7 * len(labels) + 1.5))
     ax = fig.add_subplot()
     heights = [v if v is not None else 0.0 for v in values]
     colours = [VERDICT_COLOURS.get(v, NEUTRAL) for v in verdicts]
     bars = ax.bar(range(len(labels)), heights, color=colours)
+    for i, (h, span) in enumerate(zip(heights, intervals or [None] * len(heights), strict=True)):
+        if span is not None:
+            ax.errorbar(i, h, yerr=[[max(0.0, h - span[0])], [max(0.0, span[1] - h)]], color="black",
+                        capsize=3, lw=1)
     ax.bar_label(bars, [fmt.format(v) if v is not None else "n/a" for v in values], fontsize=8)
     if baseline is not None:
         ax.axhline(baseline, color="black", lw=0.8, ls="--")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
@@ -252,23 +253,51 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     marker = request.node.get_closest_marker("sdperf")
     protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
     s = state.settings
-    outcome = state.run(
-        sdperf_variant, sdperf_workload, tmp_path, memray_capture=capture,
-        rounds=protocol.rounds if protocol.rounds is not None and not s.rounds_given else None,
-        warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given else None,
-        warmup_steps=protocol.warmup_steps,
-        target=sdperf_gate.latency_target(model.key, sdperf_workload) if s.rounds == 0 else None,
-    )
-    if outcome.skip_reason is not None:
-        pytest.skip(outcome.skip_reason)
-    if outcome.measured is None:
-        return WorkerFailure(outcome.failure_text(sdperf_variant.name, state.settings.timeout_s),
-                             outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
+    rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
+
+    def measure(workdir: Path) -> Measurement | WorkerFailure:
+        outcome = state.run(
+            sdperf_variant, sdperf_workload, workdir, memray_capture=capture, rounds=rounds,
+            warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given else None,
+            warmup_steps=protocol.warmup_steps,
+            target=sdperf_gate.latency_target(model.key, sdperf_workload)
+            if (s.rounds if rounds is None else rounds) == 0 else None,
+        )
+        if outcome.skip_reason is not None:
+            pytest.skip(outcome.skip_reason)
+        if outcome.measured is None:
+            return WorkerFailure(outcome.failure_text(sdperf_variant.name, s.timeout_s),
+                                 outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
+        return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
+
+    m = measure(tmp_path)
+    if isinstance(m, Measurement):
+        m = _confirmed(m, sdperf_gate, state, measure, tmp_path / "confirmation")
     if sdperf_variant.name != s.reference_variant:
         failed = state.ensure_references(sdperf_workload, tmp_path)
         if failed is not None:
             return failed
-    return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
+    return m
+
+
+def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
+               measure: Callable[[Path], Measurement | WorkerFailure], workdir: Path) -> Measurement | WorkerFailure:
+    """A latency regression is measured again in fresh workers before the test may fail: the
+    second measurement is the one judged, the first one's reading rides in its info (the
+    failure message and the JSON show both). A test fails on latency only when both agree."""
+    from .results import Measurement
+
+    first = gate.latency_regression(m)
+    if first is None:
+        return m
+    again = measure(workdir)
+    if not isinstance(again, Measurement):
+        return again
+    info = {**again.info, "first_measurement": first.message()}
+    if gate.latency_regression(again) is None:
+        state.notes.append(f"{m.variant}: a first measurement read a latency regression, fresh "
+                           f"workers did not confirm it: {first.message()}")
+    return dataclasses.replace(again, info=info)
 
 
 @pytest.fixture

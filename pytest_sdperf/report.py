@@ -13,7 +13,7 @@ from .results import Record
 from .session import REFERENCE_VARIANT
 
 COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem", "size", "SSIM", "PSNR",
-           "verdict")
+           "vs baseline (95% CI)", "sees", "verdict")
 
 
 def speedups(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> dict[str, float | None]:
@@ -51,6 +51,16 @@ def _pct(value: Any) -> str:
     return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
 
 
+def _vs_baseline(r: Record) -> str:
+    """``1.03x (0.99-1.06)``: latency now over the baseline and its interval; ``-`` where none."""
+    if r.ratio is None:
+        return "-"
+    if r.ratio_interval is None:
+        return f"{r.ratio:.2f}x"
+    low, high = r.ratio_interval
+    return f"{r.ratio:.2f}x ({low:.2f}-{high:.2f})"
+
+
 def peak_lines(records: Sequence[Record]) -> list[str]:
     """What %peak is relative to: one line per distinct peak the records were held to."""
     limits = dict.fromkeys(
@@ -78,6 +88,8 @@ def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[
             _mib(r.info.get("model_size_bytes")),
             _num(r.ssim, ".4f"),
             _num(r.psnr, ".1f"),
+            _vs_baseline(r),
+            f">{r.detectable_pct:.0f}%" if r.detectable_pct is not None else "-",
             r.verdict,
         ))
     return out
@@ -112,6 +124,8 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
     for line in [*(table(records, reference) if records else []), *peak_lines(records)]:
         tr.write_line(line)
     if records:
+        tr.write_line("vs baseline: latency now over the baseline, in the gate's mode, with its 95% "
+                      "interval; sees: the smallest slowdown this run could detect")
         tr.write_line(counts_line(records))
     ups = [r for r in records if r.reason]
     for r in ups:

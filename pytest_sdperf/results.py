@@ -94,6 +94,8 @@ class Record:
     info: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
     detectable_pct: float | None = None
+    ratio: float | None = None  # latency now over the baseline, in the gate's mode
+    ratio_interval: tuple[float, float] | None = None  # its 95% interval
     samples: tuple[float, ...] = ()
     images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
     reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
@@ -109,6 +111,8 @@ class Record:
         kept = {k: v for k, v in data.items() if k in _FIELDS}
         for name in _TUPLES:
             kept[name] = tuple(kept.get(name) or ())
+        if kept.get("ratio_interval") is not None:
+            kept["ratio_interval"] = tuple(kept["ratio_interval"])
         return cls(**kept)
 
 

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from .protocol import AutoTarget, WorkerRequest
 
 
-def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[], LatencyStats]) -> bool:
+def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[], LatencyStats],
+                spent_s: float | None = None) -> bool:
     """Fixed rounds; or auto rounds (rounds 0), at least ``min_rounds``, then until time is up or:
 
     - with no baseline to compare with (``auto.target`` None: a first recording), the median
@@ -22,13 +23,16 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
     - with a baseline, the gate's comparison is decided: a regression stops at once; a pass
       stops once the median is known as above; an inconclusive comparison samples on.
 
-    ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it."""
+    ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it.
+    ``spent_s``: the time the rounds took, where it is more than their samples (a paired
+    reference's rounds); the budget counts it."""
     if request.rounds > 0:
         return len(samples) < request.rounds
     auto = request.auto
     if len(samples) < auto.min_rounds:
         return True
-    if len(samples) >= auto.max_rounds or sum(samples) >= auto.budget_s:
+    spent = sum(samples) if spent_s is None else spent_s
+    if len(samples) >= auto.max_rounds or spent >= auto.budget_s:
         return False
     return undecided(so_far(), auto.target, auto.halfwidth)
 

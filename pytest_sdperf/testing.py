@@ -102,6 +102,17 @@ def slower(pipeline: Pipeline, ctx: BuildContext) -> None:
     pipeline.pipe.delay *= ctx.setting("fake_slowdown", 3.0, float)
 
 
+def slower_once(pipeline: Pipeline, ctx: BuildContext) -> None:
+    """Transform: 3x slower in the first worker only: the one that creates the file named by
+    setting ``fake_once_file`` (a transient slowdown, as another job on the machine makes)."""
+    marker = Path(ctx.setting("fake_once_file", "", str))
+    try:
+        marker.open("x").close()
+    except FileExistsError:
+        return
+    pipeline.pipe.delay *= 3.0
+
+
 def noisy(pipeline: Pipeline, ctx: BuildContext) -> None:
     """Transform: adds Gaussian noise (sigma 0.2) to the image."""
     pipeline.pipe.noise = 0.2
@@ -138,7 +149,8 @@ def fake_specs() -> list[VariantSpec]:
             name=name, family="fake", description=f"test double: {name}",
             loader=f"{HERE}:load_fake", transforms=tuple(f"{HERE}:{t}" for t in transforms),
         )
-    return [spec("fake"), spec("fake-slow", "slower"), spec("fake-noisy", "noisy"),
+    return [spec("fake"), spec("fake-slow", "slower"), spec("fake-slow-once", "slower_once"),
+            spec("fake-noisy", "noisy"),
             spec("fake-hungry", "hungry"), spec("fake-crash", "crash"),
             spec("fake-hang", "hang"), spec("fake-raise", "fail"),
             spec("fake-hang-later", "hang_later"), spec("fake-slow-later", "slow_later")]
@@ -177,11 +189,12 @@ def test_gen(sdperf_measurement, sdperf_gate):
 class SdperfRun:
     """Drives pytest-sdperf inside a ``pytester`` sandbox with the fake variants."""
 
-    def __init__(self, pytester: Any, rounds: int = 5) -> None:
+    def __init__(self, pytester: Any, rounds: int = 5, options: tuple[str, ...] = ()) -> None:
         self.pytester = pytester
         self.root = Path(pytester.path)
         self.model = make_fake_model(self.root / "fake-model")
         self.rounds = rounds
+        self.options = options  # added to every run, before its own arguments
 
     def write_suite(self, marker_extra: str = "") -> None:
         """conftest registering the fakes and one benchmark test."""
@@ -194,7 +207,8 @@ class SdperfRun:
             "--sdperf", "--sdperf-model", str(self.model), "--sdperf-reference", "fake",
             "--sdperf-cache-dir", str(self.root / "cache"), "--sdperf-rounds", str(self.rounds),
             "--sdperf-latency-pct", "50",
-            "--sdperf-warmup", "0", "--sdperf-device", "cpu", "-p", "no:cacheprovider", "-p", "no:randomly", *extra,
+            "--sdperf-warmup", "0", "--sdperf-device", "cpu", "-p", "no:cacheprovider", "-p", "no:randomly",
+            *self.options, *extra,
         ]
 
     def run(self, *extra: str) -> Any:

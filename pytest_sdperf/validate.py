@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 from .compare import FAIL, INCONCLUSIVE, Check, latency_figures
 from .config import GATE_MODES, Settings, default_of, positive_float, rounds_value
+from .faults import FAULTS
 from .judge import Figures, judge
 from .measure.similarity import compare_images, load_png
 from .protocol import AutoTarget, WorkerResult
@@ -40,11 +41,6 @@ from .variants.builtin import register_builtin
 from .variants.registry import VariantRegistry, VariantSpec
 from .workload import Thresholds
 
-FAULTS: dict[str, str] = {
-    "slow": "pytest_sdperf.testing:extra_work",
-    "quality": "pytest_sdperf.testing:perturb_unet",
-    "memory": "pytest_sdperf.testing:hold_memory",
-}
 # Unchanged: the slow fault with no extra work (same variant name, so the same code path).
 UNCHANGED = ("fault-slow", {"extra_work_pct": "0"})
 

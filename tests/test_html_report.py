@@ -59,7 +59,8 @@ def test_report_holds_table_charts_images_and_environment(tmp_path: Path) -> Non
     assert "4.00x" in table and "2.00x" in table and "1.00x" in table  # speedups against fp32
     assert "SSIM: measured 0.62, limit 0.9" in table and "regression" in table
     assert "0.500 s" in table and "300 MiB" in table
-    assert len(re.findall(r"src=\"data:image/png;base64,", html)) == 3 + 3 + 3 + 1  # charts, images
+    # charts (speedup, memory, speed/quality, latency over the baseline with intervals), images
+    assert len(re.findall(r"src=\"data:image/png;base64,", html)) == 4 + 3 + 3 + 1
     assert "not available" in html  # the vanished image of torch-lost says so
     assert "max 0/255" in html and re.search(r"max \d{2,3}/255", html)  # heat-map captions
     assert "Test CPU" in html and "2.14.1" in html

@@ -25,3 +25,28 @@ def test_harness_faults_trip_the_right_gates(tmp_path: Path, capsys: pytest.Capt
     assert tallies["A/A"]["similarity_failed"] == 0 and tallies["A/A"]["memory_failed"] == 0
     assert tallies["+25% work"]["similarity_failed"] == 0
     assert tallies["A/A"]["rounds"] == [3]  # fixed rounds: as asked
+
+
+def test_suite_harness_injects_one_slow_variant_and_counts_the_runs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole-suite harness on the fake pipeline: a recording, an A/A run and a run with
+    one variant made 3x slower (``faults.py``); the slow one is caught, the others pass."""
+    from pytest_sdperf import validate_suite
+    from pytest_sdperf.testing import SdperfRun
+
+    run = SdperfRun(pytester)
+    run.write_suite()
+    monkeypatch.chdir(pytester.path)
+    json_out = pytester.path / "suite.json"
+    args = ["--runs", "2", "--conditions", "A/A,+200%", "--suite", "test_suite.py",
+            "--json", str(json_out), "--",
+            *[a for a in run.args("--sdperf-variants", "fake,fake-slow") if a != "--sdperf"]]
+    assert validate_suite.main(args) == 0
+    import json
+
+    tallies = json.loads(json_out.read_text())
+    assert tallies["A/A"]["runs"] == 1 and tallies["A/A"]["target_failed"] == 0
+    assert tallies["+200%"]["runs"] == 1 and tallies["+200%"]["target_failed"] == 1
+    assert tallies["+200%"]["others_failed"] == 0
+    assert "| +200% | 1 | 1 | 0 |" in capsys.readouterr().out

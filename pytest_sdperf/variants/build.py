@@ -52,7 +52,12 @@ def make_generate(
     latents = (pipeline.prepare_latents or _as_torch)(latents_np, pipeline, ctx)
     if pipeline.generate is not None:
         custom = pipeline.generate
-        return (lambda: np.asarray(custom(pipeline, ctx.workload, latents))), digest
+
+        def generate_custom() -> Any:
+            with pipeline.entered():
+                return np.asarray(custom(pipeline, ctx.workload, latents))
+
+        return generate_custom, digest
 
     def generate() -> Any:
         wl = ctx.workload

@@ -267,6 +267,13 @@ class VariantRegistry:
             raise VariantError(f"variant {spec.name!r} is registered twice")
         self._specs[spec.name] = spec
 
+    def replace(self, spec: VariantSpec) -> None:
+        """Put ``spec`` in place of the registered variant of its name (a test harness that
+        injects a fault into one variant); an unknown name is an error."""
+        if spec.name not in self._specs:
+            raise VariantError(f"variant {spec.name!r} is not registered")
+        self._specs[spec.name] = spec
+
     def __iter__(self) -> Iterator[VariantSpec]:
         return iter(self._specs.values())
 
