@@ -146,6 +146,67 @@ def test_glob_selection_and_composed_names(registry: VariantRegistry) -> None:
     assert names[-1] == "torch-bf16+dpm-solver+tome"
 
 
+FP16_STACKS = [
+    "torch-default-attn", "torch-compile", "dpm-solver", "tome", "vae-slicing", "vae-tiling",
+    "precomputed-embeds", "model-cpu-offload", "sequential-cpu-offload", "tiny-vae",
+    "env-jemalloc", "env-tcmalloc", "env-threads-1", "env-pinned",
+]
+
+
+def test_composed_glob_expands_to_every_valid_composition(registry: VariantRegistry) -> None:
+    """Issue #16: 'torch-fp16+*' is torch-fp16 stacked on each variant it can stack with, in
+    registry order: no other dtype (torch-fp32 included), no OpenVINO, no torch-fp16+torch-fp16."""
+    names = [s.name for s in registry.expand(["torch-fp16+*"])]
+    assert names == [f"torch-fp16+{n}" for n in FP16_STACKS]
+    assert [s.name for s in registry.select(["torch-fp16+*"])] == names
+    with pytest.raises(VariantError, match="both decide the dtype"):
+        registry.get("torch-fp16+torch-fp32")  # what left torch-fp32 out
+
+
+def test_reference_d_selection_expands_without_duplicates(registry: VariantRegistry) -> None:
+    patterns = ["torch-fp32", "torch-default-attn", "torch-fp16", "torch-fp16+*", "torch-fp16"]
+    names = [s.name for s in registry.expand(patterns)]
+    assert names == ["torch-fp32", "torch-default-attn", "torch-fp16",
+                     *(f"torch-fp16+{n}" for n in FP16_STACKS)]
+
+
+def test_composed_globs_match_part_by_part_and_skip_mirror_images(
+    registry: VariantRegistry
+) -> None:
+    names = [s.name for s in registry.expand(["env-t*+torch-bf16", "torch-bf16+env-*", "*+*"])]
+    assert names[:6] == ["env-tcmalloc+torch-bf16", "env-threads-1+torch-bf16",
+                         "torch-bf16+env-jemalloc", "torch-bf16+env-pinned",
+                         "torch-fp32+torch-default-attn", "torch-fp32+torch-compile"]
+    parts = [frozenset(s.parts) for s in registry.expand(["*+*"])]
+    assert len(parts) == len(set(parts))  # tome+dpm-solver or dpm-solver+tome, not both
+    assert all(len(p) == 2 for p in parts)  # never a variant composed with itself
+    assert [s.name for s in registry.expand(["env-threads-3+env-p*"])] == [
+        "env-threads-3+env-pinned"]  # a plain part may be a name pattern's
+
+
+@pytest.mark.parametrize(("pattern", "message"), [
+    ("torch-fp16+ov-*", r"pattern 'torch-fp16\+ov-\*' matches no variant it can compose"),
+    ("tome+nothing-*", r"pattern 'tome\+nothing-\*' matches no variant it can compose"),
+    ("nothing+*", "unknown variant 'nothing'"),
+    ("nothing-*", "pattern 'nothing-\\*' matches no variant; known variants: torch-fp32"),
+])
+def test_a_glob_that_yields_nothing_is_an_error_naming_it(
+    registry: VariantRegistry, pattern: str, message: str
+) -> None:
+    with pytest.raises(VariantError, match=message):
+        registry.expand([pattern])
+
+
+def test_cli_runs_a_composed_glob(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_v="def test_v(sdperf_variant):\n    pass\n")
+    result = pytester.runpytest("--sdperf", "--sdperf-variants", "torch-fp32,torch-fp16+*",
+                                "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["test_v.py::test_v[[]torch-fp32[]]",
+                                 "test_v.py::test_v[[]torch-fp16+torch-default-attn[]]", "*",
+                                 "test_v.py::test_v[[]torch-fp16+env-pinned[]]"])
+
+
 def test_cli_rejects_a_bad_composition_with_the_reason(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--sdperf", "--sdperf-variants", "torch-bf16+torch-fp16")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

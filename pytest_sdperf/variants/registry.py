@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
+import itertools
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -290,20 +291,67 @@ class VariantRegistry:
         raise VariantError(f"unknown variant {name!r}; known variants: {', '.join(known)}")
 
     def select(self, patterns: Iterable[str] | None) -> list[VariantSpec]:
-        """The variants named or matched by globs, in registry order then pattern order."""
+        """Every registered variant (``patterns`` None), else ``expand(patterns)``."""
         if patterns is None:
             return list(self._specs.values())
+        return self.expand(patterns)
+
+    def expand(self, patterns: Iterable[str]) -> list[VariantSpec]:
+        """The variants ``patterns`` name, in pattern order, then registry order within one.
+
+        A name (``torch-bf16``, ``env-threads-3``, ``a+b``) is that variant, or a VariantError
+        saying why not. A glob (``env-*``) is every registered name it matches. A glob with
+        ``+`` matches part by part: ``torch-fp16+*`` is torch-fp16 composed with each variant
+        it can stack with; compositions the registry refuses, a variant composed with itself,
+        and an earlier hit's parts in another order are left out. A glob that yields nothing
+        is a VariantError naming it.
+
+        Example: ``registry.expand(["torch-fp32", "torch-fp16+*"])``.
+        """
         chosen: dict[str, VariantSpec] = {}
+        seen: set[frozenset[str]] = set()
         for pattern in patterns:
-            if any(ch in pattern for ch in "*?["):
-                hits = [s for n, s in self._specs.items() if fnmatch.fnmatchcase(n, pattern)]
-                if not hits:
-                    raise VariantError(
-                        f"--sdperf-variants pattern {pattern!r} matches no variant; "
-                        f"known variants: {', '.join(self._specs)}"
-                    )
-                chosen.update((s.name, s) for s in hits)
-            else:
+            if not _is_glob(pattern):
                 spec = self.get(pattern)
                 chosen[spec.name] = spec
+                seen.add(frozenset(spec.parts or (spec.name,)))
+                continue
+            hits = self._glob(pattern)
+            if not hits:
+                raise VariantError(
+                    f"--sdperf-variants pattern {pattern!r} matches no variant"
+                    + (" it can compose" if "+" in pattern else "")
+                    + f"; known variants: {', '.join(self._specs)}"
+                )
+            for spec in hits:
+                key = frozenset(spec.parts or (spec.name,))
+                if spec.name not in chosen and key not in seen:
+                    chosen[spec.name] = spec
+                    seen.add(key)
         return list(chosen.values())
+
+    def _glob(self, pattern: str) -> list[VariantSpec]:
+        """A glob's variants: registered names, or (with ``+``) the valid compositions."""
+        if "+" not in pattern:
+            return [s for n, s in self._specs.items() if fnmatch.fnmatchcase(n, pattern)]
+        choices = [self._part_names(part) for part in pattern.split("+")]
+        out = []
+        for names in itertools.product(*choices):
+            if len(set(names)) < len(names):
+                continue  # a+a: the registry refuses it anyway; say nothing
+            try:
+                out.append(self.get("+".join(names)))
+            except VariantError:
+                continue  # refused compositions are not part of what a glob means
+        return out
+
+    def _part_names(self, part: str) -> list[str]:
+        """One part of a composed glob: the registered names it matches, or itself."""
+        if _is_glob(part):
+            return [n for n in self._specs if fnmatch.fnmatchcase(n, part)]
+        self.get(part)  # an unknown plain part is the user's typo: say so
+        return [part]
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
