@@ -54,8 +54,26 @@ def test_environment_variant_stacks_on_a_pipeline_variant(registry: VariantRegis
     spec = registry.get("env-jemalloc+torch-bf16")
     assert spec.backend == "torch"
     assert spec.env["LD_PRELOAD"].endswith("libjemalloc.so.2")
-    assert "dirty_decay_ms:-1" in spec.env["MALLOC_CONF"]
+    assert spec.env["MALLOC_CONF"] == registry.get("env-jemalloc").env["MALLOC_CONF"]
     assert spec.transforms == registry.get("torch-bf16").transforms
+
+
+def test_preloads_join_in_the_written_order_and_scalars_must_agree() -> None:
+    """Issue #16: two preloading parts (reference B's jemalloc + Intel OpenMP) compose."""
+    reg = VariantRegistry()
+    register_builtin(reg)
+    reg.add(VariantSpec(name="env-iomp", family="mine", description="x", backend="any",
+                        env={"LD_PRELOAD": "/opt/intel/libiomp5.so", "OMP_NUM_THREADS": "32"}))
+    jemalloc = reg.get("env-jemalloc").env["LD_PRELOAD"]
+    spec = reg.get("env-jemalloc+env-iomp+torch-bf16")
+    assert spec.env["LD_PRELOAD"] == f"{jemalloc}:/opt/intel/libiomp5.so"
+    assert reg.get("env-iomp+env-jemalloc").env["LD_PRELOAD"] == f"/opt/intel/libiomp5.so:{jemalloc}"
+    assert spec.env["MALLOC_CONF"] and spec.env["OMP_NUM_THREADS"] == "32"
+    assert VariantSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(VariantError, match="OMP_NUM_THREADS is set to both '32' and '1'"):
+        reg.get("env-iomp+env-threads-1")
+    with pytest.raises(VariantError, match="env-jemalloc and env-tcmalloc both decide the allocator"):
+        reg.get("env-iomp+env-jemalloc+env-tcmalloc")  # one process, one malloc
 
 
 def test_composition_round_trips_through_the_worker_request(registry: VariantRegistry) -> None:

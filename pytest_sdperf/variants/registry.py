@@ -13,7 +13,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 BACKENDS = ("torch", "openvino", "any")
 
@@ -139,8 +139,9 @@ def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
 
     Transforms run by each part's ``order`` (precision, swaps, structure, precomputation,
     graph capture, offloading), parts of equal order as written; thresholds take the
-    loosest of the parts; the recipe is the union of the parts' recipes. Every rejection
-    raises VariantError saying which parts clash.
+    loosest of the parts; the recipe is the union of the parts' recipes; list variables
+    (LD_PRELOAD) join the parts' entries as written, other variables must agree. Every
+    rejection raises VariantError saying which parts clash.
     """
     parts = list(specs)
     name = "+".join(p.name for p in parts)
@@ -190,9 +191,46 @@ def _check_stackable(name: str, parts: list[VariantSpec]) -> None:
         raise VariantError(f"{name}: conflicting CPU pinning {sorted(cpus)}")
 
 
+# Environment variables that hold a list: variable -> separators (the first is written back).
+# ld.so reads LD_PRELOAD as paths separated by spaces or colons.
+LIST_ENV: Mapping[str, str] = MappingProxyType({"LD_PRELOAD": ": \t\n"})
+
+
+def join_env(var: str, *values: str) -> str:
+    """The entries of list variable ``var``'s ``values``, in order, each once.
+
+    Example: ``join_env("LD_PRELOAD", "/a.so", "/b.so /a.so")`` is ``"/a.so:/b.so"``.
+    """
+    seps = LIST_ENV[var]
+    split = f"[{re.escape(seps)}]+"
+    entries = dict.fromkeys(e for value in values for e in re.split(split, value) if e)
+    return seps[0].join(entries)
+
+
+def merge_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (the parent's environment) with a variant's ``extra`` variables set.
+
+    Scalars are replaced. A list variable (``LIST_ENV``: LD_PRELOAD) keeps ``base``'s entries
+    after ``extra``'s: the user's own preloads stay, and the variant's library comes first,
+    so it wins symbol lookup and the variant measures what it names.
+
+    Example: ``merge_env({"LD_PRELOAD": "/mine.so"}, {"LD_PRELOAD": "/jemalloc.so"})``
+    gives ``{"LD_PRELOAD": "/jemalloc.so:/mine.so"}``.
+    """
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = join_env(key, value, base.get(key, "")) if key in LIST_ENV else value
+    return out
+
+
 def _merged_env(name: str, parts: list[VariantSpec]) -> dict[str, str]:
-    return _merged(name, [(p.name, p.env) for p in parts],
-                   "{key} is set to both {old!r} and {new!r}")
+    """Scalars must agree between parts; list variables join in the parts' order."""
+    scalars = [(p.name, {k: v for k, v in p.env.items() if k not in LIST_ENV}) for p in parts]
+    out: dict[str, str] = _merged(name, scalars, "{key} is set to both {old!r} and {new!r}")
+    for p in parts:
+        for key in sorted(LIST_ENV.keys() & p.env.keys()):
+            out[key] = join_env(key, out.get(key, ""), p.env[key])
+    return out
 
 
 def _merged_recipe(name: str, parts: list[VariantSpec]) -> dict[str, Any]:
@@ -201,7 +239,7 @@ def _merged_recipe(name: str, parts: list[VariantSpec]) -> dict[str, Any]:
                    "they cannot be stacked, pick one")
 
 
-def _merged(name: str, maps: list[tuple[str, Mapping[str, Any]]], clash: str) -> dict[str, Any]:
+def _merged(name: str, maps: Sequence[tuple[str, Mapping[str, Any]]], clash: str) -> dict[str, Any]:
     """The union of the parts' ``maps``; a key two parts set differently raises ``clash``."""
     out: dict[str, Any] = {}
     owner: dict[str, str] = {}
