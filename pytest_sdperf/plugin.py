@@ -129,13 +129,14 @@ def _list_variants(config: pytest.Config, session: pytest.Session) -> int:
     state = config.stash[STATE]
     tr: Any = config.pluginmanager.get_plugin("terminalreporter")
     tr.section("sdperf variants")
-    for spec in state.registry:
+    chosen = state.settings.variants is not None  # --sdperf-variants: show its expansion
+    for spec in state.selected if chosen else state.registry:
         reason = unavailable_reason(spec)
         needs = ", ".join(spec.requires) + (", CUDA" if spec.needs_cuda else "")
         tr.write_line(f"{spec.name:28} {spec.family:10} {'runs here' if not reason else 'cannot run'}")
         tr.write_line(f"    {spec.description}")
         tr.write_line(f"    needs: {needs or 'nothing extra'}" + (f"; {reason}" if reason else ""))
-    for pattern in state.registry.patterns():
+    for pattern in [] if chosen else state.registry.patterns():
         tr.write_line(f"{pattern.shown:28} {'pattern':10} (any value, e.g. as listed above)")
         tr.write_line(f"    {pattern.description}")
     tr.write_line("compose any of these with '+', e.g. torch-bf16+dpm-solver+tome")

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from .progress import DEFAULT_HANG_FLOOR_S, Stall, Watchdog, dump_stacks
 from .protocol import OK, SKIP, WorkerRequest, WorkerResult
+from .variants.registry import merge_env
 
 STDERR_TAIL = 6000
 POLL_S = 0.5
@@ -77,8 +78,7 @@ def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    env.update(extra)
-    return env
+    return merge_env(env, extra)  # a user's own LD_PRELOAD is kept after the variant's
 
 
 def run_worker(

@@ -54,8 +54,26 @@ def test_environment_variant_stacks_on_a_pipeline_variant(registry: VariantRegis
     spec = registry.get("env-jemalloc+torch-bf16")
     assert spec.backend == "torch"
     assert spec.env["LD_PRELOAD"].endswith("libjemalloc.so.2")
-    assert "dirty_decay_ms:-1" in spec.env["MALLOC_CONF"]
+    assert spec.env["MALLOC_CONF"] == registry.get("env-jemalloc").env["MALLOC_CONF"]
     assert spec.transforms == registry.get("torch-bf16").transforms
+
+
+def test_preloads_join_in_the_written_order_and_scalars_must_agree() -> None:
+    """Issue #16: two preloading parts (reference B's jemalloc + Intel OpenMP) compose."""
+    reg = VariantRegistry()
+    register_builtin(reg)
+    reg.add(VariantSpec(name="env-iomp", family="mine", description="x", backend="any",
+                        env={"LD_PRELOAD": "/opt/intel/libiomp5.so", "OMP_NUM_THREADS": "32"}))
+    jemalloc = reg.get("env-jemalloc").env["LD_PRELOAD"]
+    spec = reg.get("env-jemalloc+env-iomp+torch-bf16")
+    assert spec.env["LD_PRELOAD"] == f"{jemalloc}:/opt/intel/libiomp5.so"
+    assert reg.get("env-iomp+env-jemalloc").env["LD_PRELOAD"] == f"/opt/intel/libiomp5.so:{jemalloc}"
+    assert spec.env["MALLOC_CONF"] and spec.env["OMP_NUM_THREADS"] == "32"
+    assert VariantSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(VariantError, match="OMP_NUM_THREADS is set to both '32' and '1'"):
+        reg.get("env-iomp+env-threads-1")
+    with pytest.raises(VariantError, match="env-jemalloc and env-tcmalloc both decide the allocator"):
+        reg.get("env-iomp+env-jemalloc+env-tcmalloc")  # one process, one malloc
 
 
 def test_composition_round_trips_through_the_worker_request(registry: VariantRegistry) -> None:
@@ -144,6 +162,67 @@ def test_glob_selection_and_composed_names(registry: VariantRegistry) -> None:
     names = [s.name for s in chosen]
     assert names[:4] == ["env-jemalloc", "env-tcmalloc", "env-threads-1", "env-pinned"]
     assert names[-1] == "torch-bf16+dpm-solver+tome"
+
+
+FP16_STACKS = [
+    "torch-default-attn", "torch-compile", "dpm-solver", "tome", "vae-slicing", "vae-tiling",
+    "precomputed-embeds", "model-cpu-offload", "sequential-cpu-offload", "tiny-vae",
+    "env-jemalloc", "env-tcmalloc", "env-threads-1", "env-pinned",
+]
+
+
+def test_composed_glob_expands_to_every_valid_composition(registry: VariantRegistry) -> None:
+    """Issue #16: 'torch-fp16+*' is torch-fp16 stacked on each variant it can stack with, in
+    registry order: no other dtype (torch-fp32 included), no OpenVINO, no torch-fp16+torch-fp16."""
+    names = [s.name for s in registry.expand(["torch-fp16+*"])]
+    assert names == [f"torch-fp16+{n}" for n in FP16_STACKS]
+    assert [s.name for s in registry.select(["torch-fp16+*"])] == names
+    with pytest.raises(VariantError, match="both decide the dtype"):
+        registry.get("torch-fp16+torch-fp32")  # what left torch-fp32 out
+
+
+def test_reference_d_selection_expands_without_duplicates(registry: VariantRegistry) -> None:
+    patterns = ["torch-fp32", "torch-default-attn", "torch-fp16", "torch-fp16+*", "torch-fp16"]
+    names = [s.name for s in registry.expand(patterns)]
+    assert names == ["torch-fp32", "torch-default-attn", "torch-fp16",
+                     *(f"torch-fp16+{n}" for n in FP16_STACKS)]
+
+
+def test_composed_globs_match_part_by_part_and_skip_mirror_images(
+    registry: VariantRegistry
+) -> None:
+    names = [s.name for s in registry.expand(["env-t*+torch-bf16", "torch-bf16+env-*", "*+*"])]
+    assert names[:6] == ["env-tcmalloc+torch-bf16", "env-threads-1+torch-bf16",
+                         "torch-bf16+env-jemalloc", "torch-bf16+env-pinned",
+                         "torch-fp32+torch-default-attn", "torch-fp32+torch-compile"]
+    parts = [frozenset(s.parts) for s in registry.expand(["*+*"])]
+    assert len(parts) == len(set(parts))  # tome+dpm-solver or dpm-solver+tome, not both
+    assert all(len(p) == 2 for p in parts)  # never a variant composed with itself
+    assert [s.name for s in registry.expand(["env-threads-3+env-p*"])] == [
+        "env-threads-3+env-pinned"]  # a plain part may be a name pattern's
+
+
+@pytest.mark.parametrize(("pattern", "message"), [
+    ("torch-fp16+ov-*", r"pattern 'torch-fp16\+ov-\*' matches no variant it can compose"),
+    ("tome+nothing-*", r"pattern 'tome\+nothing-\*' matches no variant it can compose"),
+    ("nothing+*", "unknown variant 'nothing'"),
+    ("nothing-*", "pattern 'nothing-\\*' matches no variant; known variants: torch-fp32"),
+])
+def test_a_glob_that_yields_nothing_is_an_error_naming_it(
+    registry: VariantRegistry, pattern: str, message: str
+) -> None:
+    with pytest.raises(VariantError, match=message):
+        registry.expand([pattern])
+
+
+def test_cli_runs_a_composed_glob(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_v="def test_v(sdperf_variant):\n    pass\n")
+    result = pytester.runpytest("--sdperf", "--sdperf-variants", "torch-fp32,torch-fp16+*",
+                                "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["test_v.py::test_v[[]torch-fp32[]]",
+                                 "test_v.py::test_v[[]torch-fp16+torch-default-attn[]]", "*",
+                                 "test_v.py::test_v[[]torch-fp16+env-pinned[]]"])
 
 
 def test_cli_rejects_a_bad_composition_with_the_reason(pytester: pytest.Pytester) -> None:

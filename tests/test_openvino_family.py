@@ -66,6 +66,39 @@ def test_bad_settings_name_the_setting(tmp_path: Path) -> None:
         recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="0"))
 
 
+def test_precision_is_the_devices_unless_set(tmp_path: Path) -> None:
+    """Issue #16: no INFERENCE_PRECISION_HINT by default; ov_precision=f32|bf16|f16 forces one."""
+    model = ModelRef("tiny", str(tmp_path), "tiny-x")
+    assert recipe_for(ctx_for(model, tmp_path, "ov-fp32")).precision is None
+    assert recipe_for(ctx_for(model, tmp_path, "ov-static", ov_precision="bf16")).precision == "bf16"
+    with pytest.raises(ValueError, match="ov_precision='f64': must be one of f32, bf16, f16"):
+        recipe_for(ctx_for(model, tmp_path, "ov-fp32", ov_precision="f64"))
+
+
+@pytest.mark.parametrize("variant", ["ov-fp32", "ov-int8-weights", "ov-int8-hybrid+ov-tome"])
+def test_precision_is_not_part_of_any_cache_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variant: str
+) -> None:
+    """Precision is chosen when compiling: every precision loads the same export and quantization."""
+    from pytest_sdperf.variants.openvino_family import ir_folder
+
+    keys: list[tuple[str, dict[str, Any]]] = []
+
+    def record(cache_dir: Path, stage: str, model_key: str, recipe: Any, build: Any) -> Any:
+        keys.append((stage, dict(recipe)))
+        return openvino_cache.CacheEntry(cache_dir / stage, True, 0.0)
+
+    monkeypatch.setattr(openvino_cache, "cached_build", record)
+    model = ModelRef("tiny", str(tmp_path), "tiny-x")
+    seen = []
+    for settings in ({}, {"ov_precision": "f32"}, {"ov_precision": "bf16"}):
+        ctx = ctx_for(model, tmp_path, variant, **settings)
+        keys.clear()
+        ir_folder(ctx, recipe_for(ctx), {"cache_hit": True})
+        seen.append(list(keys))
+    assert seen[0] and seen[0] == seen[1] == seen[2]
+
+
 def test_calibration_prompts_ship_with_the_package() -> None:
     from pytest_sdperf.variants.openvino_build import calibration_prompts
 
@@ -172,6 +205,24 @@ def test_export_is_reused_and_gets_the_workload_latents(tiny: tuple[ModelRef, Pa
     # OpenVINO's pipeline would draw its own noise; with the workload's latents, calls agree.
     assert first.shape == (1, 64, 64, 3) and abs(first - second).max() < 1e-5
     assert pipeline.info["model_size_bytes"] > 0 and pipeline.info["compile_s"] > 0
+
+
+@pytest.mark.slow
+def test_precision_is_read_back_and_ov_precision_forces_f32(tiny: tuple[ModelRef, Path]) -> None:
+    """By default the compiled models use the CPU plugin's own choice (bf16 where the CPU has
+    it natively, reference B), read back into the info; ov_precision=f32 forces float32,
+    on the same cached IR."""
+    import openvino as ov
+
+    from pytest_sdperf.variants.openvino_family import load_openvino
+
+    model, cache = tiny
+    device = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    chosen = load_openvino(ctx_for(model, cache, "ov-fp32")).info
+    assert chosen["ov_precision"] == device and "ov_precision_hint" not in chosen
+    forced = load_openvino(ctx_for(model, cache, "ov-fp32", ov_precision="f32")).info
+    assert forced["ov_precision"] == "f32" and forced["ov_precision_hint"] == "f32"
+    assert forced["ir"] == chosen["ir"] and forced["cache_hit"] is True
 
 
 @pytest.mark.slow

@@ -165,6 +165,36 @@ def test_gen(sdperf_measurement, sdperf_gate):
     assert by_variant["torch-fp32"]["workload_key"].startswith("64x64-2st-")
 
 
+@pytest.mark.parametrize("negative", ["low resolution", None])
+def test_precomputed_embeds_on_sdxl_with_two_images_per_prompt(small_xl, negative):
+    """SDXL repeats given embeddings, negative and pooled ones too (zeros when negative is
+    None), once per image itself: encoded for one image, two images equal fp32's."""
+    import numpy as np
+
+    from pytest_sdperf.variants.base import BuildContext
+    from pytest_sdperf.variants.build import build_pipeline, make_generate
+    from pytest_sdperf.variants.builtin import register_builtin
+    from pytest_sdperf.variants.registry import VariantRegistry
+    from pytest_sdperf.workload import Workload
+
+    class Clock:
+        def on_step_end(self, pipe, step, timestep, kwargs):
+            return kwargs
+
+        def begin(self):
+            pass
+
+    registry = VariantRegistry()
+    register_builtin(registry)
+    wl = Workload(steps=2, height=64, width=64, images_per_prompt=2, negative_prompt=negative)
+    ctx = BuildContext(model=resolve_model(str(small_xl), small_xl.parent), workload=wl,
+                       cache_dir=small_xl.parent)
+    images = [make_generate(build_pipeline(registry.get(name).to_dict(), ctx), ctx, Clock())[0]()
+              for name in ("precomputed-embeds", "torch-fp32")]
+    assert images[0].shape == (2, 64, 64, 3)
+    assert np.allclose(images[0], images[1], atol=1e-5)
+
+
 def test_sdperf_model_build_knows_the_profiles(tmp_path, capsys):
     from pytest_sdperf.cli import build_parser, main
 

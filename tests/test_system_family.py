@@ -58,6 +58,29 @@ def test_allocator_library_is_found_where_debian_puts_it(tmp_path: Path,
     assert system_family.check_jemalloc() is None
 
 
+def test_jemalloc_conf_is_reference_b_exactly(registry: VariantRegistry) -> None:
+    """Issue #16: the write-up's MALLOC_CONF, its stray space after dirty_decay_ms: dropped."""
+    assert registry.get("env-jemalloc").env["MALLOC_CONF"] == (
+        "oversize_threshold:1,background_thread:true,metadata_thp:auto,"
+        "dirty_decay_ms:60000,muzzy_decay_ms:60000")
+    assert all(why for _, why in system_family.JEMALLOC_SETTINGS)  # each key explained
+    assert "MALLOC_CONF=oversize_threshold:1," in registry.get("env-jemalloc").description
+
+
+def test_merge_env_keeps_the_users_preload_after_the_variants() -> None:
+    from pytest_sdperf.variants.registry import merge_env
+
+    parent = {"LD_PRELOAD": "/home/me/libshim.so /usr/lib/libjemalloc.so.2", "PATH": "/bin",
+              "MALLOC_CONF": "narenas:1"}
+    variant = {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2", "MALLOC_CONF": "background_thread:true"}
+    assert merge_env(parent, variant) == {
+        "LD_PRELOAD": "/usr/lib/libjemalloc.so.2:/home/me/libshim.so",  # each library once
+        "PATH": "/bin", "MALLOC_CONF": "background_thread:true"}  # scalars are replaced
+    assert merge_env({"PATH": "/bin"}, variant)["LD_PRELOAD"] == "/usr/lib/libjemalloc.so.2"
+    assert merge_env(parent, {"OMP_NUM_THREADS": "1"})["LD_PRELOAD"] == parent["LD_PRELOAD"]
+    assert parent["LD_PRELOAD"].startswith("/home")  # the parent's mapping is not changed
+
+
 def test_unavailable_cpus_skip_the_worker_with_the_reason() -> None:
     from pytest_sdperf.worker import SkipVariant, _pin
 
@@ -72,7 +95,7 @@ import pytest
 def test_env(sdperf_measurement):
     env = dict(sdperf_measurement.environment)
     print("SDPERF-ENV", env)
-    assert env["LD_PRELOAD"].endswith("libjemalloc.so.2")
+    assert env["LD_PRELOAD"].split(":")[0].endswith("libjemalloc.so.2")  # before any of yours
     assert "background_thread:true" in env["MALLOC_CONF"]
     assert env["allocator_loaded"] == ["jemalloc"]
     assert env["OMP_NUM_THREADS"] == "1"

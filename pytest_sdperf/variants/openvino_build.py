@@ -161,11 +161,13 @@ def compress_weights(base: Path, out: Path) -> None:
 def hybrid_quantize(base: Path, out: Path, *, wl: Workload, samples: int, static: bool) -> None:
     """NNCF hybrid quantization: UNet weights and activations to 8 bits (calibrated on UNet
     inputs collected from the shipped prompts at the workload's size and steps), the other
-    models' weights compressed to 8 bits."""
+    models' weights compressed to 8 bits. Calibration runs in f32 whatever the CPU would
+    choose (bf16 where native), so the quantized IR is the same on every machine and its
+    cache key needs no precision."""
     import nncf
     from optimum.intel import OVConfig, OVQuantizer, OVWeightQuantizationConfig
 
-    pipe = load_ir(base)
+    pipe = load_ir(base, {"INFERENCE_PRECISION_HINT": "f32"})
     if static:
         reshape_static(pipe, wl)
     data = collect_unet_inputs(pipe, wl, samples)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
+import itertools
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 BACKENDS = ("torch", "openvino", "any")
 
@@ -138,8 +139,9 @@ def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
 
     Transforms run by each part's ``order`` (precision, swaps, structure, precomputation,
     graph capture, offloading), parts of equal order as written; thresholds take the
-    loosest of the parts; the recipe is the union of the parts' recipes. Every rejection
-    raises VariantError saying which parts clash.
+    loosest of the parts; the recipe is the union of the parts' recipes; list variables
+    (LD_PRELOAD) join the parts' entries as written, other variables must agree. Every
+    rejection raises VariantError saying which parts clash.
     """
     parts = list(specs)
     name = "+".join(p.name for p in parts)
@@ -189,9 +191,46 @@ def _check_stackable(name: str, parts: list[VariantSpec]) -> None:
         raise VariantError(f"{name}: conflicting CPU pinning {sorted(cpus)}")
 
 
+# Environment variables that hold a list: variable -> separators (the first is written back).
+# ld.so reads LD_PRELOAD as paths separated by spaces or colons.
+LIST_ENV: Mapping[str, str] = MappingProxyType({"LD_PRELOAD": ": \t\n"})
+
+
+def join_env(var: str, *values: str) -> str:
+    """The entries of list variable ``var``'s ``values``, in order, each once.
+
+    Example: ``join_env("LD_PRELOAD", "/a.so", "/b.so /a.so")`` is ``"/a.so:/b.so"``.
+    """
+    seps = LIST_ENV[var]
+    split = f"[{re.escape(seps)}]+"
+    entries = dict.fromkeys(e for value in values for e in re.split(split, value) if e)
+    return seps[0].join(entries)
+
+
+def merge_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (the parent's environment) with a variant's ``extra`` variables set.
+
+    Scalars are replaced. A list variable (``LIST_ENV``: LD_PRELOAD) keeps ``base``'s entries
+    after ``extra``'s: the user's own preloads stay, and the variant's library comes first,
+    so it wins symbol lookup and the variant measures what it names.
+
+    Example: ``merge_env({"LD_PRELOAD": "/mine.so"}, {"LD_PRELOAD": "/jemalloc.so"})``
+    gives ``{"LD_PRELOAD": "/jemalloc.so:/mine.so"}``.
+    """
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = join_env(key, value, base.get(key, "")) if key in LIST_ENV else value
+    return out
+
+
 def _merged_env(name: str, parts: list[VariantSpec]) -> dict[str, str]:
-    return _merged(name, [(p.name, p.env) for p in parts],
-                   "{key} is set to both {old!r} and {new!r}")
+    """Scalars must agree between parts; list variables join in the parts' order."""
+    scalars = [(p.name, {k: v for k, v in p.env.items() if k not in LIST_ENV}) for p in parts]
+    out: dict[str, str] = _merged(name, scalars, "{key} is set to both {old!r} and {new!r}")
+    for p in parts:
+        for key in sorted(LIST_ENV.keys() & p.env.keys()):
+            out[key] = join_env(key, out.get(key, ""), p.env[key])
+    return out
 
 
 def _merged_recipe(name: str, parts: list[VariantSpec]) -> dict[str, Any]:
@@ -200,7 +239,7 @@ def _merged_recipe(name: str, parts: list[VariantSpec]) -> dict[str, Any]:
                    "they cannot be stacked, pick one")
 
 
-def _merged(name: str, maps: list[tuple[str, Mapping[str, Any]]], clash: str) -> dict[str, Any]:
+def _merged(name: str, maps: Sequence[tuple[str, Mapping[str, Any]]], clash: str) -> dict[str, Any]:
     """The union of the parts' ``maps``; a key two parts set differently raises ``clash``."""
     out: dict[str, Any] = {}
     owner: dict[str, str] = {}
@@ -297,20 +336,67 @@ class VariantRegistry:
         raise VariantError(f"unknown variant {name!r}; known variants: {', '.join(known)}")
 
     def select(self, patterns: Iterable[str] | None) -> list[VariantSpec]:
-        """The variants named or matched by globs, in registry order then pattern order."""
+        """Every registered variant (``patterns`` None), else ``expand(patterns)``."""
         if patterns is None:
             return list(self._specs.values())
+        return self.expand(patterns)
+
+    def expand(self, patterns: Iterable[str]) -> list[VariantSpec]:
+        """The variants ``patterns`` name, in pattern order, then registry order within one.
+
+        A name (``torch-bf16``, ``env-threads-3``, ``a+b``) is that variant, or a VariantError
+        saying why not. A glob (``env-*``) is every registered name it matches. A glob with
+        ``+`` matches part by part: ``torch-fp16+*`` is torch-fp16 composed with each variant
+        it can stack with; compositions the registry refuses, a variant composed with itself,
+        and an earlier hit's parts in another order are left out. A glob that yields nothing
+        is a VariantError naming it.
+
+        Example: ``registry.expand(["torch-fp32", "torch-fp16+*"])``.
+        """
         chosen: dict[str, VariantSpec] = {}
+        seen: set[frozenset[str]] = set()
         for pattern in patterns:
-            if any(ch in pattern for ch in "*?["):
-                hits = [s for n, s in self._specs.items() if fnmatch.fnmatchcase(n, pattern)]
-                if not hits:
-                    raise VariantError(
-                        f"--sdperf-variants pattern {pattern!r} matches no variant; "
-                        f"known variants: {', '.join(self._specs)}"
-                    )
-                chosen.update((s.name, s) for s in hits)
-            else:
+            if not _is_glob(pattern):
                 spec = self.get(pattern)
                 chosen[spec.name] = spec
+                seen.add(frozenset(spec.parts or (spec.name,)))
+                continue
+            hits = self._glob(pattern)
+            if not hits:
+                raise VariantError(
+                    f"--sdperf-variants pattern {pattern!r} matches no variant"
+                    + (" it can compose" if "+" in pattern else "")
+                    + f"; known variants: {', '.join(self._specs)}"
+                )
+            for spec in hits:
+                key = frozenset(spec.parts or (spec.name,))
+                if spec.name not in chosen and key not in seen:
+                    chosen[spec.name] = spec
+                    seen.add(key)
         return list(chosen.values())
+
+    def _glob(self, pattern: str) -> list[VariantSpec]:
+        """A glob's variants: registered names, or (with ``+``) the valid compositions."""
+        if "+" not in pattern:
+            return [s for n, s in self._specs.items() if fnmatch.fnmatchcase(n, pattern)]
+        choices = [self._part_names(part) for part in pattern.split("+")]
+        out = []
+        for names in itertools.product(*choices):
+            if len(set(names)) < len(names):
+                continue  # a+a: the registry refuses it anyway; say nothing
+            try:
+                out.append(self.get("+".join(names)))
+            except VariantError:
+                continue  # refused compositions are not part of what a glob means
+        return out
+
+    def _part_names(self, part: str) -> list[str]:
+        """One part of a composed glob: the registered names it matches, or itself."""
+        if _is_glob(part):
+            return [n for n in self._specs if fnmatch.fnmatchcase(n, part)]
+        self.get(part)  # an unknown plain part is the user's typo: say so
+        return [part]
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")

@@ -44,5 +44,8 @@ def register(registry: VariantRegistry) -> None:
             family="torch",
             description="diffusers, float32, default scheduler, SDPA attention (the reference)",
             requires=TORCH_REQUIRES,
+            # float32 is a dtype choice too: torch-fp16+torch-fp32 would be torch-fp16 under
+            # a contradictory name, so globs such as 'torch-fp16+*' leave it out.
+            exclusive=("dtype",),
         )
     )

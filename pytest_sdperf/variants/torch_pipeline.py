@@ -100,14 +100,17 @@ def apply_precomputed_embeds(pipeline: Pipeline, ctx: BuildContext) -> None:
     """Encode the workload's prompts once, then drop the text encoders and tokenizers.
 
     Every call gets the embeddings through ``call_kwargs`` (prompt=None), so the memory the
-    encoders held is gone from the measured peak, as in reference D.
+    encoders held is gone from the measured peak, as in reference D. They are encoded for
+    one image per prompt: the pipeline's call repeats given embeddings (negative and SDXL's
+    pooled ones too) ``num_images_per_prompt`` times itself, so repeating them here as well
+    made N*N rows against N latents.
     """
     import torch
 
     pipe, wl = pipeline.pipe, ctx.workload
     with pipeline.entered(), torch.no_grad():
         out = pipe.encode_prompt(
-            prompt=wl.prompt, device=ctx.device, num_images_per_prompt=wl.images_per_prompt,
+            prompt=wl.prompt, device=ctx.device, num_images_per_prompt=1,
             do_classifier_free_guidance=wl.guidance_scale > 1.0,
             negative_prompt=wl.negative_prompt,
         )
