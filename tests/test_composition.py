@@ -45,8 +45,8 @@ def test_composed_variant_stacks_transforms_in_stage_order(registry: VariantRegi
 
 
 def test_composed_thresholds_take_the_loosest(registry: VariantRegistry) -> None:
-    spec = registry.get("torch-bf16+tiny-vae")
-    assert spec.thresholds["latency_pct"] == 75.0  # from torch-bf16
+    spec = registry.get("torch-bf16+tiny-vae+model-cpu-offload")
+    assert spec.thresholds["latency_pct"] == 75.0  # from model-cpu-offload
     assert spec.thresholds["min_ssim"] == -1.0  # from tiny-vae
 
 

@@ -62,7 +62,7 @@ def test_common_figure_falls_back_to_what_an_older_baseline_has() -> None:
 def test_memory_an_allocator_kept_is_released_before_the_call() -> None:
     """jemalloc as env-jemalloc preloads it (freed pages never decay): without the purge, the
     pages freed before the call would count in its peak."""
-    from pytest_sdperf.variants.system_family import JEMALLOC_CONF, find_library
+    from pytest_sdperf.variants.system_family import find_library
 
     lib = find_library("libjemalloc.so.2")
     if lib is None:
@@ -74,7 +74,9 @@ def test_memory_an_allocator_kept_is_released_before_the_call() -> None:
         "kept = _status_kib('RssAnon')\n"
         "print(kept, peak_rss_of(lambda: None).peak_anon, release_free_memory())\n"
     )
-    env = {**os.environ, "LD_PRELOAD": str(lib), "MALLOC_CONF": JEMALLOC_CONF}
+    # decay off: this jemalloc keeps every freed page (reference B's own conf gives pages back
+    # after 60 s, and at once for allocations this large: oversize_threshold)
+    env = {**os.environ, "LD_PRELOAD": str(lib), "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split(maxsplit=2)
     kept, peak_anon = int(out[0]), int(out[1])

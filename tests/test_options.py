@@ -32,7 +32,7 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
     assert all(f"{option.ini_key} (" in out for option in OPTIONS if option.ini)
     assert "sdperf_list_variants" not in out
     assert "+-2%" in out  # printed as written
-    assert "(default 5)" in out and "(default 900)" in out  # the declared defaults, formatted in
+    assert "(default 30)" in out and "(default 900)" in out  # the declared defaults, formatted in
 
 
 @pytest.mark.parametrize(
