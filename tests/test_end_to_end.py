@@ -22,6 +22,10 @@ def run(pytester: pytest.Pytester, cache_dir: Path, *extra: str) -> pytest.RunRe
         "--sdperf", "--sdperf-variants", "torch-fp32", "--sdperf-cache-dir", str(cache_dir),
         "--sdperf-baselines", str(pytester.path / "baselines"),
         "--sdperf-warmup", "1", "-p", "no:cacheprovider", *extra,  # auto rounds: the default
+        # The reference variant's own test is gated over calibration; a fresh process read it
+        # 1.18-1.30x against a 60-round recording here (README, known problems): a limit of
+        # 50% keeps this test about the path, and the 10x regression below still fails.
+        "--sdperf-latency-pct", "50",
     )
 
 
@@ -55,7 +59,7 @@ def test_tiny_model_records_passes_and_catches_a_10x_regression(
 
     third = run(pytester, cache_dir)
     third.assert_outcomes(failed=1)
-    third.stdout.fnmatch_lines(["*sdperf regression in*torch-fp32*", "*latency ratio*: measured*limit 1.100x*",
+    third.stdout.fnmatch_lines(["*sdperf regression in*torch-fp32*", "*latency ratio*: measured*limit 1.500x*",
                                 "*confirmed in fresh workers*"])
 
 
