@@ -89,12 +89,7 @@ def run_worker(
 
     The worker is killed at ``timeout_s`` (the hard cap), or earlier when the watchdog finds
     it hung (silent past ``max(hang_floor_s, 20 x its first call)``; 0 turns that off)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    req_path, res_path, err_path, progress_path = (
-        workdir / n for n in ("request.json", "result.json", "stderr.txt", "progress.jsonl"))
-    req_path.write_text(json.dumps(request.with_progress(progress_path).to_dict(), indent=1))
-    res_path.unlink(missing_ok=True)
-    progress_path.unlink(missing_ok=True)
+    req_path, res_path, err_path, progress_path = _worker_files(request, workdir)
     cmd = [sys.executable, "-m", "pytest_sdperf.worker", str(req_path), str(res_path)]
     with err_path.open("wb") as err:
         proc = subprocess.Popen(
@@ -102,17 +97,37 @@ def run_worker(
         )
         code, stall = _wait(proc, timeout_s, Watchdog(progress_path, hang_floor_s))
         if code is None:
-            stacks = dump_stacks(proc.pid, err_path) if stall else ""
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if stall:
-                return WorkerOutcome("hung", stderr_tail=_tail(err_path), hang=stall.describe(),
-                                     stacks=stacks)
-            return WorkerOutcome("timeout", stderr_tail=_tail(err_path), returncode=None)
+            return _killed(proc, err_path, stall)
+    return _ended(res_path, err_path, code)
+
+
+def _worker_files(request: WorkerRequest, workdir: Path) -> tuple[Path, Path, Path, Path]:
+    """A worker's request (written now), result, output and progress files, in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    req_path, res_path, err_path, progress_path = (
+        workdir / n for n in ("request.json", "result.json", "stderr.txt", "progress.jsonl"))
+    req_path.write_text(json.dumps(request.with_progress(progress_path).to_dict(), indent=1))
+    res_path.unlink(missing_ok=True)
+    progress_path.unlink(missing_ok=True)
+    return req_path, res_path, err_path, progress_path
+
+
+def _ended(res_path: Path, err_path: Path, code: int | None) -> WorkerOutcome:
+    """The outcome of a worker that exited: its result file's, or a crash where it wrote none."""
     if not res_path.exists():
         return WorkerOutcome("crash", stderr_tail=_tail(err_path), returncode=code)
     result = WorkerResult.from_dict(json.loads(res_path.read_text()))
     return WorkerOutcome(result.status, result, _tail(err_path), code)
+
+
+def _killed(proc: subprocess.Popen[bytes], err_path: Path, stall: Stall | None) -> WorkerOutcome:
+    """Kill a worker that hung (``stall``: its stacks taken first) or ran past the hard cap."""
+    stacks = dump_stacks(proc.pid, err_path) if stall else ""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if stall:
+        return WorkerOutcome("hung", stderr_tail=_tail(err_path), hang=stall.describe(), stacks=stacks)
+    return WorkerOutcome("timeout", stderr_tail=_tail(err_path), returncode=None)
 
 
 def _wait(
@@ -156,12 +171,7 @@ class DrivenWorker:
 
     def __init__(self, request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
                  hang_floor_s: float = DEFAULT_HANG_FLOOR_S) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.req_path, self.res_path, self.err_path, progress_path = (
-            workdir / n for n in ("request.json", "result.json", "stderr.txt", "progress.jsonl"))
-        self.req_path.write_text(json.dumps(request.with_progress(progress_path).to_dict(), indent=1))
-        self.res_path.unlink(missing_ok=True)
-        progress_path.unlink(missing_ok=True)
+        self.req_path, self.res_path, self.err_path, progress_path = _worker_files(request, workdir)
         self.timeout_s = timeout_s
         self.watchdog = Watchdog(progress_path, hang_floor_s)
         self._buffer = b""
@@ -196,8 +206,7 @@ class DrivenWorker:
         self.ask(cmd="finish", reference=reference or [])
         code = self.proc.wait(timeout=self.timeout_s)
         self.close()
-        result = WorkerResult.from_dict(json.loads(self.res_path.read_text()))
-        return WorkerOutcome(result.status, result, _tail(self.err_path), code)
+        return _ended(self.res_path, self.err_path, code)
 
     def close(self) -> None:
         """End the worker (its input closed; killed if it does not exit at once)."""
@@ -222,30 +231,16 @@ class DrivenWorker:
             if ready:
                 chunk = os.read(self._replies, 65536)
                 if not chunk:  # the worker closed its end: it exited
-                    raise WorkerGone(self._ended())
+                    code = self.proc.wait()
+                    self.close()
+                    raise WorkerGone(_ended(self.res_path, self.err_path, code))
                 self._buffer += chunk
                 continue
             stall = self.watchdog.poll()
             if stall is not None or time.monotonic() >= deadline:
-                raise WorkerGone(self._killed(stall))
+                outcome = _killed(self.proc, self.err_path, stall)
+                self.close()
+                raise WorkerGone(outcome)
         line, _, self._buffer = self._buffer.partition(b"\n")
         self.last_reply = json.loads(line)
         return self.last_reply
-
-    def _ended(self) -> WorkerOutcome:
-        code = self.proc.wait()
-        self.close()
-        if not self.res_path.exists():
-            return WorkerOutcome("crash", stderr_tail=_tail(self.err_path), returncode=code)
-        result = WorkerResult.from_dict(json.loads(self.res_path.read_text()))
-        return WorkerOutcome(result.status, result, _tail(self.err_path), code)
-
-    def _killed(self, stall: Stall | None) -> WorkerOutcome:
-        stacks = dump_stacks(self.proc.pid, self.err_path) if stall else ""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.close()
-        if stall:
-            return WorkerOutcome("hung", stderr_tail=_tail(self.err_path), hang=stall.describe(),
-                                 stacks=stacks)
-        return WorkerOutcome("timeout", stderr_tail=_tail(self.err_path))
