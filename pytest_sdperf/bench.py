@@ -79,8 +79,14 @@ class Bench:
         self.marks.append(self.calibrate())
         return seconds
 
+    def restart(self) -> float:
+        """Forget the rounds so far and run the calibration afresh (its seconds)."""
+        self.samples.clear()
+        self.marks = [self.calibrate()]
+        return self.marks[-1]
+
     def round_only(self) -> float:
-        """Time one call, without calibration (a paired reference's round)."""
+        """Time one call, without calibration (a paired variant's or reference's round)."""
         seconds, self.images = _timed(self.generate, self.sync)
         self.samples.append(seconds)
         return seconds

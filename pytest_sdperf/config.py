@@ -14,6 +14,10 @@ from .progress import DEFAULT_HANG_FLOOR_S, HANG_FACTOR
 
 N = TypeVar("N", int, float)
 AUTO_MIN_ROUNDS = 5
+#: No comparison with a baseline is decided on fewer rounds: a bootstrap interval of five
+#: rounds' median is too often narrow by chance (simulated on this machine's per-round paired
+#: noise, deciding from five rounds on doubled the false regressions of an unchanged pipeline).
+DECIDE_MIN_ROUNDS = 10
 AUTO_MAX_ROUNDS = 60
 AUTO_HALFWIDTH = 0.02  # stop when the 95% CI of the median is within +-2%
 
@@ -238,9 +242,10 @@ OPTIONS: tuple[Option, ...] = (
            "baseline folder (default: {default}/)", "DIR"),
     Option("--sdperf-rounds", "rounds", rounds_value, 0,
            "timed rounds, or 'auto' (the default): at least "
-           f"{AUTO_MIN_ROUNDS}, then until the comparison with the baseline is decided (with no "
-           f"baseline, until the median is known to +-{AUTO_HALFWIDTH:.0%}), or the time budget "
-           "is spent", "N"),
+           f"{AUTO_MIN_ROUNDS}, then until the comparison with the baseline is decided, on at "
+           f"least {DECIDE_MIN_ROUNDS} rounds: a regression, or a pass that could have seen a slowdown of the "
+           f"limit (with no baseline, until the median is known to +-{AUTO_HALFWIDTH:.0%}), or "
+           "the time budget is spent", "N"),
     Option("--sdperf-time-budget", "time_budget_s", positive_float, 30.0,
            "seconds of timed rounds per test with --sdperf-rounds auto (default {default})", "S"),
     Option("--sdperf-warmup", "warmup", non_negative_int, 1, "warm-up calls (default {default})",

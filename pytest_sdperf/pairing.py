@@ -3,6 +3,8 @@ built once and kept alive, driven by the parent one round at a time in ABBA orde
 
 Each round times the variant (A) and the reference variant (B) one after the other, the other
 process idle meanwhile; odd rounds go B then A, so a drift of the machine hits both sides alike.
+A paired variant's rounds are not followed by the calibration workload (the reference is the
+yardstick; calibrating would add a tenth of a second between A and B); unpaired rounds are.
 The reference runs in its own process in the plain environment: an env-* variant (allocator,
 threads, pinning) is compared with the reference as users run it, and no variant's memory
 includes the reference's. One reference worker serves every test of a workload in the session
@@ -110,22 +112,27 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
 
         def so_far() -> LatencyStats:
             around = [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
-            return LatencyStats.from_samples(samples, calibration=around,
-                                             reference=ref_samples if not note else [])
+            return LatencyStats.from_samples(samples, calibration=around if note else [],
+                                             reference=[] if note else ref_samples)
 
         start = time.monotonic()
         while more_rounds(request, samples, so_far, time.monotonic() - start):
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
-            reply = variant.ask(cmd="round")
+            paired = not isinstance(ref, str)
+            if not paired and len(marks) != len(samples) + 1:
+                # The reference failed mid-way: the rounds so far were not calibrated (a paired
+                # variant's rounds are not); start again, each round calibrated.
+                samples, ref_samples = [], []
+                marks = [float(variant.ask(cmd="restart")["calibration"])]
+            reply = variant.ask(cmd="round", calibrate=not paired)
             samples.append(float(reply["seconds"]))
-            marks.append(float(reply.get("calibration", 0.0)))
+            if not paired:
+                marks.append(float(reply["calibration"]))
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
-        if note:
-            ref_samples = []
         pid = None if isinstance(ref, str) else ref.proc.pid
-        return Paired(variant.finish(ref_samples), note, pid)
+        return Paired(variant.finish([] if note else ref_samples), note, pid)
     except WorkerGone as gone:
         return Paired(gone.outcome)
     finally:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from .config import DECIDE_MIN_ROUNDS
+
+__all__ = ["DECIDE_MIN_ROUNDS", "more_rounds", "undecided"]
+
 if TYPE_CHECKING:
     from .measure.latency import LatencyStats
     from .protocol import AutoTarget, WorkerRequest
@@ -20,8 +24,10 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
     - with no baseline to compare with (``auto.target`` None: a first recording), the median
       of the gated ratios (over the paired reference, else over the calibration) is known to
       +-``halfwidth``;
-    - with a baseline, the gate's comparison is decided: a regression stops at once; a pass
-      stops once the median is known as above; an inconclusive comparison samples on.
+    - with a baseline, once ``DECIDE_MIN_ROUNDS`` are taken, the gate's comparison is decided:
+      a regression stops at once (the gate confirms it in fresh workers); a pass stops once the
+      comparison could have seen a slowdown of the limit's size (its smallest detectable
+      slowdown is at most ``latency_pct``); an inconclusive comparison samples on.
 
     ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it.
     ``spent_s``: the time the rounds took, where it is more than their samples (a paired
@@ -39,7 +45,6 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
 
 def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) -> bool:
     """Whether auto rounds should sample on, given the rounds so far (see ``more_rounds``)."""
-    from .compare import latency_figures
     from .judge import Figures, Status, judge
     from .measure.latency import median_ci_halfwidth
     from .workload import Thresholds
@@ -47,9 +52,11 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
     if target is None:
         ratios = stats.paired() or stats.relative() or stats.samples
         return median_ci_halfwidth(ratios) > halfwidth
+    if len(stats.samples) < DECIDE_MIN_ROUNDS:
+        return True
     limits = Thresholds(latency_pct=target.latency_pct)
-    status = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference).status
-    if status is Status.REGRESSION:
+    verdict = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference)
+    if verdict.status is Status.REGRESSION:
         return False
-    figures = latency_figures(target.mode, stats, target.baseline, target.reference)
-    return status is Status.INCONCLUSIVE or median_ci_halfwidth(figures.current) > halfwidth
+    detectable = verdict.detectable_pct
+    return verdict.status is Status.INCONCLUSIVE or detectable is None or detectable > target.latency_pct

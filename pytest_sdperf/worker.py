@@ -10,7 +10,9 @@ By itself the worker times the request's rounds (fixed, or auto: ``rounds.more_r
 to file descriptor FD, then answers each command read from standard input, one JSON object a
 line: ``{"cmd": "round"}`` (a timed call and the calibration after it: ``{"seconds": s,
 "calibration": c}``),
-``{"cmd": "round", "calibrate": false}`` (a paired reference's round), and ``{"cmd": "finish",
+``{"cmd": "round", "calibrate": false}`` (a round without calibration: a paired variant's or
+the reference's), ``{"cmd": "restart"}`` (forget the rounds so far and calibrate afresh:
+``{"calibration": c}``), and ``{"cmd": "finish",
 "reference": [...]}`` (write the result, with the paired reference's rounds, and exit). End of
 input ends the worker. A worker that skips or fails writes its result file and exits.
 """
@@ -112,6 +114,8 @@ def serve(request: WorkerRequest, commands: TextIO, replies: TextIO, result_path
             _reply(replies, {"seconds": bench.round(), "calibration": bench.marks[-1]})
         elif cmd["cmd"] == "round":
             _reply(replies, {"seconds": bench.round_only()})
+        elif cmd["cmd"] == "restart":
+            _reply(replies, {"calibration": bench.restart()})
         elif cmd["cmd"] == "finish":
             result = bench.finish([float(s) for s in cmd.get("reference") or []])
             atomic_write_text(result_path, json.dumps(result.to_dict(), indent=1))

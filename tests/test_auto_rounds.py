@@ -10,7 +10,7 @@ import numpy as np
 
 from pytest_sdperf.measure.latency import LatencyStats
 from pytest_sdperf.protocol import AutoRounds, AutoTarget, WorkerRequest
-from pytest_sdperf.rounds import more_rounds
+from pytest_sdperf.rounds import DECIDE_MIN_ROUNDS, more_rounds
 
 rng = np.random.default_rng(3)
 
@@ -43,19 +43,30 @@ def test_fixed_rounds_and_the_minimum_ignore_the_comparison() -> None:
 
 
 def test_a_decided_regression_stops_although_the_run_is_noisy() -> None:
-    current = _paired([1.4, 1.6, 1.5, 1.45, 1.55])
+    current = _paired([1.4, 1.6, 1.5, 1.45, 1.55] * 2)
     assert _more(_request(None), current) is True  # its own median is not known to +-2%
     assert _more(_request(_target(BASELINE)), current) is False  # but it is far over the limit
 
 
+def test_no_comparison_is_decided_before_its_minimum_rounds() -> None:
+    far_over = [1.5] * (DECIDE_MIN_ROUNDS - 1)
+    assert _more(_request(_target(BASELINE)), _paired(far_over)) is True
+    assert _more(_request(_target(BASELINE)), _paired(far_over + [1.5])) is False
+
+
 def test_an_undecided_comparison_samples_on_though_the_run_is_tight() -> None:
     wide_baseline = _paired([0.9, 1.0, 1.1, 1.0, 0.95, 1.05])
-    current = _paired([1.06, 1.061, 1.059, 1.06, 1.062, 1.058])  # 6% over, limit 5%
+    current = _paired([1.06, 1.061, 1.059, 1.06, 1.062, 1.058] * 2)  # 6% over, limit 5%
     assert _more(_request(None), current) is False  # known to +-2%: the old rule stops here
     assert _more(_request(_target(wide_baseline)), current) is True  # inconclusive: go on
-    assert _more(_request(_target(wide_baseline), budget_s=6.0), current) is False  # time is up
+    assert _more(_request(_target(wide_baseline), budget_s=12.0), current) is False  # time is up
 
 
-def test_a_pass_stops_once_its_median_is_known() -> None:
-    assert _more(_request(_target(BASELINE)), _paired([1.0, 1.001, 0.999, 1.0, 1.002])) is False
-    assert _more(_request(_target(BASELINE)), _paired([0.9, 1.0, 1.02, 0.85, 1.01])) is True
+def test_a_pass_stops_once_it_could_have_seen_a_slowdown_of_the_limit() -> None:
+    tight = _paired([1.0, 1.001, 0.999, 1.0, 1.002] * 2)  # smallest detectable slowdown ~5%
+    assert _more(_request(_target(BASELINE, pct=10.0)), tight) is False
+    # A pass all the same (its interval stays under 1.10), but it could not have seen 10%:
+    # its smallest detectable slowdown is about 13%, so it samples on.
+    loose = _paired([0.86, 0.9, 0.94, 0.97, 1.0, 1.0, 1.03, 1.06, 1.1, 1.14])
+    assert _more(_request(_target(BASELINE, pct=10.0)), loose) is True
+    assert _more(_request(_target(BASELINE, pct=30.0)), loose) is False  # 13% is under 30%

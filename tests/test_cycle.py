@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 
+from pytest_sdperf.rounds import DECIDE_MIN_ROUNDS
 from pytest_sdperf.testing import SdperfRun
 
 
@@ -202,10 +203,10 @@ def test_auto_rounds_with_a_baseline_stop_once_the_comparison_is_decided(run: Sd
     _scale_samples(run.baseline_file(), 1 / 3)  # the baseline now claims a 3x faster pipeline
     result = run.pytester.runpytest_subprocess(*args, "--sdperf-time-budget", "20")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*sdperf regression in*", "*latency ratio*n=5/*"])
+    result.stdout.fnmatch_lines(["*sdperf regression in*", f"*latency ratio*n={DECIDE_MIN_ROUNDS}/*"])
     obtained = json.loads(run.baseline_file().with_suffix(".obtained.json").read_text())
     samples = next(iter(obtained["entries"].values()))["latency"]["samples"]
-    assert len(samples) == 5  # decided at the minimum rounds: no sampling towards +-2%
+    assert len(samples) == DECIDE_MIN_ROUNDS  # decided once it may be: no sampling on
 
 
 def test_entries_are_kept_per_model_and_older_files_still_match(pytester):
@@ -245,6 +246,9 @@ def test_paired_reference_is_one_process_for_the_workload_apart_from_each_varian
     for entry in entries.values():
         if entry["variant"] != "fake":
             assert len(entry["latency"]["reference"]) == len(entry["latency"]["samples"]) == 5
+            assert entry["latency"]["calibration"] == []  # paired rounds are not calibrated
+        else:
+            assert len(entry["latency"]["calibration"]) == 5  # the reference's own test is
 
 
 def test_paired_variant_that_hangs_is_killed_and_the_session_goes_on(run: SdperfRun) -> None:

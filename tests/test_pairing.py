@@ -1,0 +1,78 @@
+"""The paired rounds (pairing.measure_paired) with stand-in workers: which rounds are
+calibrated, and what happens when the reference worker fails mid-way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_sdperf import pairing
+from pytest_sdperf.runner import WorkerGone, WorkerOutcome
+
+
+class StandIn:
+    """Answers the driven-worker commands the pairing sends; records them."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.commands: list[dict[str, Any]] = []
+        self.last_reply = {"ready": True, "calibration": 0.1}
+        self.fail_at = fail_at
+        self.finished_with: list[float] | None = None
+        self.proc = SimpleNamespace(pid=4242)
+        self.timeout_s = 60.0
+
+    def start(self) -> None:
+        pass
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        self.commands.append(cmd)
+        if self.fail_at is not None and len(self.commands) >= self.fail_at:
+            raise WorkerGone(WorkerOutcome("crash", stderr_tail="reference died", returncode=9))
+        if cmd["cmd"] == "restart":
+            return {"calibration": 0.1}
+        return {"seconds": 1.0, "calibration": 0.1} if cmd.get("calibrate", True) else {"seconds": 1.0}
+
+    def finish(self, reference: list[float] | None = None) -> Any:
+        self.finished_with = reference
+        return "outcome"
+
+    def close(self) -> None:
+        pass
+
+
+def _measure(monkeypatch: pytest.MonkeyPatch, reference: StandIn | str) -> tuple[StandIn, Any]:
+    variant = StandIn()
+    monkeypatch.setattr(pairing, "DrivenWorker", lambda *a, **k: variant)
+    failures: list[str] = []
+    request: Any = SimpleNamespace(rounds=6, auto=None)
+    paired = pairing.measure_paired(request, Path("unused"), 60.0, {}, 0.0, lambda: reference,
+                                    failures.append)
+    return variant, paired
+
+
+def test_a_paired_variant_is_not_calibrated_and_an_unpaired_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = StandIn()
+    variant, paired = _measure(monkeypatch, reference)
+    rounds = [c for c in variant.commands if c["cmd"] == "round"]
+    assert len(rounds) == 6 and not any(c["calibrate"] for c in rounds)
+    assert len(reference.commands) == 6 and variant.finished_with == [1.0] * 6
+    assert paired.note == "" and paired.reference_pid == 4242
+
+    variant, paired = _measure(monkeypatch, "no reference here")
+    assert [c.get("calibrate") for c in variant.commands] == [True] * 6
+    assert variant.finished_with == [] and paired.note == "no reference here"
+
+
+def test_a_reference_that_fails_mid_way_restarts_the_rounds_calibrated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = StandIn(fail_at=3)  # two reference rounds, then it dies
+    variant, paired = _measure(monkeypatch, reference)
+    names = [c["cmd"] for c in variant.commands]
+    restart = names.index("restart")
+    assert restart > 0  # some paired rounds were taken first
+    after = variant.commands[restart + 1:]
+    assert len(after) == 6 and all(c == {"cmd": "round", "calibrate": True} for c in after)
+    assert variant.finished_with == [] and "died (exit status 9)" in paired.note
