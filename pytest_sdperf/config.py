@@ -265,6 +265,11 @@ OPTIONS: tuple[Option, ...] = (
            "S"),
     Option("--sdperf-device", "device", device_choice, "auto", "{default} (default), cpu, cuda",
            "DEV"),
+    Option("--sdperf-fork-server", "fork_server", _bool, True,
+           "on (default): fork workers from one interpreter that has imported torch and diffusers "
+           "once, instead of starting each afresh; a worker whose environment differs (env-* "
+           "variants), a pinned variant's, a custom loader's, and any where the fork server "
+           "cannot be had, are spawned as before; off: spawn every worker", "on|off"),
     Option("--sdperf-memray-dir", "memray_dir", _path, None,
            "keep each variant's memray capture here", "DIR"),
     Option("--sdperf-gate", "gate_mode", gate_mode, "paired",
@@ -343,6 +348,7 @@ class Settings:
     allow_pickle: bool = _default("allow_pickle")
     hang_floor_s: float = _default("hang_floor_s")  # progress.Watchdog (0: off)
     device: str = _default("device")
+    fork_server: bool = _default("fork_server")  # fork workers from a pre-imported zygote
     sets: tuple[tuple[str, str], ...] = _default("sets")
     memray_dir: Path | None = _default("memray_dir")
     reference_variant: str = _default("reference_variant")

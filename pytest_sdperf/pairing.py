@@ -27,6 +27,7 @@ from .host import mem_available_bytes
 from .protocol import WorkerRequest
 from .rounds import more_rounds
 from .runner import DrivenWorker, WorkerGone, WorkerOutcome
+from .zygote import Zygote
 
 # A pair is started only when this much of the reference's expected peak is free, beside it.
 MEMORY_HEADROOM = 1.25
@@ -51,8 +52,9 @@ class ReferencePool:
         self._folder: Path | None = None
 
     def get(self, key: str, request: WorkerRequest, timeout_s: float, hang_floor_s: float,
-            expected_peak: int | None) -> DrivenWorker | str:
-        """The reference worker for ``key`` (started on first use), or why there is none."""
+            expected_peak: int | None, launcher: Zygote | None = None) -> DrivenWorker | str:
+        """The reference worker for ``key`` (started on first use, forked by ``launcher``
+        where it may be), or why there is none."""
         if key in self._workers:
             return self._workers[key]
         if key in self._refused:
@@ -65,7 +67,7 @@ class ReferencePool:
             self._folder = Path(tempfile.mkdtemp(prefix="sdperf-reference-"))
         workdir = self._folder / f"ref{len(self._workers) + len(self._refused)}"
         request = dataclasses.replace(request, out_dir=workdir / "images")
-        worker = DrivenWorker(request, workdir, timeout_s, {}, hang_floor_s)
+        worker = DrivenWorker(request, workdir, timeout_s, {}, hang_floor_s, launcher)
         try:
             worker.start()
         except WorkerGone as gone:
@@ -96,12 +98,14 @@ class ReferencePool:
 
 def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
                    hang_floor_s: float, reference: Callable[[], DrivenWorker | str],
-                   on_reference_failure: Callable[[str], None]) -> Paired:
-    """Start the variant's worker, then take rounds (``rounds.more_rounds``) paired with the
-    reference worker ``reference()`` gives, ABBA; without one, rounds of the variant alone."""
+                   on_reference_failure: Callable[[str], None],
+                   launcher: Zygote | None = None) -> Paired:
+    """Start the variant's worker (forked by ``launcher`` where it may be), then take rounds
+    (``rounds.more_rounds``) paired with the reference worker ``reference()`` gives, ABBA;
+    without one, rounds of the variant alone."""
     from .measure.latency import LatencyStats
 
-    variant = DrivenWorker(request, workdir, timeout_s, env, hang_floor_s)
+    variant = DrivenWorker(request, workdir, timeout_s, env, hang_floor_s, launcher)
     try:
         variant.start()
         ref = reference()

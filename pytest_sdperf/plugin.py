@@ -182,6 +182,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With --sdperf and benchmark tests to run, start the fork server's imports now, so they
+    overlap with what comes before the first worker."""
+    state = session.config.stash.get(STATE, None)
+    if state is None or not state.settings.enabled or session.config.option.collectonly:
+        return
+    if any(f in getattr(item, "fixturenames", ()) for item in session.items for f in FIXTURES):
+        state.start_fork_server()
+
+
 @pytest.fixture(scope="session")
 def sdperf_settings(pytestconfig: pytest.Config) -> Settings:
     """The validated sdperf settings of this session."""

@@ -3,6 +3,9 @@
 ``run_worker`` runs a worker that times itself to the end. ``DrivenWorker`` keeps one alive and
 sends it commands (``worker --serve``), one round at a time, so that the rounds of two
 processes can interleave; a worker the parent no longer needs is closed.
+
+Either forks the worker from the session's fork server (``launcher``, a ``zygote.Zygote``), where
+``Zygote.why_spawned`` allows, or spawns a fresh interpreter; the rest does not tell them apart.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Mapping, Protocol
 
 from .progress import DEFAULT_HANG_FLOOR_S, Stall, Watchdog, dump_stacks
 from .protocol import OK, SKIP, WorkerRequest, WorkerResult
 from .variants.registry import merge_env
+from .zygote import Zygote
 
 STDERR_TAIL = 6000
 POLL_S = 0.5
@@ -70,6 +74,26 @@ class WorkerOutcome:
         return (self.result.reason if self.result else "") or "the variant skipped itself"
 
 
+class WorkerProcess(Protocol):
+    """What the runner uses of a worker process: a ``subprocess.Popen`` or a
+    ``zygote.ForkedWorker`` (whose ``wait`` gives None where its exit status was lost)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class _Exited:
+    """A worker that ended; ``code`` None where its status is unknown."""
+
+    code: int | None
+
+
 def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The parent's environment, the parent's import path, and the variant's variables."""
     env = dict(os.environ)
@@ -83,22 +107,36 @@ def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 def run_worker(
     request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
-    hang_floor_s: float = DEFAULT_HANG_FLOOR_S,
+    hang_floor_s: float = DEFAULT_HANG_FLOOR_S, launcher: Zygote | None = None,
 ) -> WorkerOutcome:
-    """Run one measurement in a fresh interpreter; never raises for the worker's faults.
+    """Run one measurement in a worker of its own; never raises for the worker's faults.
 
     The worker is killed at ``timeout_s`` (the hard cap), or earlier when the watchdog finds
-    it hung (silent past ``max(hang_floor_s, 20 x its first call)``; 0 turns that off)."""
+    it hung (silent past ``max(hang_floor_s, 20 x its first call)``; 0 turns that off).
+    ``launcher``: the fork server to fork it from where it may (None: a fresh interpreter)."""
     req_path, res_path, err_path, progress_path = _worker_files(request, workdir)
-    cmd = [sys.executable, "-m", "pytest_sdperf.worker", str(req_path), str(res_path)]
     with err_path.open("wb") as err:
-        proc = subprocess.Popen(
-            cmd, stdout=err, stderr=subprocess.STDOUT, env=worker_env(env), start_new_session=True
-        )
-        code, stall = _wait(proc, timeout_s, Watchdog(progress_path, hang_floor_s))
-        if code is None:
-            return _killed(proc, err_path, stall)
-    return _ended(res_path, err_path, code)
+        proc = _launch(request, [str(req_path), str(res_path)], env, err, launcher)
+    ended = _wait(proc, timeout_s, Watchdog(progress_path, hang_floor_s))
+    if not isinstance(ended, _Exited):
+        return _killed(proc, err_path, ended)
+    return _ended(res_path, err_path, ended.code)
+
+
+def _launch(request: WorkerRequest, args: list[str], env: Mapping[str, str], out: IO[bytes],
+            launcher: Zygote | None, stdin: bool = False, reply: int | None = None) -> WorkerProcess:
+    """``python -m pytest_sdperf.worker [--serve REPLY] ARGS``, its output to ``out`` (and a
+    pipe as its stdin, when ``stdin``): forked by ``launcher`` where it may, else spawned."""
+    full_env = worker_env(env)
+    if launcher is not None:
+        forked = launcher.launch(request, args, full_env, out.fileno(), stdin, reply)
+        if forked is not None:
+            return forked
+    serve = ["--serve", str(reply)] if reply is not None else []
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest_sdperf.worker", *serve, *args],
+        stdin=subprocess.PIPE if stdin else None, stdout=out, stderr=subprocess.STDOUT,
+        env=full_env, start_new_session=True, pass_fds=() if reply is None else (reply,))
 
 
 def _worker_files(request: WorkerRequest, workdir: Path) -> tuple[Path, Path, Path, Path]:
@@ -120,31 +158,37 @@ def _ended(res_path: Path, err_path: Path, code: int | None) -> WorkerOutcome:
     return WorkerOutcome(result.status, result, _tail(err_path), code)
 
 
-def _killed(proc: subprocess.Popen[bytes], err_path: Path, stall: Stall | None) -> WorkerOutcome:
+def _killed(proc: WorkerProcess, err_path: Path, stall: Stall | None) -> WorkerOutcome:
     """Kill a worker that hung (``stall``: its stacks taken first) or ran past the hard cap."""
     stacks = dump_stacks(proc.pid, err_path) if stall else ""
-    os.killpg(proc.pid, signal.SIGKILL)
+    _kill_group(proc)
     proc.wait()
     if stall:
         return WorkerOutcome("hung", stderr_tail=_tail(err_path), hang=stall.describe(), stacks=stacks)
     return WorkerOutcome("timeout", stderr_tail=_tail(err_path), returncode=None)
 
 
-def _wait(
-    proc: subprocess.Popen[bytes], timeout_s: float, watchdog: Watchdog
-) -> tuple[int | None, Stall | None]:
-    """The exit status; or None and the stall, when the watchdog fires; or None, None at the cap."""
+def _kill_group(proc: WorkerProcess) -> None:
+    """SIGKILL the worker's process group (a forked worker's may be gone already)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(proc: WorkerProcess, timeout_s: float, watchdog: Watchdog) -> _Exited | Stall | None:
+    """How it ended; or the stall, when the watchdog fires; or None at the cap."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic()))), None
+            return _Exited(proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic()))))
         except subprocess.TimeoutExpired:
             pass
         stall = watchdog.poll()
         if stall is not None:
-            return None, stall
+            return stall
         if time.monotonic() >= deadline:
-            return None, None
+            return None
 
 
 def _tail(path: Path) -> str:
@@ -166,23 +210,20 @@ class DrivenWorker:
     Every wait is watched as ``run_worker``'s is: the hard cap ``timeout_s`` per command (the
     build and warm-up included in the first), and the hang watchdog, whose silence counts from
     each command, so a worker idle between commands is never judged hung. ``start`` returns once
-    the worker is built and warm; its faults raise WorkerGone.
+    the worker is built and warm; its faults raise WorkerGone. ``launcher``: as ``run_worker``'s.
     """
 
     def __init__(self, request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
-                 hang_floor_s: float = DEFAULT_HANG_FLOOR_S) -> None:
+                 hang_floor_s: float = DEFAULT_HANG_FLOOR_S, launcher: Zygote | None = None) -> None:
         self.req_path, self.res_path, self.err_path, progress_path = _worker_files(request, workdir)
         self.timeout_s = timeout_s
         self.watchdog = Watchdog(progress_path, hang_floor_s)
         self._buffer = b""
         self.last_reply: dict[str, Any] = {}
         read_fd, write_fd = os.pipe()
-        cmd = [sys.executable, "-m", "pytest_sdperf.worker", "--serve", str(write_fd),
-               str(self.req_path), str(self.res_path)]
         with self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=err, stderr=subprocess.STDOUT, env=worker_env(env),
-                start_new_session=True, pass_fds=(write_fd,))
+            self.proc = _launch(request, [str(self.req_path), str(self.res_path)], env, err,
+                                launcher, stdin=True, reply=write_fd)
         os.close(write_fd)
         self._replies = read_fd
 
@@ -218,7 +259,7 @@ class DrivenWorker:
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            _kill_group(self.proc)
             self.proc.wait()
         if self._replies >= 0:
             os.close(self._replies)

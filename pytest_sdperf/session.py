@@ -17,10 +17,11 @@ from .models.ref import ModelRef
 from .pairing import ReferencePool
 from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
-from .runner import WorkerOutcome, run_worker
+from .runner import WorkerOutcome, run_worker, worker_env
 from .variants.availability import cuda_available, unavailable_reason
 from .variants.registry import VariantRegistry, VariantSpec
 from .workload import Workload
+from .zygote import Zygote
 
 __all__ = ["Measurement", "Record", "SdperfState", "WorkerFailure", "package_versions"]  # old homes
 
@@ -49,6 +50,7 @@ class SdperfState:
         self.notes: list[str] = []
         self._peak: MachinePeak | None = None
         self.references = ReferencePool()
+        self._zygote: Zygote | None = None
 
     @property
     def machine(self) -> Machine:
@@ -63,6 +65,25 @@ class SdperfState:
         if self._peak is None:
             self._peak = MachinePeak(cpu_peak())
         return self._peak
+
+    def fork_server(self) -> Zygote | None:
+        """The session's fork server (``zygote.Zygote``; its process starts when first needed),
+        or None with ``--sdperf-fork-server off``."""
+        if not self.settings.fork_server:
+            return None
+        if self._zygote is None:
+            self._zygote = Zygote(worker_env({}))
+        return self._zygote
+
+    def start_fork_server(self) -> None:
+        """Start the fork server's imports now, in the background, where a worker of the
+        selected variants (or the paired reference) may be forked from it."""
+        server = self.fork_server()
+        if server is None:
+            return
+        paired = [self.reference_spec()] if self.settings.gate_mode == "paired" else []
+        if any(not server.why_spawned(spec, worker_env(spec.env)) for spec in [*self.selected, *paired]):
+            server.start()
 
     def _take_peak(self, outcome: WorkerOutcome) -> None:
         measured = outcome.measured.machine_peak if outcome.measured else None
@@ -145,7 +166,8 @@ class SdperfState:
             machine_cpus=tuple(sorted(usable_cpus())),
         )
         if s.gate_mode != "paired" or spec.name == s.reference_variant:
-            outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s)
+            outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s,
+                                 self.fork_server())
         else:
             outcome = self._run_paired(request, workdir)
         self._take_peak(outcome)
@@ -164,10 +186,11 @@ class SdperfState:
 
         def reference() -> Any:
             return self.references.get(key, ref_request, s.timeout_s, s.hang_floor_s,
-                                       self._expected_reference_peak())
+                                       self._expected_reference_peak(), self.fork_server())
 
         paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
-                                reference, lambda why: self.references.drop(key, why))
+                                reference, lambda why: self.references.drop(key, why),
+                                self.fork_server())
         result = paired.outcome.measured
         if result is None:
             return paired.outcome
@@ -192,8 +215,13 @@ class SdperfState:
         return 2 * sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
     def close(self) -> None:
-        """End what the session keeps alive (the paired reference workers)."""
+        """End what the session keeps alive (the paired reference workers, then the fork
+        server), noting what the fork server did."""
         self.references.close()
+        if self._zygote is not None:
+            self._zygote.close()
+            if note := self._zygote.note():
+                self.notes.append(note)
 
     def reference_paths(self, model_key: str, wl: Workload) -> list[Path]:
         """Where the FP32 reference images of this model and workload live."""

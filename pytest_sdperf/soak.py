@@ -42,21 +42,24 @@ def soak(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="sdperf-soak-") as tmp:
         state = _state(args, Path(tmp))
         spec = state.registry.get(args.variant)
-        for i in range(args.workers):
-            start = time.monotonic()
-            outcome = state.run(spec, Workload(), Path(tmp) / f"w{i}")
-            took = time.monotonic() - start
-            res = outcome.measured
-            if res is None or res.latency is None:
-                bad += 1
-                print(f"worker {i + 1}/{args.workers}: {outcome.status} after {took:.0f} s\n"
-                      + outcome.failure_text(spec.name, args.timeout), flush=True)
-                continue
-            per_round = int(res.info.get("requests", 1))
-            n = len(res.latency.samples) * per_round
-            generations += n
-            print(f"worker {i + 1}/{args.workers}: ok, {n} timed generations in {took:.0f} s "
-                  f"(p50 {res.latency.p50:.3f} s)", flush=True)
+        try:
+            for i in range(args.workers):
+                start = time.monotonic()
+                outcome = state.run(spec, Workload(), Path(tmp) / f"w{i}")
+                took = time.monotonic() - start
+                res = outcome.measured
+                if res is None or res.latency is None:
+                    bad += 1
+                    print(f"worker {i + 1}/{args.workers}: {outcome.status} after {took:.0f} s\n"
+                          + outcome.failure_text(spec.name, args.timeout), flush=True)
+                    continue
+                per_round = int(res.info.get("requests", 1))
+                n = len(res.latency.samples) * per_round
+                generations += n
+                print(f"worker {i + 1}/{args.workers}: ok, {n} timed generations in {took:.0f} s "
+                      f"(p50 {res.latency.p50:.3f} s)", flush=True)
+        finally:
+            state.close()  # the reference workers and the fork server
     print(f"soak {args.variant}: {args.workers} workers, {generations} timed generations, "
           f"{bad} hung, timed out or failed")
     return bad

@@ -142,16 +142,19 @@ def run(args: argparse.Namespace) -> dict[str, Tally]:
     state = _state(args, workdir)
     tallies: dict[str, Tally] = {name: Tally() for name in _conditions(args, 0)}
     order = random.Random(args.seed)
-    for i in range(args.runs):
-        base = _measure(state, UNCHANGED[0], workdir / f"{i}-baseline", UNCHANGED[1])
-        conditions = list(_conditions(args, i).items())
-        order.shuffle(conditions)
-        for name, (variant, extra) in conditions:
-            res = _measure(state, variant, workdir / f"{i}-{name.replace('/', '')}".replace(" ", "-"), extra,
-                           _target(state, base, args))
-            verdicts = _judge(tallies[name], base, res, args.latency_pct)
-            print(f"trial {i + 1}/{args.runs} {name}: {len(res.latency.samples if res.latency else ())} rounds, "
-                  f"{verdicts}", file=sys.stderr, flush=True)
+    try:
+        for i in range(args.runs):
+            base = _measure(state, UNCHANGED[0], workdir / f"{i}-baseline", UNCHANGED[1])
+            conditions = list(_conditions(args, i).items())
+            order.shuffle(conditions)
+            for name, (variant, extra) in conditions:
+                res = _measure(state, variant, workdir / f"{i}-{name.replace('/', '')}".replace(" ", "-"),
+                               extra, _target(state, base, args))
+                verdicts = _judge(tallies[name], base, res, args.latency_pct)
+                print(f"trial {i + 1}/{args.runs} {name}: {len(res.latency.samples if res.latency else ())} "
+                      f"rounds, {verdicts}", file=sys.stderr, flush=True)
+    finally:
+        state.close()  # the reference workers and the fork server
     return tallies
 
 
