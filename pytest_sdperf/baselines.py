@@ -65,6 +65,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
                 "memory_pct": {**_NUM, "minimum": 0},
                 "min_ssim": {**_NUM, "minimum": -1, "maximum": 1},
                 "min_psnr": _NUM,
+                "min_speedup": {**_NUM, "minimum": 0},
             },
             "additionalProperties": False,
         },

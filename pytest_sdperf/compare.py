@@ -156,6 +156,33 @@ def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: f
     return replace(check, metric=figures.metric, detail=detail)
 
 
+def compare_speedup(paired: Sequence[float], floor: float, reference: str) -> Check:
+    """Speedup floor: the speedup over ``reference`` is 1 / the median of the per-round paired
+    ratios (variant / reference), with the 95% bootstrap interval of that median inverted.
+    **Fail** when the whole interval lies below ``floor`` (significantly slower than the floor),
+    **pass** when the point is at or above it, **inconclusive** otherwise."""
+    ratios = np.asarray(paired, float)
+    median = float(np.median(ratios))
+    low = high = median
+    if len(ratios) >= 2:
+        from scipy.stats import bootstrap
+
+        res = bootstrap((ratios,), np.median, n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
+                        method="percentile", rng=np.random.default_rng(0))
+        low, high = float(min(res.confidence_interval.low, median)), float(max(res.confidence_interval.high, median))
+    point, interval = 1.0 / median, (1.0 / high, 1.0 / low)
+    detail = f"95% CI {interval[0]:.3f}-{interval[1]:.3f}, n={len(ratios)} paired rounds"
+    if interval[1] < floor:
+        status = FAIL
+    elif point >= floor:
+        status = PASS
+    else:
+        status = INCONCLUSIVE
+        detail += "; too noisy to decide: raise --sdperf-rounds or --sdperf-time-budget"
+    return Check(f"speedup over {reference}", status, point, None, floor, "x", detail,
+                 interval=interval)
+
+
 def compare_memory(current: float, baseline: float, pct: float, figure: str) -> Check:
     """Memory verdict: fail above ``baseline * (1 + pct/100)``."""
     limit = baseline * (1.0 + pct / 100.0)

@@ -100,6 +100,15 @@ def key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def speedup_floor(text: str) -> tuple[str, float]:
+    """'ov-static=1.3' -> ('ov-static', 1.3): a variant name or glob and its least speedup."""
+    try:
+        pattern, value = key_value(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not VARIANT=X (e.g. ov-static=1.3)") from None
+    return pattern, non_negative_float(value)
+
+
 def variant_patterns(text: str) -> tuple[str, ...]:
     """Parse a comma list of variant names or globs; empty items are an error."""
     items = tuple(item.strip() for item in text.split(","))
@@ -300,6 +309,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--sdperf-min-psnr", "min_psnr", non_negative_float, None,
            "PSNR floor in dB against the reference image, for every test (ranked as above)",
            "DB"),
+    Option("--sdperf-min-speedup", "min_speedups", speedup_floor, (),
+           "the least speedup over the reference variant timed beside it (paired gating) for "
+           "the variants a name or glob matches, e.g. ov-static=1.3 (repeatable; one a line in "
+           "the ini key; ranked as above)", "VARIANT=X", kind="list"),
     Option("--sdperf-set", "sets", key_value, (),
            "a variant setting, e.g. tome_ratio=0.5 (repeatable; one a line in the ini key)",
            "NAME=VALUE", kind="list"),
@@ -366,13 +379,20 @@ class Settings:
     memory_pct: float | None = _default("memory_pct")
     min_ssim: float | None = _default("min_ssim")
     min_psnr: float | None = _default("min_psnr")
+    min_speedups: tuple[tuple[str, float], ...] = _default("min_speedups")
     rounds_given: bool = False  # rounds/warmup came from an option or ini key, not defaults
     warmup_given: bool = False
 
-    def threshold_overrides(self) -> dict[str, float]:
-        """The session's limits (--sdperf-latency-pct, ...), where given."""
+    def threshold_overrides(self, variant: str = "") -> dict[str, float]:
+        """The session's limits (--sdperf-latency-pct, ...), where given; for ``variant``, also
+        the last --sdperf-min-speedup whose name or glob matches it."""
+        from fnmatch import fnmatchcase
+
         given = {"latency_pct": self.latency_pct, "memory_pct": self.memory_pct,
                  "min_ssim": self.min_ssim, "min_psnr": self.min_psnr}
+        for pattern, floor in self.min_speedups:
+            if variant and fnmatchcase(variant, pattern):
+                given["min_speedup"] = floor
         return {k: v for k, v in given.items() if v is not None}
 
     def workload_overrides(self) -> dict[str, int]:

@@ -244,7 +244,7 @@ class Gate:
         """Defaults < the variant's < the session's options (--sdperf-latency-pct, ...) < the
         baseline entry's own limits (hand edits) < the marker's."""
         return (Thresholds().merged(self.spec.thresholds)
-                .merged(self.state.settings.threshold_overrides())
+                .merged(self.state.settings.threshold_overrides(self.spec.name))
                 .merged(self._own_limits(entry)).merged(self.marker_thresholds))
 
     def _own_limits(self, entry: BaselineEntry | None) -> dict[str, float]:

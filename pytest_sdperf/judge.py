@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
 
-from .compare import FAIL, INCONCLUSIVE, Check, check_latency, compare_memory_figures, compare_similarity
+from .compare import (
+    FAIL,
+    INCONCLUSIVE,
+    Check,
+    check_latency,
+    compare_memory_figures,
+    compare_similarity,
+    compare_speedup,
+)
 from .measure.latency import LatencyStats
 from .workload import Thresholds
 
@@ -71,9 +79,14 @@ class Verdict:
 
 def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
           reference: str = "") -> Verdict:
-    """Compare ``current`` with ``stored`` (None: nothing stored; similarity alone is judged)
-    in gate ``mode`` (``paired``, ``relative``, ``absolute``: see compare.latency_figures)."""
+    """Compare ``current`` with ``stored`` (None: nothing stored; similarity and the speedup
+    floor alone are judged) in gate ``mode`` (``paired``, ``relative``, ``absolute``: see
+    compare.latency_figures). The speedup floor (``t.min_speedup``) is checked where the rounds
+    were paired with the ``reference``."""
     checks: list[Check] = []
+    paired = current.latency.paired() if current.latency is not None else None
+    if t.min_speedup > 0 and paired:
+        checks.append(compare_speedup(paired, t.min_speedup, reference or "the reference"))
     if stored is not None:
         if current.latency is not None and stored.latency is not None \
                 and current.latency.samples and stored.latency.samples:

@@ -63,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "sdperf(**kwargs): workload (prompt, negative_prompt, steps, height, width, "
         "images_per_prompt, guidance_scale, seed), thresholds (latency_pct, memory_pct, "
-        "min_ssim, min_psnr) and protocol (protocol, arch, rounds, warmup, warmup_steps) of a "
+        "min_ssim, min_psnr, min_speedup) and protocol (protocol, arch, rounds, warmup, warmup_steps) of a "
         "pytest-sdperf benchmark test",
     )
     from .extras import settings_problems

@@ -50,6 +50,7 @@ class SdperfState:
         self.notes: list[str] = []
         self._peak: MachinePeak | None = None
         self.references = ReferencePool()
+        self._model_bytes: int | None = None  # the model folder's size, walked once
         self._zygote: Zygote | None = None
 
     @property
@@ -209,10 +210,11 @@ class SdperfState:
                 if r.variant == self.settings.reference_variant]
         if seen and max(seen) > 0:
             return max(seen)
-        folder = Path(self.model().location)
-        if not folder.is_dir():
-            return None
-        return 2 * sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        if self._model_bytes is None:
+            folder = Path(self.model().location)
+            files = folder.rglob("*") if folder.is_dir() else ()
+            self._model_bytes = sum(p.stat().st_size for p in files if p.is_file())
+        return 2 * self._model_bytes or None
 
     def close(self) -> None:
         """End what the session keeps alive (the paired reference workers, then the fork

@@ -49,12 +49,15 @@ class Thresholds:
     latency_pct: allowed latency slowdown in percent of the baseline median.
     memory_pct: allowed growth of peak memory in percent of the baseline.
     min_ssim / min_psnr: the least similarity to the FP32 reference image.
+    min_speedup: the least speedup over the reference variant timed beside it in this run
+        (paired gating), e.g. 1.3 for "at least 1.3x torch-fp32"; 0: no floor.
     """
 
     latency_pct: float = 10.0
     memory_pct: float = 20.0
     min_ssim: float = 0.90
     min_psnr: float = 20.0
+    min_speedup: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         """Plain data for JSON."""

@@ -186,6 +186,16 @@ def test_other_machines_baselines_are_never_compared_silently(run: SdperfRun) ->
     missing.stdout.fnmatch_lines(["*machine key nowhere; this machine is*"])
 
 
+def test_a_speedup_floor_fails_a_variant_that_stopped_paying_off(run: SdperfRun) -> None:
+    """--sdperf-min-speedup holds a variant to a least speedup over the reference timed beside
+    it, from its first run on: met at the same speed as the reference, lost at 3x slower."""
+    floor = ("--sdperf-variants", "fake,fake-slow", "--sdperf-min-speedup", "fake-s*=0.7")
+    run.run(*floor, "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=2)
+    result = run.run(*floor, "--sdperf-set", "fake_slowdown=3", "--sdperf-latency-pct", "1000")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*speedup over fake: measured 0.3*x, limit 0.700x (95% CI*"])
+
+
 def test_auto_rounds_stop_when_the_median_is_known(run: SdperfRun) -> None:
     args = [a for a in run.args("--sdperf-variants", "fake") if a != "5"]
     args[args.index("--sdperf-rounds") + 1:args.index("--sdperf-rounds") + 1] = ["auto"]

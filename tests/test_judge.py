@@ -51,6 +51,34 @@ def test_noise_that_cannot_decide_is_inconclusive() -> None:
     assert verdict.status is Status.INCONCLUSIVE and verdict.inconclusive()
 
 
+def _paired(ratios: list[float]) -> Figures:
+    """The variant at ``ratios`` times the reference timed beside it (the reference at 1 s)."""
+    return Figures(LatencyStats.from_samples(ratios, reference=[1.0] * len(ratios)))
+
+
+def test_a_speedup_floor_is_checked_on_the_paired_rounds_alone() -> None:
+    twice_as_fast = _paired([0.5 * r for r in TIGHT])
+    floor = Thresholds(min_speedup=1.5)
+    ok = judge(twice_as_fast, None, floor, "paired", "torch-fp32")  # a recording is held to it too
+    assert ok.status is Status.PASS and ok.checks[0].metric == "speedup over torch-fp32"
+    assert 1.99 < ok.checks[0].measured < 2.01
+    lost = judge(_paired([0.9 * r for r in TIGHT]), None, floor, "paired", "torch-fp32")
+    assert lost.status is Status.REGRESSION
+    assert "speedup over torch-fp32: measured 1.111x, limit 1.500x" in lost.regressions()[0].message()
+    noisy = judge(_paired([0.5, 0.9, 0.6, 0.8, 0.7, 0.75]), None, floor, "paired", "torch-fp32")
+    assert noisy.status is Status.INCONCLUSIVE  # 1.38x, its interval reaching above 1.5x
+    unpaired = judge(_fig(0.9), None, floor, "paired", "torch-fp32")
+    assert unpaired.checks == ()  # no paired reference: nothing to hold the floor against
+    assert judge(_paired([0.9] * 8), None, Thresholds(), "paired").checks == ()  # no floor
+
+
+def test_a_session_speedup_floor_applies_to_the_variants_it_names() -> None:
+    s = Settings(min_speedups=(("ov-*", 1.2), ("ov-static", 1.5)), latency_pct=20.0)
+    assert s.threshold_overrides("ov-static") == {"latency_pct": 20.0, "min_speedup": 1.5}  # the last
+    assert s.threshold_overrides("ov-fp32")["min_speedup"] == 1.2
+    assert "min_speedup" not in s.threshold_overrides("torch-bf16")
+
+
 def test_nothing_stored_judges_similarity_alone() -> None:
     verdict = judge(_fig(ssim=0.95), None, Thresholds(), "relative")
     assert [c.metric for c in verdict.checks] == ["SSIM", "PSNR"] and verdict.detectable_pct is None

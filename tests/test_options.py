@@ -52,6 +52,8 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
         (["--sdperf-memory-pct", "lots"], "*--sdperf-memory-pct*'lots' is not a number*"),
         (["--sdperf-min-ssim", "1.5"], "*--sdperf-min-ssim*'1.5' must be from -1 to 1*"),
         (["--sdperf-min-psnr", "-1"], "*--sdperf-min-psnr*'-1' must be 0 or more*"),
+        (["--sdperf-min-speedup", "ov-static"], "*--sdperf-min-speedup*not VARIANT=X*"),
+        (["--sdperf-min-speedup", "ov-static=-1"], "*--sdperf-min-speedup*'-1' must be 0 or more*"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, run: SdperfRun,
