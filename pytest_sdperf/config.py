@@ -97,6 +97,9 @@ def key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or not value.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. tome_ratio=0.5)")
+    if "," in value and not all(item.strip() for item in value.split(",")):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item in its list of values "
+                                         "(e.g. tome_ratio=0.3,0.5)")
     return key.strip(), value.strip()
 
 
@@ -394,6 +397,21 @@ class Settings:
             if variant and fnmatchcase(variant, pattern):
                 given["min_speedup"] = floor
         return {k: v for k, v in given.items() if v is not None}
+
+    def fixed_sets(self) -> dict[str, str]:
+        """The --sdperf-set settings with one value (the last given for a name wins)."""
+        return {k: v for k, v in dict(self.sets).items() if "," not in v}
+
+    def swept_sets(self) -> list[dict[str, str]]:
+        """Every combination of the --sdperf-set settings given a list of values
+        (``tome_ratio=0.3,0.5``), in the order given; [] when none is a list. Each combination
+        parametrizes every benchmark test (its id carries the values)."""
+        import itertools
+
+        lists = {k: [x.strip() for x in v.split(",")] for k, v in dict(self.sets).items() if "," in v}
+        if not lists:
+            return []
+        return [dict(zip(lists, combo, strict=True)) for combo in itertools.product(*lists.values())]
 
     def workload_overrides(self) -> dict[str, int]:
         """What --sdperf-steps and --sdperf-size impose on every test's workload."""

@@ -144,10 +144,17 @@ def _list_variants(config: pytest.Config, session: pytest.Session) -> int:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``sdperf_variant`` with the selected variants (ids are their names)."""
+    """Parametrize ``sdperf_variant`` with the selected variants (ids are their names), and
+    ``sdperf_sweep`` with each combination of list-valued --sdperf-set settings (ids
+    ``name=value``), where any is given."""
+    state = metafunc.config.stash[STATE]
     if "sdperf_variant" in metafunc.fixturenames:
-        names = [spec.name for spec in metafunc.config.stash[STATE].selected]
+        names = [spec.name for spec in state.selected]
         metafunc.parametrize("sdperf_variant", names, ids=names, indirect=True)
+    sweep = state.settings.swept_sets()
+    if "sdperf_sweep" in metafunc.fixturenames and sweep:
+        ids = ["-".join(f"{k}={v}" for k, v in combo.items()) for combo in sweep]
+        metafunc.parametrize("sdperf_sweep", sweep, ids=ids, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -237,8 +244,15 @@ def sdperf_variant(request: pytest.FixtureRequest) -> VariantSpec:
 
 
 @pytest.fixture
+def sdperf_sweep(request: pytest.FixtureRequest) -> dict[str, str]:
+    """This test's values of the list-valued --sdperf-set settings (``tome_ratio=0.3,0.5``
+    parametrizes every benchmark test, once a value); {} when none is a list."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
 def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSpec,
-                       sdperf_workload: Workload, sdperf_gate: Gate,
+                       sdperf_workload: Workload, sdperf_gate: Gate, sdperf_sweep: dict[str, str],
                        tmp_path: Path) -> Measurement | WorkerFailure:
     """Build the variant in a fresh worker process and measure it (a ``Measurement``).
 
@@ -270,7 +284,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
         outcome = state.run(
             sdperf_variant, sdperf_workload, workdir, memray_capture=capture, rounds=rounds,
             warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given else None,
-            warmup_steps=protocol.warmup_steps,
+            warmup_steps=protocol.warmup_steps, extra_settings=sdperf_sweep,
             target=sdperf_gate.latency_target(model.key, sdperf_workload)
             if (s.rounds if rounds is None else rounds) == 0 else None,
         )
@@ -279,7 +293,8 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
         if outcome.measured is None:
             return WorkerFailure(outcome.failure_text(sdperf_variant.name, s.timeout_s),
                                  outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
-        return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
+        m = Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
+        return dataclasses.replace(m, info={**m.info, "swept": sdperf_sweep}) if sdperf_sweep else m
 
     m = measure(tmp_path)
     if isinstance(m, Measurement):

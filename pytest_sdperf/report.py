@@ -77,8 +77,9 @@ def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[
     for r in records:
         mem = gated_figure(r.memory)
         ips = r.info.get("images_per_s")
+        swept = r.info.get("swept") or {}
         out.append((
-            r.variant,
+            " ".join([r.variant, *(f"{k}={v}" for k, v in swept.items())]),
             _num(r.p50_s, ".3f") + (" s" if r.p50_s is not None else ""),
             _num(ups.get(r.test_id), ".2f") + ("x" if ups.get(r.test_id) else ""),
             _num(ips, ".2f"),

@@ -159,7 +159,7 @@ class SdperfState:
         request = WorkerRequest(
             variant=spec, model=self.model(), workload=wl, cache_dir=s.cache_dir,
             device=self.device(), out_dir=workdir / "images",
-            settings={**dict(s.sets), **dict(extra_settings or {})},
+            settings={**s.fixed_sets(), **dict(extra_settings or {})},
             rounds=s.rounds if rounds is None else rounds,
             auto=AutoRounds(AUTO_MIN_ROUNDS, AUTO_MAX_ROUNDS, AUTO_HALFWIDTH, s.time_budget_s, target),
             warmup=s.warmup if warmup is None else warmup, warmup_steps=warmup_steps,
@@ -182,7 +182,7 @@ class SdperfState:
         s = self.settings
         key = f"{request.model.key}/{request.workload.key()}/{request.warmup_steps}"
         ref_request = dataclasses.replace(
-            request, variant=self.reference_spec(), settings=dict(s.sets), rounds=0,
+            request, variant=self.reference_spec(), settings=s.fixed_sets(), rounds=0,
             memray_capture=None, measure_peak=False)
 
         def reference() -> Any:

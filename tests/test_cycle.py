@@ -196,6 +196,20 @@ def test_a_speedup_floor_fails_a_variant_that_stopped_paying_off(run: SdperfRun)
     result.stdout.fnmatch_lines(["*speedup over fake: measured 0.3*x, limit 0.700x (95% CI*"])
 
 
+def test_a_list_setting_parametrizes_the_tests_once_a_value(run: SdperfRun) -> None:
+    out = run.root / "r.json"
+    result = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=1,3",
+                     "--sdperf-latency-pct", "1000", "--sdperf-json", str(out), "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_gen?fake-slow-fake_slowdown=1? PASSED*",
+                                 "*test_gen?fake-slow-fake_slowdown=3? PASSED*"])
+    slow = {r["info"]["swept"]["fake_slowdown"]: r["p50_s"]
+            for r in json.loads(out.read_text())["results"] if r["variant"] == "fake-slow"}
+    assert slow["3"] > 2 * slow["1"]  # each test ran with its own value
+    entries = json.loads(run.baseline_file().read_text())["entries"]
+    assert len(entries) == 4  # one baseline entry a value
+
+
 def test_auto_rounds_stop_when_the_median_is_known(run: SdperfRun) -> None:
     args = [a for a in run.args("--sdperf-variants", "fake") if a != "5"]
     args[args.index("--sdperf-rounds") + 1:args.index("--sdperf-rounds") + 1] = ["auto"]

@@ -79,6 +79,14 @@ def test_a_session_speedup_floor_applies_to_the_variants_it_names() -> None:
     assert "min_speedup" not in s.threshold_overrides("torch-bf16")
 
 
+def test_list_settings_are_swept_in_every_combination() -> None:
+    s = Settings(sets=(("tome_ratio", "0.3,0.5"), ("ov_precision", "f32, bf16"), ("taesd", "x")))
+    assert s.fixed_sets() == {"taesd": "x"}
+    assert s.swept_sets() == [{"tome_ratio": a, "ov_precision": b}
+                              for a in ("0.3", "0.5") for b in ("f32", "bf16")]
+    assert Settings(sets=(("tome_ratio", "0.3,0.5"), ("tome_ratio", "0.4"))).swept_sets() == []
+
+
 def test_nothing_stored_judges_similarity_alone() -> None:
     verdict = judge(_fig(ssim=0.95), None, Thresholds(), "relative")
     assert [c.metric for c in verdict.checks] == ["SSIM", "PSNR"] and verdict.detectable_pct is None

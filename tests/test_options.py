@@ -47,6 +47,7 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
         (["--sdperf-variants", "zz-*"], "*pattern 'zz-?' matches no variant*"),
         (["--sdperf-variants", "fake,,x"], "*not a comma list of variant names*"),
         (["--sdperf-set", "novalue"], "*'novalue' is not NAME=VALUE*"),
+        (["--sdperf-set", "tome_ratio=0.3,"], "*'tome_ratio=0.3,' has an empty item in its list*"),
         (["--sdperf-reference", "nope"], "*unknown variant 'nope'*"),
         (["--sdperf-latency-pct", "-5"], "*--sdperf-latency-pct*'-5' must be 0 or more*"),
         (["--sdperf-memory-pct", "lots"], "*--sdperf-memory-pct*'lots' is not a number*"),
