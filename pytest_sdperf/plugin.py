@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -191,10 +192,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """With --sdperf and benchmark tests to run, start the fork server's imports now, so they
-    overlap with what comes before the first worker."""
+    overlap with what comes before the first worker; long builds report to the terminal."""
+    from . import progress
+
     state = session.config.stash.get(STATE, None)
     if state is None or not state.settings.enabled or session.config.option.collectonly:
         return
+    tr: Any = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        progress.set_reporter(functools.partial(_live_line, session.config, tr))
     if any(f in getattr(item, "fixturenames", ()) for item in session.items for f in FIXTURES):
         state.start_fork_server()
 
@@ -342,11 +348,24 @@ def sdperf_gate(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, tmp
     return Gate(state, request.node.nodeid, sdperf_variant, thresholds, tmp_path)
 
 
+def _live_line(config: pytest.Config, tr: Any, text: str) -> None:
+    """A line on the terminal now, during a test (past pytest's output capture, as live
+    logging writes)."""
+    capman: Any = config.pluginmanager.get_plugin("capturemanager")
+    if capman is None:
+        tr.write_line(f"sdperf: {text}")
+        return
+    with capman.global_and_fixture_disabled():
+        tr.write_line(f"sdperf: {text}")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Flush queued baseline writes once; write --sdperf-json, the history and --sdperf-html."""
+    from . import progress
     from .baselines import BaselineError
     from .report import write_json
 
+    progress.set_reporter(None)
     state = session.config.stash.get(STATE, None)
     if state is None or not state.settings.enabled:
         return

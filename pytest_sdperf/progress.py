@@ -10,6 +10,11 @@ stacks from outside (py-spy, else gdb, where installed), and kills it. The watch
 the parent because a process whose threads are deadlocked cannot be trusted to notice it.
 
 Variant code may report a long build stage of its own with ``beat("stage", name=...)``.
+
+A build that goes on past ``REPORT_AFTER_S`` is reported, while it lasts, to the reporter the
+plugin sets (``set_reporter``: a line on the terminal), every ``REPORT_EVERY_S``, with its stage
+and the time so far, then once when it is done: minutes of an export or a quantization are not
+minutes of silence.
 """
 
 from __future__ import annotations
@@ -23,14 +28,23 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 HANG_FACTOR = 20.0
 DEFAULT_HANG_FLOOR_S = 60.0
 STACK_SIGNAL = signal.SIGUSR1
 NATIVE_DUMP_TIMEOUT_S = 60.0
+REPORT_AFTER_S = 5.0
+REPORT_EVERY_S = 15.0
 
 _sink: TextIO | None = None
+_reporter: Callable[[str], None] | None = None
+
+
+def set_reporter(report: Callable[[str], None] | None) -> None:
+    """Parent side: where reports of long builds go (None: nowhere)."""
+    global _reporter
+    _reporter = report
 
 
 def start(path: Path | None) -> None:
@@ -67,8 +81,11 @@ class Stall:
 class Watchdog:
     """Parent side: follows one worker's progress file; ``poll()`` says when it has hung."""
 
-    def __init__(self, path: Path, floor_s: float, clock: Any = time.monotonic) -> None:
+    def __init__(self, path: Path, floor_s: float, clock: Any = time.monotonic, label: str = "") -> None:
         self.path = path
+        self.label = label  # the variant, in build reports
+        self._build_start: float | None = None
+        self._reported_at: float | None = None
         self.floor_s = floor_s
         self._clock = clock
         self._offset = 0
@@ -93,6 +110,7 @@ class Watchdog:
         """Read new beats; a Stall when the worker has been silent past its limit."""
         for line in self._new_lines():
             self._take(line)
+        self._report_build()
         limit = self.limit_s()
         silent = self._clock() - self._last
         if limit is None or silent <= limit:
@@ -119,11 +137,28 @@ class Watchdog:
         event = str(beat_.get("event", ""))
         if event == "build":
             self._building = True
+            self._build_start, self._reported_at = self._clock(), None
         elif event == "built":
             self._building = False
+            if self._reported_at is not None and self._build_start is not None and _reporter:
+                _reporter(f"{self.label}: built in {self._clock() - self._build_start:.0f} s")
+            self._build_start = None
         if event == "call" and self.first_call_s is None:
             self.first_call_s = float(beat_.get("seconds", 0.0))
         self.last_event = _describe(beat_)
+
+
+    def _report_build(self) -> None:
+        """A line for the reporter while a build lasts (see the module docstring)."""
+        if _reporter is None or self._build_start is None:
+            return
+        now = self._clock()
+        took = now - self._build_start
+        if took < REPORT_AFTER_S or (self._reported_at is not None
+                                     and now - self._reported_at < REPORT_EVERY_S):
+            return
+        self._reported_at = now
+        _reporter(f"{self.label}: building, {took:.0f} s so far (last: {self.last_event})")
 
 
 def _describe(beat_: dict[str, Any]) -> str:

@@ -117,7 +117,7 @@ def run_worker(
     req_path, res_path, err_path, progress_path = _worker_files(request, workdir)
     with err_path.open("wb") as err:
         proc = _launch(request, [str(req_path), str(res_path)], env, err, launcher)
-    ended = _wait(proc, timeout_s, Watchdog(progress_path, hang_floor_s))
+    ended = _wait(proc, timeout_s, Watchdog(progress_path, hang_floor_s, label=request.variant.name))
     if not isinstance(ended, _Exited):
         return _killed(proc, err_path, ended)
     return _ended(res_path, err_path, ended.code)
@@ -217,7 +217,7 @@ class DrivenWorker:
                  hang_floor_s: float = DEFAULT_HANG_FLOOR_S, launcher: Zygote | None = None) -> None:
         self.req_path, self.res_path, self.err_path, progress_path = _worker_files(request, workdir)
         self.timeout_s = timeout_s
-        self.watchdog = Watchdog(progress_path, hang_floor_s)
+        self.watchdog = Watchdog(progress_path, hang_floor_s, label=request.variant.name)
         self._buffer = b""
         self.last_reply: dict[str, Any] = {}
         read_fd, write_fd = os.pipe()

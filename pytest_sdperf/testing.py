@@ -89,7 +89,14 @@ def _hold_the_gil_forever() -> None:
 
 
 def load_fake(ctx: BuildContext) -> Pipeline:
-    """Loader: a FakePipe with ``fake_delay`` seconds per step (default 0.01)."""
+    """Loader: a FakePipe with ``fake_delay`` seconds per step (default 0.01), built in
+    ``fake_build_s`` seconds (default 0: a build stage reported as "fake build")."""
+    from .progress import beat
+
+    build_s = ctx.setting("fake_build_s", 0.0, float)
+    if build_s:
+        beat("stage", name="fake build")
+        time.sleep(build_s)
     pipe = FakePipe(ctx.setting("fake_delay", 0.01, float))
     return Pipeline(
         pipe=pipe, backend="torch", prepare_latents=lambda lat, _p, _c: lat,

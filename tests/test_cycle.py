@@ -210,6 +210,13 @@ def test_a_list_setting_parametrizes_the_tests_once_a_value(run: SdperfRun) -> N
     assert len(entries) == 4  # one baseline entry a value
 
 
+def test_a_long_build_says_what_it_is_doing(run: SdperfRun) -> None:
+    result = run.run("--sdperf-variants", "fake", "--sdperf-set", "fake_build_s=6", "-q")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["sdperf: fake: building, 5 s so far (last: stage fake build)",
+                                 "sdperf: fake: built in 6 s"])
+
+
 def test_auto_rounds_stop_when_the_median_is_known(run: SdperfRun) -> None:
     args = [a for a in run.args("--sdperf-variants", "fake") if a != "5"]
     args[args.index("--sdperf-rounds") + 1:args.index("--sdperf-rounds") + 1] = ["auto"]

@@ -72,3 +72,33 @@ def test_a_half_written_line_waits_for_its_end(tmp_path: Path) -> None:
 
 def test_settings_default_is_the_watchdogs() -> None:
     assert SETTINGS_DEFAULT == DEFAULT_HANG_FLOOR_S == 60.0
+
+
+def test_a_long_build_is_reported_while_it_lasts_then_once_done(tmp_path: Path) -> None:
+    from pytest_sdperf import progress
+
+    path, clock, lines = tmp_path / "p.jsonl", Clock(), []
+    progress.set_reporter(lines.append)
+    try:
+        dog = Watchdog(path, floor_s=60.0, clock=clock, label="ov-int8-hybrid")
+        _beat(path, "build", phase="variant")
+        dog.poll()
+        _beat(path, "stage", name="OpenVINO hybrid of tiny")
+        clock.now = progress.REPORT_AFTER_S - 1
+        dog.poll()
+        assert lines == []  # a short build says nothing
+        clock.now = progress.REPORT_AFTER_S + 1
+        dog.poll()
+        clock.now += 1
+        dog.poll()  # not again before REPORT_EVERY_S
+        clock.now += progress.REPORT_EVERY_S
+        dog.poll()
+        _beat(path, "built", phase="variant")
+        dog.poll()
+    finally:
+        progress.set_reporter(None)
+    assert lines == [
+        "ov-int8-hybrid: building, 6 s so far (last: stage OpenVINO hybrid of tiny)",
+        "ov-int8-hybrid: building, 22 s so far (last: stage OpenVINO hybrid of tiny)",
+        "ov-int8-hybrid: built in 22 s",
+    ]

@@ -71,8 +71,10 @@ def cached_build(
     """The cached folder for ``recipe``, built by ``build(tmp_dir)`` in a child process if
     missing or damaged (``models.source.ensure_folder``: lock, temporary folder, manifest)."""
     from ..models.source import ensure_folder
+    from ..progress import beat
 
     target = entry_path(cache_dir, stage, model_key, recipe)
+    beat("stage", name=f"OpenVINO {stage} of {model_key}, cached for later runs")
     built = ensure_folder(target, functools.partial(_build_recorded, build=build, stage=stage,
                                                     model_key=model_key, recipe=dict(recipe)),
                           f"OpenVINO {stage} of {model_key}")
