@@ -18,6 +18,10 @@ AUTO_MIN_ROUNDS = 5
 #: rounds' median is too often narrow by chance (simulated on this machine's per-round paired
 #: noise, deciding from five rounds on doubled the false regressions of an unchanged pipeline).
 DECIDE_MIN_ROUNDS = 10
+#: A recording (no baseline yet) takes at least this many rounds before its median may be
+#: called known: it is the yardstick of every later run (a recording stopped at 7 rounds by a
+#: by-chance narrow interval was seen here, 2026-12-03).
+RECORD_MIN_ROUNDS = 20
 AUTO_MAX_ROUNDS = 60
 AUTO_HALFWIDTH = 0.02  # stop when the 95% CI of the median is within +-2%
 
@@ -256,7 +260,8 @@ OPTIONS: tuple[Option, ...] = (
            "timed rounds, or 'auto' (the default): at least "
            f"{AUTO_MIN_ROUNDS}, then until the comparison with the baseline is decided, on at "
            f"least {DECIDE_MIN_ROUNDS} rounds: a regression, or a pass that could have seen a slowdown of the "
-           f"limit (with no baseline, until the median is known to +-{AUTO_HALFWIDTH:.0%}), or "
+           f"limit (with no baseline, {RECORD_MIN_ROUNDS} rounds and until the median is known "
+           f"to +-{AUTO_HALFWIDTH:.0%}), or "
            "the time budget is spent", "N"),
     Option("--sdperf-time-budget", "time_budget_s", positive_float, 30.0,
            "seconds of timed rounds per test with --sdperf-rounds auto (default {default})", "S"),

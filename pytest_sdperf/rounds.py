@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from .config import DECIDE_MIN_ROUNDS
+from .config import DECIDE_MIN_ROUNDS, RECORD_MIN_ROUNDS
 
-__all__ = ["DECIDE_MIN_ROUNDS", "more_rounds", "undecided"]
+__all__ = ["DECIDE_MIN_ROUNDS", "RECORD_MIN_ROUNDS", "more_rounds", "undecided"]
 
 if TYPE_CHECKING:
     from .measure.latency import LatencyStats
@@ -21,9 +21,9 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
                 spent_s: float | None = None) -> bool:
     """Fixed rounds; or auto rounds (rounds 0), at least ``min_rounds``, then until time is up or:
 
-    - with no baseline to compare with (``auto.target`` None: a first recording), the median
-      of the gated ratios (over the paired reference, else over the calibration) is known to
-      +-``halfwidth``;
+    - with no baseline to compare with (``auto.target`` None: a first recording), after
+      ``RECORD_MIN_ROUNDS``, the median of the gated ratios (over the paired reference, else
+      over the calibration) is known to +-``halfwidth``;
     - with a baseline, once ``DECIDE_MIN_ROUNDS`` are taken, the gate's comparison is decided:
       a regression stops at once (the gate confirms it in fresh workers); a pass stops once the
       comparison could have seen a slowdown of the limit's size (its smallest detectable
@@ -50,6 +50,8 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
     from .workload import Thresholds
 
     if target is None:
+        if len(stats.samples) < RECORD_MIN_ROUNDS:
+            return True
         ratios = stats.paired() or stats.relative() or stats.samples
         return median_ci_halfwidth(ratios) > halfwidth
     if len(stats.samples) < DECIDE_MIN_ROUNDS:

@@ -10,7 +10,7 @@ import numpy as np
 
 from pytest_sdperf.measure.latency import LatencyStats
 from pytest_sdperf.protocol import AutoRounds, AutoTarget, WorkerRequest
-from pytest_sdperf.rounds import DECIDE_MIN_ROUNDS, more_rounds
+from pytest_sdperf.rounds import DECIDE_MIN_ROUNDS, RECORD_MIN_ROUNDS, more_rounds
 
 rng = np.random.default_rng(3)
 
@@ -48,6 +48,12 @@ def test_a_decided_regression_stops_although_the_run_is_noisy() -> None:
     assert _more(_request(_target(BASELINE)), current) is False  # but it is far over the limit
 
 
+def test_a_recording_takes_its_minimum_rounds_however_tight() -> None:
+    tight = [1.0, 1.001, 0.999]
+    assert _more(_request(None), _paired(tight * (RECORD_MIN_ROUNDS // 3))) is True
+    assert _more(_request(None), _paired(tight * (RECORD_MIN_ROUNDS // 3 + 1))) is False
+
+
 def test_no_comparison_is_decided_before_its_minimum_rounds() -> None:
     far_over = [1.5] * (DECIDE_MIN_ROUNDS - 1)
     assert _more(_request(_target(BASELINE)), _paired(far_over)) is True
@@ -56,10 +62,10 @@ def test_no_comparison_is_decided_before_its_minimum_rounds() -> None:
 
 def test_an_undecided_comparison_samples_on_though_the_run_is_tight() -> None:
     wide_baseline = _paired([0.9, 1.0, 1.1, 1.0, 0.95, 1.05])
-    current = _paired([1.06, 1.061, 1.059, 1.06, 1.062, 1.058] * 2)  # 6% over, limit 5%
+    current = _paired([1.06, 1.061, 1.059, 1.06, 1.062, 1.058] * 4)  # 6% over, limit 5%
     assert _more(_request(None), current) is False  # known to +-2%: the old rule stops here
     assert _more(_request(_target(wide_baseline)), current) is True  # inconclusive: go on
-    assert _more(_request(_target(wide_baseline), budget_s=12.0), current) is False  # time is up
+    assert _more(_request(_target(wide_baseline), budget_s=24.0), current) is False  # time is up
 
 
 def test_a_pass_stops_once_it_could_have_seen_a_slowdown_of_the_limit() -> None:
