@@ -213,7 +213,7 @@ def _environment_report() -> dict[str, Any]:
     """What the worker really ran under, so environment variants can be verified."""
     report: dict[str, Any] = {
         key: os.environ.get(key)
-        for key in ("LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "KMP_AFFINITY")
+        for key in ("LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "KMP_AFFINITY", "KMP_HW_SUBSET")
     }
     report["affinity"] = sorted(usable_cpus())
     report["pid"] = os.getpid()
@@ -224,6 +224,9 @@ def _environment_report() -> dict[str, Any]:
         report["allocator_loaded"] = sorted(
             {name for name in ("jemalloc", "tcmalloc") if name in maps}
         )
+        # Every OpenMP runtime mapped; with env-iomp, libiomp5 is first in symbol lookup.
+        report["openmp_loaded"] = sorted({name for name in ("libiomp5", "libgomp", "libomp.so")
+                                          if name in maps})
     except OSError:
-        report["allocator_loaded"] = []
+        report["allocator_loaded"] = report["openmp_loaded"] = []
     return report

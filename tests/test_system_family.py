@@ -67,6 +67,27 @@ def test_jemalloc_conf_is_reference_b_exactly(registry: VariantRegistry) -> None
     assert "MALLOC_CONF=oversize_threshold:1," in registry.get("env-jemalloc").description
 
 
+def test_reference_b_system_row_is_one_selection(registry: VariantRegistry) -> None:
+    """env-iomp stacks with the allocator, a thread count and pinning: reference B's row."""
+    row = registry.get("env-jemalloc+env-iomp+env-threads-2+env-pinned")
+    preload = row.env["LD_PRELOAD"].split(":")
+    assert [Path(p).name for p in preload] == ["libjemalloc.so.2", "libiomp5.so"]
+    assert row.env["OMP_NUM_THREADS"] == "2" and row.env["KMP_HW_SUBSET"] == "1t"
+    assert row.cpus == registry.get("env-pinned").cpus
+
+
+def test_missing_intel_openmp_skips_with_the_install_command(
+        registry: VariantRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(system_family.sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(system_family.sys, "base_prefix", str(tmp_path))
+    monkeypatch.setattr(system_family, "find_library", lambda filename: None)
+    reason = unavailable_reason(registry.get("env-iomp"))
+    assert reason is not None and "pip install intel-openmp" in reason
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libiomp5.so").write_bytes(b"")
+    assert system_family.iomp_path() == tmp_path / "lib" / "libiomp5.so"
+
+
 def test_merge_env_keeps_the_users_preload_after_the_variants() -> None:
     from pytest_sdperf.variants.registry import merge_env
 
@@ -98,6 +119,8 @@ def test_env(sdperf_measurement):
     assert env["LD_PRELOAD"].split(":")[0].endswith("libjemalloc.so.2")  # before any of yours
     assert "background_thread:true" in env["MALLOC_CONF"]
     assert env["allocator_loaded"] == ["jemalloc"]
+    assert env["LD_PRELOAD"].split(":")[1].endswith("libiomp5.so") and env["KMP_HW_SUBSET"] == "1t"
+    assert "libiomp5" in env["openmp_loaded"]  # Intel's OpenMP really mapped in
     assert env["OMP_NUM_THREADS"] == "1"
     assert env["torch_threads"] == 1
     assert env["affinity"] == [0]
@@ -106,15 +129,17 @@ def test_env(sdperf_measurement):
 
 @pytest.mark.skipif(system_family.check_jemalloc() is not None,
                     reason=str(system_family.check_jemalloc()))
+@pytest.mark.skipif(system_family.check_iomp() is not None, reason=str(system_family.check_iomp()))
 def test_environment_variant_changes_the_worker_environment(
     pytester: pytest.Pytester, request: pytest.FixtureRequest
 ) -> None:
-    """The worker runs with jemalloc mapped in, one OpenMP/torch thread and CPU 0 only."""
+    """The worker runs with jemalloc and Intel OpenMP mapped in, one OpenMP/torch thread and
+    CPU 0 only (reference B's system row, at one thread)."""
     assert request.config.cache is not None
     cache = request.config.cache.mkdir("sdperf-test-cache")
     pytester.makepyfile(test_env=REPORT_TEST)
     result = pytester.runpytest_subprocess(
-        "--sdperf", "--sdperf-variants", "env-jemalloc+env-threads-1+env-pinned-0",
+        "--sdperf", "--sdperf-variants", "env-jemalloc+env-iomp+env-threads-1+env-pinned-0",
         "--sdperf-cache-dir", str(cache), "--sdperf-baselines", str(pytester.path / "bl"),
         "--sdperf-rounds", "1", "--sdperf-warmup", "0", "-s",
     )

@@ -1,4 +1,5 @@
-"""System-environment variants: allocator preload, thread count, CPU pinning (reference B).
+"""System-environment variants: allocator preload, Intel OpenMP, thread count, CPU pinning
+(reference B).
 
 No code change to the pipeline: each sets the worker's environment before its process
 starts (``env``) or pins the worker before anything heavy is imported (``cpus``). Backend
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -44,6 +46,12 @@ ALLOCATORS = {
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+IOMP = "libiomp5.so"
+# libiomp5 runs one thread per hardware thread by default; one per core is reference B's
+# OMP_NUM_THREADS=<physical cores>, said without OMP_NUM_THREADS, so env-threads-N still stacks.
+IOMP_ENV = {"KMP_HW_SUBSET": "1t"}
+
+
 def _multiarch() -> str:
     return str(sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu")
 
@@ -74,6 +82,36 @@ def _missing_reason(variant: str) -> str | None:
     return (f"{variant} preloads {filename}, which is not installed here; install it with "
             f"'apt-get install -y {package}' (Debian/Ubuntu) or "
             f"'conda install -c conda-forge {variant.split('-')[1]}'")
+
+
+def iomp_path() -> Path | None:
+    """libiomp5.so from the intel-openmp package (in this interpreter's prefix), conda, or the
+    system's (intel-mkl, as reference B); None when there is none."""
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        path = Path(prefix) / "lib" / IOMP
+        if path.is_file():
+            return path
+    return find_library(IOMP)
+
+
+def check_iomp() -> str | None:
+    """Availability probe: is libiomp5.so installed?"""
+    if iomp_path() is not None:
+        return None
+    return (f"env-iomp preloads {IOMP}, which is not installed here; install it with "
+            "'pip install intel-openmp' (in this environment), or the system's intel-mkl")
+
+
+def iomp_spec() -> VariantSpec:
+    """env-iomp: Intel's OpenMP runtime preloaded, one thread per physical core (reference B)."""
+    lib = str(iomp_path() or Path(sys.prefix) / "lib" / IOMP)
+    return VariantSpec(
+        name="env-iomp", family="system", backend="any",
+        env={"LD_PRELOAD": lib, **IOMP_ENV}, exclusive=("openmp",),
+        description=f"Intel OpenMP (libiomp5) through LD_PRELOAD ({lib}), one thread per physical "
+                    "core (KMP_HW_SUBSET=1t); stacks with env-jemalloc, env-threads-N, env-pinned",
+        checks=(f"{MODULE}:check_iomp",),
+    )
 
 
 def check_jemalloc() -> str | None:
@@ -158,9 +196,11 @@ def _allocator_spec(variant: str) -> VariantSpec:
 
 
 def register(registry: VariantRegistry) -> None:
-    """Register env-jemalloc, env-tcmalloc, env-threads-1 (+ env-threads-N), env-pinned."""
+    """Register env-jemalloc, env-tcmalloc, env-iomp, env-threads-1 (+ env-threads-N),
+    env-pinned."""
     for variant in ALLOCATORS:
         registry.add(_allocator_spec(variant))
+    registry.add(iomp_spec())
     registry.add_pattern(VariantPattern(
         regex=r"env-threads-(\d+)", factory=threads_spec, shown="env-threads-N",
         description="OMP_NUM_THREADS=N for any N"))
