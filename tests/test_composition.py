@@ -62,16 +62,18 @@ def test_preloads_join_in_the_written_order_and_scalars_must_agree() -> None:
     """Issue #16: two preloading parts (reference B's jemalloc + Intel OpenMP) compose."""
     reg = VariantRegistry()
     register_builtin(reg)
-    reg.add(VariantSpec(name="env-iomp", family="mine", description="x", backend="any",
+    reg.add(VariantSpec(name="env-my-omp", family="mine", description="x", backend="any",
                         env={"LD_PRELOAD": "/opt/intel/libiomp5.so", "OMP_NUM_THREADS": "32"}))
     jemalloc = reg.get("env-jemalloc").env["LD_PRELOAD"]
+    iomp = reg.get("env-iomp").env["LD_PRELOAD"]
     spec = reg.get("env-jemalloc+env-iomp+torch-bf16")
-    assert spec.env["LD_PRELOAD"] == f"{jemalloc}:/opt/intel/libiomp5.so"
-    assert reg.get("env-iomp+env-jemalloc").env["LD_PRELOAD"] == f"/opt/intel/libiomp5.so:{jemalloc}"
-    assert spec.env["MALLOC_CONF"] and spec.env["OMP_NUM_THREADS"] == "32"
+    assert spec.env["LD_PRELOAD"] == f"{jemalloc}:{iomp}"
+    assert reg.get("env-iomp+env-jemalloc").env["LD_PRELOAD"] == f"{iomp}:{jemalloc}"
+    assert spec.env["MALLOC_CONF"] and spec.env["KMP_HW_SUBSET"] == "1t"
     assert VariantSpec.from_dict(spec.to_dict()) == spec
+    assert reg.get("env-jemalloc+env-my-omp").env["LD_PRELOAD"] == f"{jemalloc}:/opt/intel/libiomp5.so"
     with pytest.raises(VariantError, match="OMP_NUM_THREADS is set to both '32' and '1'"):
-        reg.get("env-iomp+env-threads-1")
+        reg.get("env-my-omp+env-threads-1")
     with pytest.raises(VariantError, match="env-jemalloc and env-tcmalloc both decide the allocator"):
         reg.get("env-iomp+env-jemalloc+env-tcmalloc")  # one process, one malloc
 
@@ -160,14 +162,14 @@ def test_unknown_name_lists_patterns_too(registry: VariantRegistry) -> None:
 def test_glob_selection_and_composed_names(registry: VariantRegistry) -> None:
     chosen = registry.select(["env-*", "torch-bf16+dpm-solver+tome"])
     names = [s.name for s in chosen]
-    assert names[:4] == ["env-jemalloc", "env-tcmalloc", "env-threads-1", "env-pinned"]
+    assert names[:5] == ["env-jemalloc", "env-tcmalloc", "env-iomp", "env-threads-1", "env-pinned"]
     assert names[-1] == "torch-bf16+dpm-solver+tome"
 
 
 FP16_STACKS = [
     "torch-default-attn", "torch-compile", "dpm-solver", "tome", "vae-slicing", "vae-tiling",
     "precomputed-embeds", "model-cpu-offload", "sequential-cpu-offload", "tiny-vae",
-    "env-jemalloc", "env-tcmalloc", "env-threads-1", "env-pinned",
+    "env-jemalloc", "env-tcmalloc", "env-iomp", "env-threads-1", "env-pinned",
 ]
 
 
@@ -192,8 +194,8 @@ def test_composed_globs_match_part_by_part_and_skip_mirror_images(
     registry: VariantRegistry
 ) -> None:
     names = [s.name for s in registry.expand(["env-t*+torch-bf16", "torch-bf16+env-*", "*+*"])]
-    assert names[:6] == ["env-tcmalloc+torch-bf16", "env-threads-1+torch-bf16",
-                         "torch-bf16+env-jemalloc", "torch-bf16+env-pinned",
+    assert names[:7] == ["env-tcmalloc+torch-bf16", "env-threads-1+torch-bf16",
+                         "torch-bf16+env-jemalloc", "torch-bf16+env-iomp", "torch-bf16+env-pinned",
                          "torch-fp32+torch-default-attn", "torch-fp32+torch-compile"]
     parts = [frozenset(s.parts) for s in registry.expand(["*+*"])]
     assert len(parts) == len(set(parts))  # tome+dpm-solver or dpm-solver+tome, not both
