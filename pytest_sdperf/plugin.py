@@ -150,7 +150,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ``name=value``), where any is given."""
     state = metafunc.config.stash[STATE]
     if "sdperf_variant" in metafunc.fixturenames:
-        names = [spec.name for spec in state.selected]
+        marker = metafunc.definition.get_closest_marker("sdperf")
+        try:
+            run = parse_marker_kwargs(marker.kwargs if marker else {}, metafunc.definition.nodeid).run
+        except (ValueError, TypeError):
+            run = None  # pytest_collection_modifyitems reports it
+        names = [spec.name for spec in state.selected if run is None or run.runs(spec.name)]
         metafunc.parametrize("sdperf_variant", names, ids=names, indirect=True)
     sweep = state.settings.swept_sets()
     if "sdperf_sweep" in metafunc.fixturenames and sweep:

@@ -77,6 +77,9 @@ class Protocol:
     arch: ``sd`` or ``sdxl``: the test skips on a model of another architecture.
     rounds / warmup: timed calls and warm-up calls after the first (None: the options').
     warmup_steps: steps of the first and warm-up calls (None: the workload's).
+    variants: a comma list of variant names or globs: the test runs for the selected variants
+        it matches only (None: every selected variant), e.g. a batch workload for the variants
+        whose batch path differs.
     """
 
     protocol: str | None = None
@@ -84,6 +87,15 @@ class Protocol:
     rounds: int | None = None
     warmup: int | None = None
     warmup_steps: int | None = None
+    variants: str | None = None
+
+    def runs(self, variant: str) -> bool:
+        """Whether the test runs for ``variant`` (see ``variants``)."""
+        from fnmatch import fnmatchcase
+
+        if self.variants is None:
+            return True
+        return any(fnmatchcase(variant, p.strip()) for p in self.variants.split(","))
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,10 @@ def _protocol(kwargs: Mapping[str, Any], where: str) -> Protocol:
     arch = fields.get("arch")
     if arch is not None and arch not in ARCHS:
         raise ValueError(f"{where}: sdperf marker arch={arch!r} must be one of {ARCHS}")
+    only = fields.get("variants")
+    if only is not None and (not isinstance(only, str) or not all(p.strip() for p in only.split(","))):
+        raise ValueError(f"{where}: sdperf marker variants={only!r} must be a comma list of "
+                         "variant names or globs (e.g. 'torch-fp32,vae-*')")
     label = fields.get("protocol")
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ValueError(f"{where}: sdperf marker protocol={label!r} must be a non-empty string")

@@ -93,6 +93,17 @@ def test_marker_typo_is_an_error(pytester: pytest.Pytester, run: SdperfRun) -> N
     assert "unknown sdperf marker argument(s) ['step']; valid: " in result.stderr.str()
 
 
+def test_a_marker_can_run_a_test_for_some_variants_only(pytester: pytest.Pytester,
+                                                        run: SdperfRun) -> None:
+    run.write_suite(marker_extra=", variants='fake-h*, fake-noisy'")
+    result = pytester.runpytest("--collect-only", "-q", "--sdperf-variants", "fake,fake-hungry,fake-noisy")
+    result.stdout.fnmatch_lines(["*test_gen[[]fake-hungry[]]", "*test_gen[[]fake-noisy[]]", "2 tests collected*"])
+    run.write_suite(marker_extra=", variants='fake,'")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "sdperf marker variants='fake,' must be a comma list" in result.stderr.str()
+
+
 def test_glob_and_composition_selection(pytester: pytest.Pytester, run: SdperfRun) -> None:
     result = pytester.runpytest("--collect-only", "-q", "--sdperf-variants", "fake-h*,fake+fake-noisy")
     result.stdout.fnmatch_lines(["*test_gen[[]fake-hungry[]]", "*test_gen[[]fake-hang[]]",
