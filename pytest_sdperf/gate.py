@@ -18,7 +18,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, NoReturn
+from typing import Any, Mapping, NoReturn
 
 import pytest
 
@@ -103,7 +103,7 @@ class Gate:
         sim = self._similarity(m, outcome.recordings)
         current = Figures(m.latency, m.memory.to_dict(), *_sim_figures(sim))
         previous = Figures(stored.entry.latency, stored.entry.memory) if stored.entry else None
-        verdict = judge(current, previous, t, s.gate_mode, s.reference_variant)
+        verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name())
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
         return self._conclude(m, stored, verdict, new_entry, sim, outcome)
 
@@ -134,7 +134,7 @@ class Gate:
         if entry is None:
             return None
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
-        return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct, s.reference_variant)
+        return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct, self.state.reference_name())
 
     def latency_regression(self, m: Measurement) -> Check | None:
         """The latency check of ``m`` against its baseline when it reads as a regression (so the
@@ -150,7 +150,7 @@ class Gate:
         if entry is None:
             return None
         verdict = judge(Figures(m.latency), Figures(entry.latency), self._thresholds(entry),
-                        s.gate_mode, s.reference_variant)
+                        s.gate_mode, self.state.reference_name())
         latency = verdict.latency
         return latency if latency is not None and latency.status == FAIL else None
 
@@ -275,7 +275,7 @@ class Gate:
         if s.update and not s.update_all:
             self._queue(stored, new_entry)
             lines.append("  --sdperf-update: the baseline entry was rewritten with these figures")
-            if m.variant == s.reference_variant and any(c.metric in ("SSIM", "PSNR") for c in regressions):
+            if m.variant == self.state.reference_name() and any(c.metric in ("SSIM", "PSNR") for c in regressions):
                 self.state.write_references(m.images, self.state.reference_paths(m.model_key, m.workload))
                 lines.append("  --sdperf-update: the reference images were rewritten too")
         else:
@@ -296,7 +296,7 @@ class Gate:
         refs = self.state.reference_paths(m.model_key, m.workload)
         s = self.state.settings
         existed = all(p.exists() for p in refs)
-        if m.variant == s.reference_variant and (s.update_all or not existed):
+        if m.variant == self.state.reference_name() and (s.update_all or not existed):
             self.state.write_references(m.images, refs)
             if not existed and not s.update_all:
                 problems.append(f"no FP32 reference image for {m.model_key}/{m.workload.key()}: "
@@ -323,7 +323,7 @@ class Gate:
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
             p90_s=m.latency.p90, first_call_s=m.latency.first_call_s,
             memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
-            psnr=sim.to_dict()["psnr"] if sim else None, info=dict(m.info), reason=outcome.reason,
+            psnr=sim.to_dict()["psnr"] if sim else None, info=_with_throughput(m), reason=outcome.reason,
             detectable_pct=latency.detectable_pct if latency else None,
             ratio=latency.measured if latency else None,
             ratio_interval=latency.interval if latency else None, samples=m.latency.samples,
@@ -335,3 +335,12 @@ class Gate:
 
 def _sim_figures(sim: Similarity | None) -> tuple[float | None, float | None]:
     return (sim.ssim, sim.psnr) if sim else (None, None)
+
+
+def _with_throughput(m: Measurement) -> dict[str, Any]:
+    """``m.info`` with ``images_per_s``: the images of one call over its median seconds (one
+    generation at a time), unless the variant measured its own (ov-async: requests in flight)."""
+    info = dict(m.info)
+    if "images_per_s" not in info and m.images and m.latency.p50 > 0:
+        info["images_per_s"] = len(m.images) / m.latency.p50
+    return info

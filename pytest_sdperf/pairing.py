@@ -31,6 +31,10 @@ from .zygote import Zygote
 
 # A pair is started only when this much of the reference's expected peak is free, beside it.
 MEMORY_HEADROOM = 1.25
+# A paired round is "disturbed" when one side took this many times its own median: other work
+# on a 2-core machine stalls a 2-thread OpenMP process far more than the other (a reference
+# round of 0.26 s took 3-12 s beside a test run here, while the OpenVINO variant's did not move).
+DISTURBED_FACTOR = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,19 @@ class Paired:
     outcome: WorkerOutcome
     note: str = ""
     reference_pid: int | None = None  # the reference worker's process, when paired
+    disturbed: int = 0  # paired rounds with one side over DISTURBED_FACTOR x its median
+
+
+def disturbed_rounds(samples: list[float], reference: list[float]) -> int:
+    """How many paired rounds had one side over ``DISTURBED_FACTOR`` times its own median
+    (0 with fewer than 5 rounds: no median to speak of)."""
+    import statistics
+
+    if len(samples) < 5 or len(reference) != len(samples):
+        return 0
+    limit_a = DISTURBED_FACTOR * statistics.median(samples)
+    limit_b = DISTURBED_FACTOR * statistics.median(reference)
+    return sum(a > limit_a or b > limit_b for a, b in zip(samples, reference, strict=True))
 
 
 class ReferencePool:
@@ -136,7 +153,8 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
         pid = None if isinstance(ref, str) else ref.proc.pid
-        return Paired(variant.finish([] if note else ref_samples), note, pid)
+        disturbed = 0 if note else disturbed_rounds(samples, ref_samples)
+        return Paired(variant.finish([] if note else ref_samples), note, pid, disturbed)
     except WorkerGone as gone:
         return Paired(gone.outcome)
     finally:

@@ -310,7 +310,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     m = measure(tmp_path)
     if isinstance(m, Measurement):
         m = _confirmed(m, sdperf_gate, state, measure, tmp_path / "confirmation")
-    if sdperf_variant.name != s.reference_variant:
+    if sdperf_variant.name != state.reference_name():
         failed = state.ensure_references(sdperf_workload, tmp_path)
         if failed is not None:
             return failed
@@ -388,14 +388,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         state.written.append(state.settings.benchmark_json)
     if state.settings.json_path:
         write_json(state.settings.json_path, state.header(), state.records,
-                   state.settings.reference_variant)
+                   state.reference_name())
         state.written.append(state.settings.json_path)
     history = _record_history(state) if state.settings.history else None
     if state.settings.html_path:
         from .html_report import write_html
 
         write_html(state.settings.html_path, state.header(), state.records,
-                   state.settings.reference_variant, history)
+                   state.reference_name(), history)
         state.written.append(state.settings.html_path)
 
 
@@ -419,4 +419,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is not None:
         notes = [*state.notes, state.model_note()] if state.records and state.model_note() else state.notes
         write_terminal_summary(terminalreporter, state.records, notes, state.written,
-                               state.settings.reference_variant)
+                               state.reference_name() if state.records else state.settings.reference_variant)

@@ -17,17 +17,24 @@ COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem",
 
 
 def speedups(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> dict[str, float | None]:
-    """test_id -> p50 of the reference variant (same model and workload, this session) / own p50."""
+    """test_id -> the reference variant's seconds per image (same model and workload, this
+    session) / this test's: per image, so a call that makes several images (ov-async's requests
+    in flight) compares like with like."""
     ref = {
-        (r.model_key, r.workload_key): r.p50_s
+        (r.model_key, r.workload_key): per_image
         for r in records
-        if r.variant == reference and r.p50_s
+        if r.variant == reference and (per_image := _seconds_per_image(r))
     }
     out: dict[str, float | None] = {}
     for r in records:
-        base = ref.get((r.model_key, r.workload_key))
-        out[r.test_id] = base / r.p50_s if base and r.p50_s else None
+        base, own = ref.get((r.model_key, r.workload_key)), _seconds_per_image(r)
+        out[r.test_id] = base / own if base and own else None
     return out
+
+
+def _seconds_per_image(r: Record) -> float | None:
+    """The median call's seconds over the images it made (one where the record has none)."""
+    return r.p50_s / max(len(r.images), 1) if r.p50_s else None
 
 
 def _mib(value: Any) -> str:

@@ -14,7 +14,7 @@ from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak
 from .models.ref import ModelRef
-from .pairing import ReferencePool
+from .pairing import DISTURBED_FACTOR, ReferencePool
 from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
 from .runner import WorkerOutcome, run_worker, worker_env
@@ -26,6 +26,7 @@ from .zygote import Zygote
 __all__ = ["Measurement", "Record", "SdperfState", "WorkerFailure", "package_versions"]  # old homes
 
 REFERENCE_VARIANT: str = default_of("reference_variant")
+IR_REFERENCE = "ov-fp32"  # the reference on an OpenVINO IR folder (no PyTorch model there)
 REPORTED_PACKAGES = (
     "pytest-sdperf", "torch", "diffusers", "transformers", "openvino", "optimum-intel",
     "nncf", "numpy", "memray",
@@ -166,7 +167,7 @@ class SdperfState:
             memray_capture=memray_capture, measure_peak=not self.peak.measured,
             machine_cpus=tuple(sorted(usable_cpus())),
         )
-        if s.gate_mode != "paired" or spec.name == s.reference_variant:
+        if s.gate_mode != "paired" or spec.name == self.reference_name():
             outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s,
                                  self.fork_server())
         else:
@@ -199,15 +200,21 @@ class SdperfState:
             self.notes.append(f"{request.variant.name}: not paired: {paired.note}")
             info = {**result.info, "unpaired": paired.note}
         else:
-            info = {**result.info, "paired_with": {"variant": s.reference_variant,
+            info = {**result.info, "paired_with": {"variant": self.reference_name(),
                                                    "pid": paired.reference_pid}}
+        if paired.disturbed:
+            info["disturbed_rounds"] = paired.disturbed
+            self.notes.append(
+                f"{request.variant.name}: {paired.disturbed} paired round(s) had one side over "
+                f"{DISTURBED_FACTOR:g}x its median: other work on the machine? The median of the "
+                "per-round ratios discounts a few; many make the comparison unreliable")
         return dataclasses.replace(paired.outcome, result=dataclasses.replace(result, info=info))
 
     def _expected_reference_peak(self) -> int | None:
         """The reference variant's peak RSS measured this session, else twice the model's files
         (float16 weights loaded as float32), for the pairing's memory check."""
         seen = [int(r.memory.get("peak_rss") or 0) for r in self.records
-                if r.variant == self.settings.reference_variant]
+                if r.variant == self.reference_name()]
         if seen and max(seen) > 0:
             return max(seen)
         if self._model_bytes is None:
@@ -255,8 +262,10 @@ class SdperfState:
     def header(self) -> dict[str, Any]:
         """Machine, environment, peak FLOP/s and the model note; baselines keep the first two."""
         environment = {**package_versions(REPORTED_PACKAGES), "python": python_version()}
-        out = {"machine": self.machine.to_dict(), "environment": environment,
-               "peak": self.peak.to_dict()}
+        out: dict[str, Any] = {"machine": self.machine.to_dict(), "environment": environment,
+                               "peak": self.peak.to_dict()}
+        if self._model is not None:
+            out["reference_variant"] = self.reference_name()
         note = self.model_note()
         return {**out, "model_note": note} if note else out
 
@@ -269,5 +278,23 @@ class SdperfState:
         return f"{self._model.profile}: {QUALITY_NOTE}"
 
     def reference_spec(self) -> VariantSpec:
-        """The variant whose images are the reference."""
-        return self.registry.get(self.settings.reference_variant)
+        """The variant whose images are the reference (see ``reference_name``)."""
+        return self.registry.get(self.reference_name())
+
+    def reference_name(self) -> str:
+        """The reference variant: --sdperf-reference (torch-fp32 by default), except that on an
+        OpenVINO IR folder, where no PyTorch variant can run, a PyTorch reference falls back to
+        ``IR_REFERENCE`` (said once in the summary's notes and in the JSON's header)."""
+        name = self.settings.reference_variant
+        try:
+            on_ir = self.model().kind == "openvino"
+        except Exception:  # noqa: BLE001 - a bad model is reported by the tests that use it
+            return name
+        if not on_ir or self.registry.get(name).backend != "torch":
+            return name
+        note = (f"reference: {IR_REFERENCE}, not {name}: --sdperf-model is an OpenVINO IR "
+                f"folder, where PyTorch variants cannot run; reference images, the paired "
+                f"reference and speedups are {IR_REFERENCE}'s")
+        if note not in self.notes:
+            self.notes.append(note)
+        return IR_REFERENCE

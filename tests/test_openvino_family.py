@@ -245,6 +245,42 @@ def test_ir_folder_input_needs_no_export(tiny: tuple[ModelRef, Path], tmp_path: 
         load_openvino(ctx_for(ir_model, empty_cache, "ov-tome"))
 
 
+IR_SUITE = """
+import pytest
+
+@pytest.mark.sdperf(steps=4, height=64, width=64)
+def test_gen(sdperf_measurement, sdperf_gate):
+    sdperf_gate.check(sdperf_measurement)
+"""
+
+
+@pytest.mark.slow
+def test_an_ir_folder_is_measured_against_ov_fp32_through_the_gate(
+        tiny: tuple[ModelRef, Path], pytester: pytest.Pytester) -> None:
+    """Issue #16: with no PyTorch model (an IR folder, as reference A's QAT models are
+    published), ov-fp32 is the reference: its images, the paired reference, the speedups."""
+    from pytest_sdperf.variants.openvino_family import ir_folder
+
+    model, cache = tiny
+    exported = ir_folder(ctx_for(model, cache, "ov-fp32"), Recipe(), {"cache_hit": True})
+    ir = shutil.copytree(exported, pytester.path / "my-ir")
+    pytester.makepyfile(test_ir=IR_SUITE)
+    out = pytester.path / "r.json"
+    result = pytester.runpytest_subprocess(
+        "--sdperf", "--sdperf-model", str(ir), "--sdperf-variants", "torch-fp32,ov-fp32,ov-static",
+        "--sdperf-cache-dir", str(cache), "--sdperf-baselines", str(pytester.path / "bl"),
+        "--sdperf-rounds", "3", "--sdperf-json", str(out))
+    result.assert_outcomes(passed=2, skipped=1)  # torch-fp32 cannot run on an IR folder
+    result.stdout.fnmatch_lines(["*reference: ov-fp32, not torch-fp32: --sdperf-model is an "
+                                 "OpenVINO IR folder*"])
+    doc = json.loads(out.read_text())
+    assert doc["reference_variant"] == "ov-fp32"
+    records = {r["variant"]: r for r in doc["results"]}
+    assert records["ov-static"]["info"]["paired_with"]["variant"] == "ov-fp32"
+    assert records["ov-static"]["ssim"] > 0.9 and records["ov-fp32"]["ssim"] == 1.0
+    assert list((pytester.path / "bl" / "references").rglob("*.png"))  # made by ov-fp32
+
+
 @pytest.mark.slow
 def test_int8_weights_are_smaller(tiny: tuple[ModelRef, Path], tmp_path: Path) -> None:
     from pytest_sdperf.variants.openvino_build import compress_weights

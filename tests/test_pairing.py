@@ -76,3 +76,19 @@ def test_a_reference_that_fails_mid_way_restarts_the_rounds_calibrated(
     after = variant.commands[restart + 1:]
     assert len(after) == 6 and all(c == {"cmd": "round", "calibrate": True} for c in after)
     assert variant.finished_with == [] and "died (exit status 9)" in paired.note
+
+
+def test_rounds_with_one_side_far_over_its_median_are_counted_as_disturbed() -> None:
+    variant = [0.13, 0.12, 0.16, 0.18, 0.20, 0.33, 0.14]
+    reference = [0.27, 0.26, 3.47, 12.3, 5.26, 0.25, 0.26]  # seen here beside a test run
+    assert pairing.disturbed_rounds(variant, reference) == 3
+    assert pairing.disturbed_rounds(variant[:4], reference[:4]) == 0  # too few to say
+    assert pairing.disturbed_rounds([1.0] * 6, [1.0, 1.1, 0.9, 1.0, 1.05, 0.95]) == 0
+
+
+def test_a_measurement_says_how_many_rounds_were_disturbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = StandIn()
+    slow = iter([1.0, 1.0, 9.0, 1.0, 1.0, 1.0])
+    reference.ask = lambda **cmd: {"seconds": next(slow)}  # type: ignore[method-assign]
+    _, paired = _measure(monkeypatch, reference)
+    assert paired.disturbed == 1

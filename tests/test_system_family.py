@@ -73,6 +73,7 @@ def test_reference_b_system_row_is_one_selection(registry: VariantRegistry) -> N
     preload = row.env["LD_PRELOAD"].split(":")
     assert [Path(p).name for p in preload] == ["libjemalloc.so.2", "libiomp5.so"]
     assert row.env["OMP_NUM_THREADS"] == "2" and row.env["KMP_HW_SUBSET"] == "1t"
+    assert row.env["KMP_BLOCKTIME"] == "1"
     assert row.cpus == registry.get("env-pinned").cpus
 
 

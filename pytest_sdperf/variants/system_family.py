@@ -49,7 +49,11 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 IOMP = "libiomp5.so"
 # libiomp5 runs one thread per hardware thread by default; one per core is reference B's
 # OMP_NUM_THREADS=<physical cores>, said without OMP_NUM_THREADS, so env-threads-N still stacks.
-IOMP_ENV = {"KMP_HW_SUBSET": "1t"}
+# KMP_BLOCKTIME=1 (ms; Intel's setting for PyTorch, as intel-extension-for-pytorch's launcher
+# sets it): by default libiomp5's threads spin 200 ms after each parallel region, which stalls
+# whatever runs next on the cores, the paired reference included: with it, env-iomp's paired
+# ratios spread over 0.69-1.41 in one run here (2026-12-03), against +-5% for the others.
+IOMP_ENV = {"KMP_HW_SUBSET": "1t", "KMP_BLOCKTIME": "1"}
 
 
 def _multiarch() -> str:
@@ -109,7 +113,7 @@ def iomp_spec() -> VariantSpec:
         name="env-iomp", family="system", backend="any",
         env={"LD_PRELOAD": lib, **IOMP_ENV}, exclusive=("openmp",),
         description=f"Intel OpenMP (libiomp5) through LD_PRELOAD ({lib}), one thread per physical "
-                    "core (KMP_HW_SUBSET=1t); stacks with env-jemalloc, env-threads-N, env-pinned",
+                    "core (KMP_HW_SUBSET=1t), KMP_BLOCKTIME=1; stacks with env-jemalloc, env-threads-N, env-pinned",
         checks=(f"{MODULE}:check_iomp",),
     )
 
