@@ -116,10 +116,11 @@ class ReferencePool:
 def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
                    hang_floor_s: float, reference: Callable[[], DrivenWorker | str],
                    on_reference_failure: Callable[[str], None],
-                   launcher: Zygote | None = None) -> Paired:
+                   launcher: Zygote | None = None, calibrate: bool = False) -> Paired:
     """Start the variant's worker (forked by ``launcher`` where it may be), then take rounds
     (``rounds.more_rounds``) paired with the reference worker ``reference()`` gives, ABBA;
-    without one, rounds of the variant alone."""
+    without one, rounds of the variant alone. ``calibrate``: time the calibration workload
+    after paired rounds too (the validation harness judges every gate mode on the same data)."""
     from .measure.latency import LatencyStats
 
     variant = DrivenWorker(request, workdir, timeout_s, env, hang_floor_s, launcher)
@@ -133,7 +134,7 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
 
         def so_far() -> LatencyStats:
             around = [(a + b) / 2 for a, b in zip(marks[:-1], marks[1:], strict=True)]
-            return LatencyStats.from_samples(samples, calibration=around if note else [],
+            return LatencyStats.from_samples(samples, calibration=around if note or calibrate else [],
                                              reference=[] if note else ref_samples)
 
         start = time.monotonic()
@@ -146,9 +147,9 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                 # variant's rounds are not); start again, each round calibrated.
                 samples, ref_samples = [], []
                 marks = [float(variant.ask(cmd="restart")["calibration"])]
-            reply = variant.ask(cmd="round", calibrate=not paired)
+            reply = variant.ask(cmd="round", calibrate=calibrate or not paired)
             samples.append(float(reply["seconds"]))
-            if not paired:
+            if calibrate or not paired:
                 marks.append(float(reply["calibration"]))
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)

@@ -52,6 +52,7 @@ class SdperfState:
         self._peak: MachinePeak | None = None
         self.references = ReferencePool()
         self._model_bytes: int | None = None  # the model folder's size, walked once
+        self.calibrate_paired = False  # the validation harness: paired rounds calibrated too
         self._zygote: Zygote | None = None
 
     @property
@@ -192,7 +193,7 @@ class SdperfState:
 
         paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
                                 reference, lambda why: self.references.drop(key, why),
-                                self.fork_server())
+                                self.fork_server(), self.calibrate_paired)
         result = paired.outcome.measured
         if result is None:
             return paired.outcome

@@ -75,7 +75,9 @@ def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
         json_path=None, allow_pickle=False, device="cpu", gate_mode="paired",
         time_budget_s=args.time_budget,
     )
-    return SdperfState(settings, registry, workdir)
+    state = SdperfState(settings, registry, workdir)
+    state.calibrate_paired = True  # every run is judged in every gate mode, on the same rounds
+    return state
 
 
 def _measure(state: SdperfState, variant: str, workdir: Path, extra: Mapping[str, str],
