@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .measure.latency import LatencyStats
+from .measure.latency import LatencyStats, median_interval
 from .measure.memory import common_figure
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -161,17 +161,13 @@ def compare_speedup(paired: Sequence[float], floor: float, reference: str) -> Ch
     ratios (variant / reference), with the 95% bootstrap interval of that median inverted.
     **Fail** when the whole interval lies below ``floor`` (significantly slower than the floor),
     **pass** when the point is at or above it, **inconclusive** otherwise."""
-    ratios = np.asarray(paired, float)
-    median = float(np.median(ratios))
+    median = float(np.median(paired))
     low = high = median
-    if len(ratios) >= 2:
-        from scipy.stats import bootstrap
-
-        res = bootstrap((ratios,), np.median, n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
-                        method="percentile", rng=np.random.default_rng(0))
-        low, high = float(min(res.confidence_interval.low, median)), float(max(res.confidence_interval.high, median))
+    if len(paired) >= 2:
+        low, high = median_interval(paired, RESAMPLES, CONFIDENCE)
+        low, high = min(low, median), max(high, median)
     point, interval = 1.0 / median, (1.0 / high, 1.0 / low)
-    detail = f"95% CI {interval[0]:.3f}-{interval[1]:.3f}, n={len(ratios)} paired rounds"
+    detail = f"95% CI {interval[0]:.3f}-{interval[1]:.3f}, n={len(paired)} paired rounds"
     if interval[1] < floor:
         status = FAIL
     elif point >= floor:

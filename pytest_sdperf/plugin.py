@@ -419,4 +419,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is not None:
         notes = [*state.notes, state.model_note()] if state.records and state.model_note() else state.notes
         write_terminal_summary(terminalreporter, state.records, notes, state.written,
-                               state.reference_name() if state.records else state.settings.reference_variant)
+                               state.reference_name())

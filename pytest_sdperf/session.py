@@ -127,6 +127,11 @@ class SdperfState:
 
             s = self.settings
             self._model = resolve_model(s.model, s.cache_dir, s.allow_pickle)
+            if self.reference_name() != s.reference_variant:
+                self.notes.append(
+                    f"reference: {IR_REFERENCE}, not {s.reference_variant}: --sdperf-model is an "
+                    "OpenVINO IR folder, where PyTorch variants cannot run; reference images, the "
+                    f"paired reference and speedups are {IR_REFERENCE}'s")
         return self._model
 
     def device(self) -> str:
@@ -285,17 +290,10 @@ class SdperfState:
     def reference_name(self) -> str:
         """The reference variant: --sdperf-reference (torch-fp32 by default), except that on an
         OpenVINO IR folder, where no PyTorch variant can run, a PyTorch reference falls back to
-        ``IR_REFERENCE`` (said once in the summary's notes and in the JSON's header)."""
+        ``IR_REFERENCE`` (said in the summary's notes and in the JSON's header). Before the
+        model is resolved (no test has measured yet) it is the option's."""
         name = self.settings.reference_variant
-        try:
-            on_ir = self.model().kind == "openvino"
-        except Exception:  # noqa: BLE001 - a bad model is reported by the tests that use it
+        if self._model is None or self._model.kind != "openvino" \
+                or self.registry.get(name).backend != "torch":
             return name
-        if not on_ir or self.registry.get(name).backend != "torch":
-            return name
-        note = (f"reference: {IR_REFERENCE}, not {name}: --sdperf-model is an OpenVINO IR "
-                f"folder, where PyTorch variants cannot run; reference images, the paired "
-                f"reference and speedups are {IR_REFERENCE}'s")
-        if note not in self.notes:
-            self.notes.append(note)
         return IR_REFERENCE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -98,17 +98,22 @@ class LatencyStats:
         )
 
 
-def median_ci_halfwidth(samples: list[float] | tuple[float, ...]) -> float:
-    """Half the width of the 95% bootstrap CI of the median, relative to the median."""
+def median_interval(samples: Sequence[float], resamples: int = 1000,
+                    confidence: float = 0.95) -> tuple[float, float]:
+    """The percentile bootstrap interval of the median (seeded, so repeatable)."""
     from scipy.stats import bootstrap
 
-    data = np.asarray(samples, dtype=float)
-    if len(data) < 3:
+    res = bootstrap((np.asarray(samples, dtype=float),), np.median, n_resamples=resamples,
+                    confidence_level=confidence, method="percentile", rng=np.random.default_rng(0))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def median_ci_halfwidth(samples: list[float] | tuple[float, ...]) -> float:
+    """Half the width of the 95% bootstrap CI of the median, relative to the median."""
+    if len(samples) < 3:
         return float("inf")
-    res = bootstrap((data,), np.median, n_resamples=1000, confidence_level=0.95,
-                    method="percentile", rng=np.random.default_rng(0))
-    low, high = res.confidence_interval
-    return float((high - low) / 2 / np.median(data))
+    low, high = median_interval(samples)
+    return float((high - low) / 2 / np.median(samples))
 
 
 class StageClock:
