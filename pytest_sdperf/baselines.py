@@ -48,6 +48,8 @@ ENTRY_SCHEMA: dict[str, Any] = {
                 "calibration": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
                 "calibration_kernel": {"type": "string"},
                 "reference": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
+                "sessions": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": {**_NUM, "exclusiveMinimum": 0}}},
             },
         },
         "memory": {

@@ -288,7 +288,8 @@ def _add_compare(sub: Any) -> None:
     t = Thresholds()
     p = sub.add_parser("compare", help="compare two --sdperf-json files; exit 1 on a regression",
                        description="Judge NEW against OLD test by test with the gates' rules: "
-                       "latency by the bootstrap CI of the ratio of medians of the raw samples, "
+                       "latency by the ratio of medians of the raw samples with an interval that carries "
+                       "the between-session spread (README: the latency rule), "
                        "peak memory, and the SSIM/PSNR minimums.")
     p.add_argument("old", metavar="OLD.json")
     p.add_argument("new", metavar="NEW.json")

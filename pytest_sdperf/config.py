@@ -23,6 +23,10 @@ DECIDE_MIN_ROUNDS = 10
 #: by-chance narrow interval was seen here, 2026-12-03).
 RECORD_MIN_ROUNDS = 20
 AUTO_MAX_ROUNDS = 60
+#: A baseline entry keeps the medians of at most this many sessions: its recording, then each
+#: later session whose comparison did not regress (see compare.py: a recording made while the
+#: machine was in an unusual state is outweighed by the sessions after it).
+BASELINE_SESSIONS = 5
 AUTO_HALFWIDTH = 0.02  # stop when the 95% CI of the median is within +-2%
 
 

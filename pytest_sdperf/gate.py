@@ -24,6 +24,7 @@ import pytest
 
 from .baselines import BaselineEntry, BaselineError, entry_key, model_label
 from .compare import FAIL, Check, stage_changes
+from .config import BASELINE_SESSIONS
 from .judge import Figures, Verdict, judge
 from .measure.similarity import Similarity, compare_images, load_png
 from .protocol import AutoTarget
@@ -103,7 +104,8 @@ class Gate:
         sim = self._similarity(m, outcome.recordings)
         current = Figures(m.latency, m.memory.to_dict(), *_sim_figures(sim))
         previous = Figures(stored.entry.latency, stored.entry.memory) if stored.entry else None
-        verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name())
+        verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name(),
+                        self.state.latency_checks)
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
         return self._conclude(m, stored, verdict, new_entry, sim, outcome)
 
@@ -134,7 +136,8 @@ class Gate:
         if entry is None:
             return None
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
-        return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct, self.state.reference_name())
+        return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct,
+                          self.state.reference_name(), self.state.latency_checks)
 
     def latency_regression(self, m: Measurement) -> Check | None:
         """The latency check of ``m`` against its baseline when it reads as a regression (so the
@@ -150,7 +153,7 @@ class Gate:
         if entry is None:
             return None
         verdict = judge(Figures(m.latency), Figures(entry.latency), self._thresholds(entry),
-                        s.gate_mode, self.state.reference_name())
+                        s.gate_mode, self.state.reference_name(), self.state.latency_checks)
         latency = verdict.latency
         return latency if latency is not None and latency.status == FAIL else None
 
@@ -182,10 +185,14 @@ class Gate:
             outcome.problems.extend(self._regression_text(m, stored, regressions, new_entry))
         if s.update_all:
             outcome.verdict = "updated"
-        elif outcome.recordings and outcome.verdict == "pass":
-            outcome.verdict = "recorded"
-            outcome.reason = outcome.recordings[0]
-        record = self._record(m, sim, outcome, verdict)
+        else:
+            if outcome.verdict != "regression":
+                self._add_session(m, stored, verdict)
+            if outcome.recordings and outcome.verdict == "pass":
+                outcome.verdict = "recorded"
+                outcome.reason = outcome.recordings[0]
+        sessions = (len(stored.entry.latency.sessions) or 1) if stored.entry else None
+        record = self._record(m, sim, outcome, verdict, sessions)
         self.state.records.append(record)
         if s.update_all:
             return record
@@ -198,6 +205,17 @@ class Gate:
         if outcome.problems:
             pytest.fail("\n".join(outcome.problems), pytrace=False)
         return record
+
+    def _add_session(self, m: Measurement, stored: Stored, verdict: Verdict) -> None:
+        """A comparison that did not regress adds this run's medians to its entry's sessions,
+        until the entry holds ``BASELINE_SESSIONS`` (then it stays as it is until re-recorded);
+        a run with disturbed rounds adds nothing."""
+        entry = stored.entry
+        if entry is None or verdict.latency is None or m.info.get("disturbed_rounds"):
+            return
+        if len(entry.latency.sessions) >= BASELINE_SESSIONS:
+            return
+        self._queue(stored, replace(entry, latency=entry.latency.with_session(m.latency, BASELINE_SESSIONS)))
 
     def _missing_text(self, key: str) -> str:
         others = self.state.other_keys()
@@ -316,14 +334,15 @@ class Gate:
         )
 
     def _record(self, m: Measurement, sim: Similarity | None, outcome: _Outcome,
-                verdict: Verdict | None = None) -> Record:
+                verdict: Verdict | None = None, stored_sessions: int | None = None) -> Record:
         latency = verdict.latency if verdict else None
         return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
             p90_s=m.latency.p90, first_call_s=m.latency.first_call_s,
             memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
-            psnr=sim.to_dict()["psnr"] if sim else None, info=_with_throughput(m), reason=outcome.reason,
+            psnr=sim.to_dict()["psnr"] if sim else None, info=_with_throughput(m, stored_sessions),
+            reason=outcome.reason,
             detectable_pct=latency.detectable_pct if latency else None,
             ratio=latency.measured if latency else None,
             ratio_interval=latency.interval if latency else None, samples=m.latency.samples,
@@ -337,10 +356,13 @@ def _sim_figures(sim: Similarity | None) -> tuple[float | None, float | None]:
     return (sim.ssim, sim.psnr) if sim else (None, None)
 
 
-def _with_throughput(m: Measurement) -> dict[str, Any]:
+def _with_throughput(m: Measurement, sessions: int | None = None) -> dict[str, Any]:
     """``m.info`` with ``images_per_s``: the images of one call over its median seconds (one
-    generation at a time), unless the variant measured its own (ov-async: requests in flight)."""
+    generation at a time), unless the variant measured its own (ov-async: requests in flight);
+    and ``baseline_sessions``: the sessions of the baseline it was compared with."""
     info = dict(m.info)
+    if sessions is not None:
+        info["baseline_sessions"] = sessions
     if "images_per_s" not in info and m.images and m.latency.p50 > 0:
         info["images_per_s"] = len(m.images) / m.latency.p50
     return info

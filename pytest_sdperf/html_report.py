@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .history import HistoryPoint
 
 HEADERS = ("test", "variant", "p50", "p90", "speedup", "img/s", "GFLOP/s", "% peak", "peak mem",
-           "model size", "SSIM", "PSNR", "vs baseline (95% CI)", "sees", "verdict", "reason")
+           "model size", "SSIM", "PSNR", "vs baseline (interval)", "sees", "verdict", "reason")
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;
  margin:0 auto;max-width:1340px;padding:18px 24px;color:#1c2430;background:#fafbfc}
@@ -131,7 +131,7 @@ def _charts(records: Sequence[Record], reference: str) -> str:
         plots.tradeoff_scatter(labels, speed, [r.ssim for r in records], verdicts,
                                Thresholds().min_ssim),
         plots.bar_chart(labels, [r.ratio for r in records], verdicts,
-                        "latency against the baseline (95% CI)", "x", "{:.2f}x", 1.0,
+                        "latency against the baseline (interval)", "x", "{:.2f}x", 1.0,
                         [r.ratio_interval for r in records]),
     ]
     alts = ("speedup per variant", "peak memory per variant", "speedup against SSIM",

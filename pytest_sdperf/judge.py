@@ -78,11 +78,12 @@ class Verdict:
 
 
 def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
-          reference: str = "") -> Verdict:
+          reference: str = "", latency_checks: int = 1) -> Verdict:
     """Compare ``current`` with ``stored`` (None: nothing stored; similarity and the speedup
     floor alone are judged) in gate ``mode`` (``paired``, ``relative``, ``absolute``: see
     compare.latency_figures). The speedup floor (``t.min_speedup``) is checked where the rounds
-    were paired with the ``reference``."""
+    were paired with the ``reference``. ``latency_checks``: the latency checks of the session, which
+    widen each one's interval (compare.suite_z)."""
     checks: list[Check] = []
     paired = current.latency.paired() if current.latency is not None else None
     if t.min_speedup > 0 and paired:
@@ -90,7 +91,7 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
     if stored is not None:
         if current.latency is not None and stored.latency is not None \
                 and current.latency.samples and stored.latency.samples:
-            checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference))
+            checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference, latency_checks))
         memory = compare_memory_figures(current.memory, stored.memory, t.memory_pct)
         if memory is not None:
             checks.append(memory)

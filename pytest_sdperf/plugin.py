@@ -193,6 +193,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+    config.stash[STATE].latency_checks = max(1, sum("sdperf_gate" in getattr(i, "fixturenames", ())
+                                                    for i in kept))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -36,17 +36,18 @@ class AutoTarget:
     baseline: LatencyStats
     latency_pct: float
     reference: str = ""
+    checks: int = 1  # latency checks in the session (compare.suite_z)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {"mode": self.mode, "baseline": self.baseline.to_dict(),
-                "latency_pct": self.latency_pct, "reference": self.reference}
+                "latency_pct": self.latency_pct, "reference": self.reference, "checks": self.checks}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoTarget:
         """The inverse of ``to_dict``."""
         return cls(str(data["mode"]), LatencyStats.from_dict(data["baseline"]),
-                   float(data["latency_pct"]), str(data.get("reference", "")))
+                   float(data["latency_pct"]), str(data.get("reference", "")), int(data.get("checks", 1)))
 
 
 @dataclass(frozen=True)

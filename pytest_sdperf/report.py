@@ -13,7 +13,7 @@ from .results import Record
 from .session import REFERENCE_VARIANT
 
 COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem", "size", "SSIM", "PSNR",
-           "vs baseline (95% CI)", "sees", "verdict")
+           "vs baseline (interval)", "sees", "verdict")
 
 
 def speedups(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> dict[str, float | None]:
@@ -132,8 +132,9 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
     if records:  # notes alone (no test measured through the gate) make no table
         for line in [*table(records, reference), *peak_lines(records)]:
             tr.write_line(line)
-        tr.write_line("vs baseline: latency now over the baseline, in the gate's mode, with its 95% "
-                      "interval; sees: the smallest slowdown this run could detect")
+        tr.write_line("vs baseline: latency now over the baseline (its sessions), in the gate's mode, "
+                      "with its interval (between-session spread and the session's number of "
+                      "checks included); sees: the smallest slowdown this run would flag 19 times in 20")
         tr.write_line(counts_line(records))
     ups = [r for r in records if r.reason]
     for r in ups:

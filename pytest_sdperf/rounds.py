@@ -27,7 +27,10 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
     - with a baseline, once ``DECIDE_MIN_ROUNDS`` are taken, the gate's comparison is decided:
       a regression stops at once (the gate confirms it in fresh workers); a pass stops once the
       comparison could have seen a slowdown of the limit's size (its smallest detectable
-      slowdown is at most ``latency_pct``); an inconclusive comparison samples on.
+      slowdown is at most ``latency_pct``); an inconclusive comparison samples on; and any
+      stops once more rounds would not narrow the interval much (``Check.settled``: this run's
+      own noise is at most a quarter of its variance, the rest being the baseline's and the
+      between-session spread).
 
     ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it.
     ``spent_s``: the time the rounds took, where it is more than their samples (a paired
@@ -57,8 +60,12 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
     if len(stats.samples) < DECIDE_MIN_ROUNDS:
         return True
     limits = Thresholds(latency_pct=target.latency_pct)
-    verdict = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference)
-    if verdict.status is Status.REGRESSION:
+    verdict = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference,
+                    target.checks)
+    latency = verdict.latency
+    if verdict.status is Status.REGRESSION or latency is None:
         return False
-    detectable = verdict.detectable_pct
+    if latency.settled:  # the between-session spread dominates: more rounds would not help
+        return False
+    detectable = latency.detectable_pct
     return verdict.status is Status.INCONCLUSIVE or detectable is None or detectable > target.latency_pct

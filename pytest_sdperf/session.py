@@ -49,6 +49,7 @@ class SdperfState:
         self._model: ModelRef | None = None
         self.written: list[Path] = []
         self.notes: list[str] = []
+        self.latency_checks = 1  # benchmark tests selected (each one latency check; compare.suite_z)
         self._peak: MachinePeak | None = None
         self.references = ReferencePool()
         self._model_bytes: int | None = None  # the model folder's size, walked once

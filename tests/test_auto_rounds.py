@@ -60,12 +60,19 @@ def test_no_comparison_is_decided_before_its_minimum_rounds() -> None:
     assert _more(_request(_target(BASELINE)), _paired(far_over + [1.5])) is False
 
 
-def test_an_undecided_comparison_samples_on_though_the_run_is_tight() -> None:
-    wide_baseline = _paired([0.9, 1.0, 1.1, 1.0, 0.95, 1.05])
-    current = _paired([1.06, 1.061, 1.059, 1.06, 1.062, 1.058] * 4)  # 6% over, limit 5%
-    assert _more(_request(None), current) is False  # known to +-2%: the old rule stops here
-    assert _more(_request(_target(wide_baseline)), current) is True  # inconclusive: go on
-    assert _more(_request(_target(wide_baseline), budget_s=24.0), current) is False  # time is up
+def test_an_undecided_comparison_samples_on_while_more_rounds_would_narrow_it() -> None:
+    steady = BASELINE
+    for _ in range(4):  # a baseline of five agreeing sessions: a small between-session spread
+        steady = steady.with_session(BASELINE, 5)
+    spread = [0.95, 1.05, 0.97, 1.03, 1.0, 0.93, 1.07, 0.98, 1.02, 1.0]
+    current = _paired([1.04 * x for x in spread])  # 4% over, limit 5%: undecided
+    assert _more(_request(_target(steady)), current) is True
+    assert _more(_request(_target(steady), budget_s=10.0), current) is False  # time is up
+    # A run whose own noise is small beside what it cannot narrow (the recording alone: the
+    # prior between-session spread) stops, decided or not.
+    tight = _paired([1.04, 1.041, 1.039, 1.04, 1.042, 1.038] * 4)
+    assert _more(_request(None), tight) is False  # known to +-2%
+    assert _more(_request(_target(BASELINE)), tight) is False
 
 
 def test_a_pass_stops_once_it_could_have_seen_a_slowdown_of_the_limit() -> None:

@@ -95,3 +95,68 @@ def test_latency_figures_follow_the_gate_mode_and_fall_back_saying_why() -> None
     fallback = latency_figures("relative", full, other_kernel)
     assert fallback.mode == "absolute" and "calibrated with legacy-matmul" in fallback.note
     assert "calibrated with legacy-matmul" in check_latency("relative", full, other_kernel, 50).detail
+
+
+def test_suite_z_widens_with_the_number_of_latency_checks() -> None:
+    from pytest_sdperf.compare import suite_z
+
+    assert suite_z(1) == pytest.approx(1.96, abs=0.01)
+    assert suite_z(24) == pytest.approx(2.87, abs=0.01)
+    assert suite_z(200) > suite_z(24)
+
+
+def test_between_session_spread_leans_on_the_prior_until_sessions_say_otherwise() -> None:
+    from pytest_sdperf.compare import BETWEEN_PRIOR, between_spread
+
+    assert between_spread([1.0]) == pytest.approx(BETWEEN_PRIOR)
+    steady = between_spread([1.0, 1.001, 0.999, 1.0, 1.0])
+    assert steady < BETWEEN_PRIOR / 1.5  # five agreeing sessions outweigh the prior
+    wild = between_spread([1.0, 1.2, 0.85, 1.1, 0.9])
+    assert wild > 2 * BETWEEN_PRIOR
+
+
+def test_a_recording_in_an_unusual_state_is_outweighed_by_later_sessions() -> None:
+    # The recording ran 10% slow (a state of the machine, seen here on 2026-12-03); four
+    # sessions since read 1.0. A run at 1.0 is compared with their geometric mean.
+    current = noisy(1.0, 30, 0.02)
+    alone = compare_latency(current, noisy(1.1, 30, 0.02), 10)
+    matured = compare_latency(current, noisy(1.1, 30, 0.02), 10, sessions=[1.1, 1.0, 1.0, 1.0, 1.0])
+    assert alone.measured == pytest.approx(0.91, abs=0.03)
+    assert matured.measured == pytest.approx(0.98, abs=0.03)
+    assert "mean of 5 sessions" in matured.detail
+
+
+def test_between_session_spread_sets_what_a_test_can_detect() -> None:
+    current, base = noisy(1.0, 60, 0.005), noisy(1.0, 60, 0.005)
+    steady = compare_latency(current, base, 10, sessions=[1.0, 1.005, 0.995, 1.0, 1.0], checks=24)
+    wild = compare_latency(current, base, 10, sessions=[1.0, 1.15, 0.88, 1.1, 0.92], checks=24)
+    fresh = compare_latency(current, base, 10, checks=24)  # the recording alone: the prior's spread
+    assert steady.status == PASS and wild.status == PASS and fresh.status == PASS
+    assert steady.detectable_pct is not None and wild.detectable_pct is not None
+    assert fresh.detectable_pct is not None
+    assert steady.detectable_pct <= 10 < fresh.detectable_pct < wild.detectable_pct
+    assert steady.settled and wild.settled  # more rounds would not narrow either much
+
+
+def _suite(rng: np.random.Generator, between: float, slow: float, tests: int, k: int) -> list[str]:
+    """One simulated run of ``tests`` latency checks: each test's baseline of ``k`` sessions and
+    this run are medians of 20 rounds (2% noise) around a session level drawn with log SD
+    ``between``; the first test is ``slow`` times slower this run."""
+    out = []
+    for t in range(tests):
+        levels = np.exp(rng.normal(0, between, k + 1))
+        runs = [list(lv * (1 + rng.normal(0, 0.02, 20))) for lv in levels]
+        sessions = [float(np.median(r)) for r in runs[:k]]
+        current = [x * (slow if t == 0 else 1.0) for x in runs[k]]
+        out.append(compare_latency(current, runs[0], 10, sessions=sessions, checks=tests).status)
+    return out
+
+
+def test_an_unchanged_suite_rarely_cries_wolf_and_a_slowdown_is_caught() -> None:
+    # The rule's own error rates, simulated: 24 tests, baselines of 5 sessions, a 1.5%
+    # between-session spread (the steadier half of the default suite here).
+    rng = np.random.default_rng(11)
+    runs = [_suite(rng, 0.015, 1.0, 24, 5) for _ in range(25)]
+    assert sum(FAIL in r for r in runs) <= 2  # suite-level false alarms (target: 1 in 20)
+    caught = [_suite(rng, 0.015, 1.25, 6, 5)[0] for _ in range(10)]
+    assert caught.count(FAIL) >= 9

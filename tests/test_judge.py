@@ -30,8 +30,17 @@ def test_unchanged_passes_with_the_detectable_change_stated() -> None:
     verdict = judge(_fig(ssim=0.99), _fig(), Thresholds(latency_pct=10), "absolute")
     assert verdict.status is Status.PASS
     assert [c.metric for c in verdict.checks] == ["latency ratio", "memory (peak_anon)", "SSIM", "PSNR"]
-    # half the limit plus the interval's half width: tight samples see a 5% slowdown
-    assert verdict.detectable_pct is not None and 5 <= verdict.detectable_pct < 6
+    # a recording alone carries the prior between-session spread (3%, twice: this session's and
+    # the recording's): tight samples see exp((1.96 + 1.645) * 0.03 * sqrt(2)) - 1 = 16.5%
+    assert verdict.detectable_pct == pytest.approx(16.5, abs=0.2)
+    # five steady sessions in the baseline see less
+    stored = _fig()
+    assert stored.latency is not None
+    steady = LatencyStats.from_samples(TIGHT)
+    for _ in range(4):
+        stored = Figures(stored.latency.with_session(steady, 5), stored.memory)
+    matured = judge(_fig(ssim=0.99), stored, Thresholds(latency_pct=10), "absolute")
+    assert matured.detectable_pct is not None and matured.detectable_pct < 10
 
 
 def test_each_metric_regresses_on_its_own() -> None:
@@ -127,6 +136,46 @@ def test_gate_records_then_passes_then_fails_a_slowdown(tmp_path: Path) -> None:
     with pytest.raises(pytest.fail.Exception, match="latency ratio: measured 1.5"):
         gate().check(_measurement(tmp_path, 1.5))
     assert [r.verdict for r in state.records] == ["recorded", "pass", "regression"]
+
+
+def test_runs_that_do_not_regress_mature_the_baseline_up_to_its_sessions(tmp_path: Path) -> None:
+    import json
+
+    from pytest_sdperf.config import BASELINE_SESSIONS
+
+    state = _state(tmp_path)
+
+    def sessions() -> list[dict[str, float]]:
+        entries = json.loads(state.store.path.read_text())["entries"]
+        return list(next(iter(entries.values()))["latency"]["sessions"])
+
+    with pytest.warns(UserWarning, match="recorded now"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))
+    state.store.flush(state.header())
+    assert sessions() == []  # a recording is its own first session
+    for scale in (1.01, 0.99, 1.02, 1.0, 1.01):
+        record = _gate(state, tmp_path).check(_measurement(tmp_path, scale))
+        state.store.flush(state.header())
+        assert record.verdict == "pass"
+    medians = [round(x["seconds"], 2) for x in sessions()]
+    assert medians == [1.0, 1.01, 0.99, 1.02, 1.0][:BASELINE_SESSIONS]  # then it stays
+    assert state.records[-1].info["baseline_sessions"] == BASELINE_SESSIONS
+    with pytest.raises(pytest.fail.Exception, match=r"mean of 5 sessions"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.5))
+
+
+def test_a_regression_adds_no_session(tmp_path: Path) -> None:
+    import json
+
+    state = _state(tmp_path)
+    with pytest.warns(UserWarning, match="recorded now"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))
+    state.store.flush(state.header())
+    with pytest.raises(pytest.fail.Exception):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.5))
+    state.store.flush(state.header())
+    entry = next(iter(json.loads(state.store.path.read_text())["entries"].values()))
+    assert entry["latency"]["sessions"] == []
 
 
 def test_gate_of_another_variant_needs_the_reference_made_by_the_fixture(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -32,6 +32,30 @@ class LatencyStats:
     calibration: tuple[float, ...] = ()
     calibration_kernel: str = ""
     reference: tuple[float, ...] = ()
+    #: A baseline's sessions: the medians of each session's figures (``session_summary``), the
+    #: recording first, then each later session that did not regress (see compare.py).
+    sessions: tuple[Mapping[str, float], ...] = ()
+
+    def session_summary(self) -> dict[str, float]:
+        """This run's medians: ``seconds``, and ``paired`` / ``relative`` where it has them."""
+        out = {"seconds": float(np.median(self.samples))}
+        paired, relative = self.paired(), self.relative()
+        if paired:
+            out["paired"] = float(np.median(paired))
+        if relative:
+            out["relative"] = float(np.median(relative))
+        return out
+
+    def session_medians(self, figure: str) -> tuple[float, ...]:
+        """The baseline sessions' medians of ``figure`` (``seconds``, ``paired``, ``relative``);
+        with no sessions stored (a baseline written before sessions were kept), ()."""
+        return tuple(float(s[figure]) for s in self.sessions if s.get(figure, 0) > 0)
+
+    def with_session(self, run: LatencyStats, keep: int) -> LatencyStats:
+        """This baseline with ``run``'s medians added as a session (the recording's own are
+        the first), at most ``keep`` sessions."""
+        first = self.sessions or (self.session_summary(),)
+        return replace(self, sessions=(*first, run.session_summary())[:keep])
 
     def paired(self) -> tuple[float, ...] | None:
         """Each round's seconds over the reference variant's round beside it (``--sdperf-gate
@@ -86,16 +110,19 @@ class LatencyStats:
         out["calibration"] = list(self.calibration)
         out["reference"] = list(self.reference)
         out["stages"] = dict(self.stages)
+        out["sessions"] = [dict(x) for x in self.sessions]
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyStats:
         """The inverse of ``to_dict`` (statistics are recomputed from the samples)."""
-        return cls.from_samples(
+        stats = cls.from_samples(
             list(data["samples"]), data.get("first_call_s"), data.get("stages") or {},
             list(data.get("calibration") or ()), str(data.get("calibration_kernel") or ""),
             list(data.get("reference") or ()),
         )
+        sessions = tuple({str(k): float(v) for k, v in x.items()} for x in data.get("sessions") or ())
+        return replace(stats, sessions=sessions) if sessions else stats
 
 
 def median_interval(samples: Sequence[float], resamples: int = 1000,
