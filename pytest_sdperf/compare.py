@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .measure.latency import LatencyStats, median_interval
+from .measure.latency import LatencyStats, log_median_se, median_interval
 from .measure.memory import common_figure
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -121,18 +121,6 @@ def suite_z(checks: int) -> float:
     return max(1.959963984540054, float(norm.ppf(1.0 - SUITE_ALPHA / max(checks, 1))))
 
 
-def log_median_se(samples: Sequence[float]) -> float:
-    """The bootstrap standard error of log(median(samples)) (0 for fewer than 2 samples)."""
-    data = np.asarray(samples, float)
-    if len(data) < 2:
-        return 0.0
-    from scipy.stats import bootstrap
-
-    res = bootstrap((data,), lambda a, axis=-1: np.log(np.median(a, axis=axis)), n_resamples=RESAMPLES,
-                    method="percentile", vectorized=True, rng=np.random.default_rng(0))
-    return float(res.standard_error)
-
-
 def between_spread(session_medians: Sequence[float]) -> float:
     """The between-session spread b (log SD) from a baseline's session medians, shrunk towards
     ``BETWEEN_PRIOR`` with the weight of ``BETWEEN_PRIOR_WEIGHT`` sessions."""
@@ -176,13 +164,14 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     medians = [float(x) for x in sessions if x > 0] or [float(np.median(baseline))]
     base = float(np.exp(np.mean(np.log(medians))))
     point = float(np.median(current)) / base
-    spread = Spread(log_median_se(current), log_median_se(baseline), between_spread(medians), len(medians))
+    spread = Spread(log_median_se(current, RESAMPLES), log_median_se(baseline, RESAMPLES),
+                    between_spread(medians), len(medians))
     z, se = suite_z(checks), spread.se
     low, high = point * float(np.exp(-z * se)), point * float(np.exp(z * se))
     limit, half = 1.0 + pct / 100.0, 1.0 + pct / 200.0
     unit = " s" if seconds else ""
     what = "median" if seconds else "median per-round ratio"
-    k = len(medians)
+    k, settled = spread.sessions, spread.within_settled()
     detail = (
         f"{what} {np.median(current):.3f}{unit} vs {base:.3f}{unit}"
         f"{f' (mean of {k} sessions)' if k > 1 else ''}, interval {low:.3f}-{high:.3f} "
@@ -193,16 +182,16 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     detail += f", smallest detectable slowdown {detectable:.0f}%"
     if point > half and low > 1.0:
         status = FAIL
-    elif point <= half and (high <= limit or spread.within_settled()):
+    elif point <= half and (high <= limit or settled):
         status = PASS
     else:
         status = INCONCLUSIVE
-        if not spread.within_settled():
+        if not settled:
             detail += "; too noisy to decide: raise --sdperf-rounds or --sdperf-time-budget"
         else:
             detail += "; slower than half the limit, within this test's between-session spread"
     return Check("latency ratio", status, point, 1.0, limit, "x", detail, float(detectable), (low, high),
-                 spread.within_settled())
+                 settled)
 
 
 @dataclass(frozen=True)

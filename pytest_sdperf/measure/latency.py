@@ -135,6 +135,18 @@ def median_interval(samples: Sequence[float], resamples: int = 1000,
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def log_median_se(samples: Sequence[float], resamples: int = 2000) -> float:
+    """The bootstrap standard error of log(median(samples)) (0 for fewer than 2 samples)."""
+    data = np.asarray(samples, float)
+    if len(data) < 2:
+        return 0.0
+    from scipy.stats import bootstrap
+
+    res = bootstrap((data,), lambda a, axis=-1: np.log(np.median(a, axis=axis)), n_resamples=resamples,
+                    method="percentile", vectorized=True, rng=np.random.default_rng(0))
+    return float(res.standard_error)
+
+
 def median_ci_halfwidth(samples: list[float] | tuple[float, ...]) -> float:
     """Half the width of the 95% bootstrap CI of the median, relative to the median."""
     if len(samples) < 3:
