@@ -14,12 +14,12 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jsonschema
 from filelock import FileLock
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 from .measure.latency import LatencyStats
 
 SCHEMA_VERSION = 1
@@ -71,6 +71,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
             },
             "additionalProperties": False,
         },
+        "duration_s": {"type": ["number", "null"], "minimum": 0},
     },
 }
 FILE_SCHEMA: dict[str, Any] = {
@@ -81,6 +82,8 @@ FILE_SCHEMA: dict[str, Any] = {
         "machine": {"type": "object"},
         "environment": {"type": "object"},
         "entries": {"type": "object", "additionalProperties": ENTRY_SCHEMA},
+        "retired": {"type": "array", "items": {"type": "string"}},
+        "shard": {"type": "string"},
     },
 }
 
@@ -89,6 +92,29 @@ FILE_SCHEMA: dict[str, Any] = {
 
 class BaselineError(Exception):
     """A baseline file that cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class ShardMerge:
+    """What ``BaselineStore.merge_shards`` did."""
+
+    files: list[Path]
+    entries: int = 0  # entries written
+    retired: int = 0  # entries removed
+    images: int = 0  # reference images copied
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_shard(path: Path) -> dict[str, Any]:
+    """A shard update file, validated; BaselineError naming it when it cannot be used."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot be read ({exc.strerror or exc}); nothing was merged") from None
+    try:
+        return parse_baseline(text, path)
+    except BaselineError as exc:
+        raise BaselineError(f"{exc} (nothing was merged)") from None
 
 
 @dataclass(frozen=True)
@@ -196,6 +222,7 @@ class BaselineStore:
 
     directory: Path
     machine_key: str
+    shard_tag: str = ""  # --sdperf-shard: writes go to <key>.<tag>.json for `sdperf baselines merge`
     _entries: dict[str, Any] | None = None
     _error: BaselineError | None = None
     _pending: dict[str, Any] = field(default_factory=dict)
@@ -208,9 +235,24 @@ class BaselineStore:
         return self.directory / f"{self.machine_key}.json"
 
     @property
+    def write_path(self) -> Path:
+        """Where this session's updates go: the baseline file, or in a shard
+        ``<dir>/<machine-key>.shard-I-of-N.json`` (merged by ``sdperf baselines merge``)."""
+        return self.directory / f"{self.machine_key}.{self.shard_tag}.json" if self.shard_tag else self.path
+
+    @property
     def obtained_path(self) -> Path:
         """Where failing tests' measurements are saved for diffing."""
-        return self.directory / f"{self.machine_key}.obtained.json"
+        tag = f".{self.shard_tag}" if self.shard_tag else ""
+        return self.directory / f"{self.machine_key}{tag}.obtained.json"
+
+    def set_durations(self, durations: Mapping[str, float]) -> None:
+        """Stamp each queued entry with its test's duration this session (``duration_s``, what
+        ``--sdperf-shard`` balances by); ``durations`` is keyed by test id."""
+        for key, entry in self._pending.items():
+            seconds = durations.get(key.partition("@")[0])
+            if seconds is not None:
+                entry["duration_s"] = round(float(seconds), 3)
 
     def entries(self) -> dict[str, Any]:
         """The stored entries (empty when there is no file); BaselineError if damaged."""
@@ -232,15 +274,16 @@ class BaselineStore:
     def _read(self) -> dict[str, Any]:
         return dict(self._read_doc()["entries"])
 
-    def _read_doc(self) -> dict[str, Any]:
+    def _read_doc(self, path: Path | None = None) -> dict[str, Any]:
         """The whole file (header and entries); an empty document when there is none."""
+        path = path or self.path
         try:
-            text = self.path.read_text()
+            text = path.read_text()
         except FileNotFoundError:
             return {"schema_version": SCHEMA_VERSION, "entries": {}}
         except OSError as exc:
-            raise BaselineError(f"{self.path}: cannot be read ({exc})") from None
-        return parse_baseline(text, self.path)
+            raise BaselineError(f"{path}: cannot be read ({exc})") from None
+        return parse_baseline(text, path)
 
     def get(self, test_id: str) -> Mapping[str, Any] | None:
         """The stored entry for a test id, as plain data, or None."""
@@ -278,7 +321,11 @@ class BaselineStore:
         """
         written: list[Path] = []
         header = {k: v for k, v in header.items() if k in HEADER_KEYS}
-        if self._pending or self._retired:
+        if self.shard_tag and (self._pending or self._retired):
+            self._rewrite(lambda doc: self._shard_doc(doc, header), path=self.write_path)
+            self._pending, self._retired = {}, set()
+            written.append(self.write_path)
+        elif self._pending or self._retired:
             self._rewrite(lambda doc: self._merged(doc, header), force)
             self._pending, self._retired = {}, set()
             written.append(self.path)
@@ -295,6 +342,82 @@ class BaselineStore:
             current.pop(key, None)
         current.update(self._pending)
         return {"schema_version": SCHEMA_VERSION, **header, "entries": current}
+
+    def _shard_doc(self, doc: Mapping[str, Any], header: Mapping[str, Any]) -> dict[str, Any]:
+        """A shard's update file: this session's entries and retired keys over the ones an
+        earlier run of the same shard left unmerged."""
+        entries = {k: v for k, v in doc["entries"].items() if k not in self._retired}
+        entries.update(self._pending)
+        retired = (set(doc.get("retired", ())) | self._retired) - set(self._pending)
+        return {"schema_version": SCHEMA_VERSION, **header, "shard": self.shard_tag,
+                "entries": entries, "retired": sorted(retired)}
+
+    def merge_shards(self, files: Sequence[Path], force: bool = False) -> ShardMerge:
+        """Apply shards' update files (``--sdperf-shard``'s ``<key>.shard-I-of-N.json``) to the
+        baseline file in one locked, atomic rewrite, and copy the reference images the shards
+        made (from ``references/`` beside each file) where this folder has none.
+
+        Every file is read and checked before anything is written: a damaged file, one of
+        another machine key (unless ``force``) or two files writing one entry differently is a
+        BaselineError naming the files, and nothing is merged. Merged files in this folder are
+        removed (a later merge must not apply them again); files elsewhere are left.
+        """
+        docs = [(path, _read_shard(path)) for path in files]
+        owner: dict[str, Path] = {}
+        for path, doc in docs:
+            key = str((doc.get("machine") or {}).get("key", self.machine_key))
+            if key != self.machine_key and not force:
+                raise BaselineError(f"{path}: recorded on machine key {key}, not {self.machine_key} "
+                                    f"({self.path}); merge it into its own key's file (--machine-key), "
+                                    "or pass --force")
+            for entry_key, entry in doc["entries"].items():
+                other = owner.get(entry_key)
+                if other is not None and dict(docs)[other]["entries"][entry_key] != entry:
+                    raise BaselineError(f"{other} and {path} both write {entry_key!r}: shards of one "
+                                        "run never share a test; merge each run's shards on their own")
+                owner[entry_key] = path
+        result = ShardMerge(files=list(files))
+
+        def apply(doc: dict[str, Any]) -> dict[str, Any]:
+            entries = dict(doc["entries"])
+            for _, shard in docs:
+                for key in shard.get("retired", ()):
+                    result.retired += entries.pop(key, None) is not None
+                entries.update(shard["entries"])
+                result.entries += len(shard["entries"])
+            header = {k: docs[-1][1][k] for k in HEADER_KEYS if k in docs[-1][1]} if docs else {}
+            return {**{k: v for k, v in doc.items() if k != "entries"}, **header, "entries": entries}
+
+        if docs:
+            self._rewrite(apply)
+        for path, _ in docs:
+            result.images += self._take_references(path.parent / "references", result)
+        for path, _ in docs:
+            if path.resolve().parent == self.directory.resolve():
+                path.unlink(missing_ok=True)
+                path.with_name(path.name + ".lock").unlink(missing_ok=True)
+        return result
+
+    def _take_references(self, source: Path, result: ShardMerge) -> int:
+        """Copy the reference images under ``source`` that this folder lacks; count them."""
+        target = self.directory / "references"
+        if not source.is_dir() or source.resolve() == target.resolve():
+            return 0
+        copied = 0
+        for image in sorted(source.rglob("*.png")):
+            dest = target / image.relative_to(source)
+            if dest.exists():
+                if dest.read_bytes() != image.read_bytes():
+                    result.notes.append(f"{image}: differs from {dest}, which is kept")
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dest, image.read_bytes())
+            copied += 1
+        return copied
+
+    def shard_files(self) -> list[Path]:
+        """This key's unmerged shard update files in the folder, by name."""
+        return sorted(self.directory.glob(f"{self.machine_key}.shard-*-of-*.json"))
 
     def remove(self, select: Callable[[Mapping[str, Any]], bool],
                dry_run: bool = False) -> tuple[list[str], int]:
@@ -320,27 +443,29 @@ class BaselineStore:
         return gone, total
 
     def _rewrite(self, change: Callable[[dict[str, Any]], dict[str, Any] | None],
-                 force: bool = False) -> None:
+                 force: bool = False, path: Path | None = None) -> None:
         """The one read-modify-write of the file: under its lock, read the whole document, let
         ``change`` return the new one (None: leave the file as it is), write it atomically.
 
         ``force`` starts from an empty document where the file is damaged or of another
         schema version, after copying it to ``.bak``; without it BaselineError is raised.
         """
-        with FileLock(str(self.lock_path)):
+        target = path or self.path
+        with FileLock(str(target.with_name(target.name + ".lock"))):
             try:
-                doc = self._read_doc()
+                doc = self._read_doc(target)
             except BaselineError:
                 if not force:
                     raise
-                shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
+                shutil.copy2(target, target.with_name(target.name + ".bak"))
                 doc = {"schema_version": SCHEMA_VERSION, "entries": {}}
             new = change(doc)
             if new is None:
                 return
             new["entries"] = dict(sorted(new["entries"].items()))
-            atomic_write_text(self.path, json.dumps(new, indent=1, sort_keys=True) + "\n")
-            self._entries = dict(new["entries"])
+            atomic_write_text(target, json.dumps(new, indent=1, sort_keys=True) + "\n")
+            if target == self.path:
+                self._entries = dict(new["entries"])
 
     def reference_dir(self, model_key: str) -> Path:
         """Folder of the FP32 reference images of one model (machine-independent)."""

@@ -1,10 +1,13 @@
 """The ``sdperf`` command: reports, comparisons, history, baselines and the tiny model.
 
-    sdperf report RESULTS.json --html OUT.html [--history DB]
+    sdperf report RESULTS.json [--html OUT.html] [--bmf OUT.json] [--history DB]
     sdperf compare OLD.json NEW.json            # exit 1 when NEW regressed against OLD
+    sdperf merge OUT.json SHARD.json... [--history DB]   # exit 1 when a merged test failed
+    sdperf summary RESULTS.json                 # Markdown for $GITHUB_STEP_SUMMARY
     sdperf history [--db DB] [--variant V]
     sdperf baselines show [--dir baselines]
     sdperf baselines prune --keep-variants a,b | --older-than DAYS [--dry-run]
+    sdperf baselines merge [SHARD.json...]      # shards' baseline updates into the file
     sdperf model build tiny --out DIR
 
 Exit status: 0 fine, 1 a regression (compare), 2 an error, told in one line on stderr.
@@ -62,15 +65,88 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report of a --sdperf-json file (with trends when --history is given)."""
     from .html_report import read_results, write_html
 
-    _require(HTML_REPORT)
+    if not args.html and not args.bmf:
+        raise CliError("nothing to write: give --html OUT.html and/or --bmf OUT.json")
+    if args.html:
+        _require(HTML_REPORT)
     header, records, reference = read_results(Path(args.results))
+    if args.bmf:
+        _write_bmf(Path(args.bmf), records)
+    if not args.html:
+        return EXIT_OK
     history = None
     if args.history:
         key = (header.get("machine") or {}).get("key")
-        history = _history_points(args.history, machine_key=str(key) if key else None)
+        history = _history_points(args.history, machine_key=str(key) if key and not args.all_keys else None)
     write_html(Path(args.html), header, records, args.reference or reference, history)
     print(f"written: {args.html}")
     return EXIT_OK
+
+
+def _write_bmf(path: Path, records: Sequence[Record]) -> None:
+    import json
+
+    from .atomic import atomic_write_text
+    from .merge import bmf
+
+    atomic_write_text(path, json.dumps(bmf(records), indent=1, sort_keys=True) + "\n")
+    print(f"written: {path}")
+
+
+# --- merge and summary ----------------------------------------------------------------------
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge shards' results files into one; exit 1 when a merged test failed."""
+    from .merge import MergeError, ResultsFile, failing, merge_results, step_summary
+    from .report import counts_line, write_json
+
+    out = Path(args.out)
+    if any(Path(s).resolve() == out.resolve() for s in args.shards):
+        raise CliError(f"{out} is also one of the shards: write the merged run to a new file")
+    try:
+        header, records, notes = merge_results([ResultsFile.read(Path(s)) for s in args.shards],
+                                               force=args.force)
+    except MergeError as exc:
+        raise CliError(str(exc)) from None
+    reference = str(header.get("reference_variant") or default_of("reference_variant"))
+    write_json(out, header, records, reference)
+    print(f"written: {out} ({len(args.shards)} files, {len(records)} tests)")
+    for note in notes:
+        print(f"note: {note}")
+    if args.summary:
+        Path(args.summary).write_text(step_summary(header, records))
+        print(f"written: {args.summary}")
+    if args.bmf:
+        _write_bmf(Path(args.bmf), records)
+    if args.history:
+        _append_history(args.history, header, records)
+    print(counts_line(records))
+    return EXIT_REGRESSION if failing(records) else EXIT_OK
+
+
+def _append_history(target: str, header: Mapping[str, Any], records: Sequence[Record]) -> None:
+    """Append one run to a history database (a URL, a SQLite file, or 'default')."""
+    from .history import HistoryStore, database_url
+
+    _require(HISTORY)
+    store = HistoryStore(database_url(target, Path(DEFAULT_DIR)))
+    try:
+        run_id = store.append(header, records)
+    finally:
+        store.close()
+    print(f"history: run {run_id} appended to {store.safe_url}")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print a results file's Markdown step summary; exit 1 when a test in it failed."""
+    from .merge import MergeError, ResultsFile, failing, step_summary
+
+    try:
+        results = ResultsFile.read(Path(args.results))
+    except MergeError as exc:
+        raise CliError(str(exc).replace("; nothing was merged", "")) from None
+    print(step_summary(results.header, results.records))
+    return EXIT_REGRESSION if failing(results.records) else EXIT_OK
 
 
 def _history_points(target: str, machine_key: str | None = None,
@@ -151,7 +227,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     points = _history_points(args.db, args.machine_key, args.variant)
     if not points:
         raise CliError(f"no runs recorded in {args.db}" + (f" for variant {args.variant}" if args.variant else ""))
-    for test_id, group in by_test(points).items():
+    for (test_id, _), group in by_test(points).items():
         group = group[-args.last:]
         marks = {m: set(change_points([p.value(m) or 0.0 for p in group])) for m in METRICS}
         print(f"{test_id} ({group[0].variant}, machine {group[0].machine_key})")
@@ -180,7 +256,8 @@ def _baseline_path(args: argparse.Namespace) -> Path:
     key = args.machine_key or this_machine().key
     path = Path(args.dir) / f"{key}.json"
     if not path.is_file():
-        known = sorted(p.stem for p in Path(args.dir).glob("*.json") if ".obtained" not in p.name)
+        known = sorted(p.stem for p in Path(args.dir).glob("*.json")
+                       if ".obtained" not in p.name and ".shard-" not in p.name)
         raise CliError(f"no baseline file {path} (machine keys there: {', '.join(known) or 'none'})")
     return path
 
@@ -260,6 +337,24 @@ def cmd_baselines_prune(args: argparse.Namespace) -> int:
 
 # --- model --------------------------------------------------------------------------------
 
+def cmd_baselines_merge(args: argparse.Namespace) -> int:
+    """Apply shards' baseline update files to a machine key's baseline file."""
+    from .baselines import BaselineStore
+    from .machine import this_machine
+
+    store = BaselineStore(Path(args.dir), args.machine_key or this_machine().key)
+    files = [Path(f) for f in args.shards] or store.shard_files()
+    if not files:
+        raise CliError(f"no shard files to merge: none given, and no {store.machine_key}.shard-*-of-*.json "
+                       f"in {args.dir}")
+    done = store.merge_shards(files, force=args.force)
+    print(f"merged {len(files)} shard file(s) into {store.path}: {done.entries} entries written, "
+          f"{done.retired} removed, {done.images} reference image(s) copied")
+    for note in done.notes:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
 def cmd_model_build(args: argparse.Namespace) -> int:
     """Build the embedded tiny model or a profile into --out, with its sha256 manifest."""
     out = Path(args.out)
@@ -303,8 +398,8 @@ def _add_compare(sub: Any) -> None:
 
 
 def _add_baselines(sub: Any) -> None:
-    p = sub.add_parser("baselines", help="show or prune a machine's baseline file")
-    bsub = p.add_subparsers(dest="action", required=True, metavar="show|prune")
+    p = sub.add_parser("baselines", help="show, prune or merge into a machine's baseline file")
+    bsub = p.add_subparsers(dest="action", required=True, metavar="show|prune|merge")
     for name, func, text in (("show", cmd_baselines_show, "list the entries"),
                              ("prune", cmd_baselines_prune, "remove entries by variant or age")):
         q = bsub.add_parser(name, help=text, description=text + ". prune removes the entries whose "
@@ -313,6 +408,19 @@ def _add_baselines(sub: Any) -> None:
         q.add_argument("--dir", default=DEFAULT_DIR, help=f"baseline folder (default: {DEFAULT_DIR})")
         q.add_argument("--machine-key", help="whose file (default: this machine's key)")
         q.set_defaults(func=func)
+    merge = bsub.add_parser(
+        "merge", help="apply shards' baseline updates (<key>.shard-I-of-N.json) to the baseline file",
+        description="Apply the baseline updates --sdperf-shard runs wrote (<key>.shard-I-of-N.json) to "
+        "<dir>/<key>.json in one locked, atomic rewrite, with the reference images found in "
+        "references/ beside each file. Every file is checked first; a damaged one, one of another "
+        "machine key, or two writing one entry differently merges nothing. Merged files in --dir "
+        "are removed.")
+    merge.add_argument("shards", nargs="*", metavar="SHARD.json",
+                       help="update files (default: every <key>.shard-*-of-*.json in --dir)")
+    merge.add_argument("--dir", default=DEFAULT_DIR, help=f"baseline folder (default: {DEFAULT_DIR})")
+    merge.add_argument("--machine-key", help="whose file (default: this machine's key)")
+    merge.add_argument("--force", action="store_true", help="merge files of another machine key too")
+    merge.set_defaults(func=cmd_baselines_merge)
     prune = bsub.choices["prune"]
     prune.add_argument("--keep-variants", metavar="LIST", help="comma list of variant names or globs to keep")
     prune.add_argument("--older-than", metavar="DAYS", type=non_negative_float,
@@ -326,13 +434,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sdperf", description="pytest-sdperf's reports, comparisons, history, baselines and "
         "models. Exit status: 0 fine, 1 a regression (compare), 2 an error.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("report", help="write the HTML report of a --sdperf-json file")
+    p = sub.add_parser("report", help="write the HTML report (or Bencher's BMF) of a --sdperf-json file")
     p.add_argument("results", metavar="RESULTS.json")
-    p.add_argument("--html", required=True, metavar="OUT.html")
+    p.add_argument("--html", metavar="OUT.html")
+    p.add_argument("--bmf", metavar="OUT.json", help="the results in Bencher Metric Format")
     p.add_argument("--history", metavar="DB", help="history database URL or SQLite file, for trends")
     p.add_argument("--reference", metavar="VARIANT", help="speedups' base (default: as in the run)")
+    p.add_argument("--all-keys", action="store_true",
+                   help="trends of every machine key in the history (each key its own line), not only the run's")
     p.set_defaults(func=cmd_report)
     _add_compare(sub)
+    p = sub.add_parser("merge", help="merge the results files of a run's shards; exit 1 on a failing test",
+                       description="One results file from the --sdperf-json files of one run's shards "
+                       "(--sdperf-shard I/N), in the order one unsharded run would have: refused, naming "
+                       "the files, for shards of different commits, machine keys or package sets, or "
+                       "with a shard missing or given twice, unless --force; a test in two files is "
+                       "always refused. Exit 1 when a merged test failed (regression, error, hang).")
+    p.add_argument("out", metavar="OUT.json")
+    p.add_argument("shards", nargs="+", metavar="SHARD.json")
+    p.add_argument("--force", action="store_true", help="merge despite differences (each is noted)")
+    p.add_argument("--history", metavar="DB", help="append the merged run to this history database once")
+    p.add_argument("--summary", metavar="PATH", help="write the Markdown step summary here too")
+    p.add_argument("--bmf", metavar="OUT.json", help="write the merged run in Bencher Metric Format too")
+    p.set_defaults(func=cmd_merge)
+    p = sub.add_parser("summary", help="a results file as Markdown (for $GITHUB_STEP_SUMMARY)")
+    p.add_argument("results", metavar="RESULTS.json")
+    p.set_defaults(func=cmd_summary)
     p = sub.add_parser("history", help="recorded runs with change points")
     p.add_argument("--db", default=DEFAULT_DB, help=f"URL or SQLite file (default {DEFAULT_DB})")
     p.add_argument("--variant", help="only this variant")

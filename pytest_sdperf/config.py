@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
 from .progress import DEFAULT_HANG_FLOOR_S, HANG_FACTOR
+from .sharding import Shard, shard_value
 
 N = TypeVar("N", int, float)
 AUTO_MIN_ROUNDS = 5
@@ -275,6 +276,9 @@ OPTIONS: tuple[Option, ...] = (
            "model/artifact cache (default $XDG_CACHE_HOME/pytest-sdperf, else "
            "~/.cache/pytest-sdperf)", "DIR"),
     Option("--sdperf-json", "json_path", _path, None, "write this run's results as JSON", "PATH"),
+    Option("--sdperf-bmf", "bmf_path", _path, None,
+           "write this run's results in Bencher Metric Format (latency, throughput, peak-memory, "
+           "ssim, psnr), for `bencher run --adapter json`", "PATH"),
     Option("--sdperf-benchmark-json", "benchmark_json", _path, None,
            "write the timed rounds in pytest-benchmark's JSON format (for pytest-benchmark "
            "compare)", "PATH"),
@@ -325,6 +329,16 @@ OPTIONS: tuple[Option, ...] = (
            "the least speedup over the reference variant timed beside it (paired gating) for "
            "the variants a name or glob matches, e.g. ov-static=1.3 (repeatable; one a line in "
            "the ini key; ranked as above)", "VARIANT=X", kind="list"),
+    Option("--sdperf-shard", "shard", shard_value, None,
+           "run shard I of N (e.g. 2/3) of the selected tests, split by the durations recorded in "
+           "the baseline file (README: running on many machines); its baseline updates go to "
+           "<key>.shard-I-of-N.json for `sdperf baselines merge`, its results to its own "
+           "--sdperf-json for `sdperf merge`", "I/N"),
+    Option("--sdperf-against", "against", _path, None,
+           "time each test's variant here and, beside it, under this other Python interpreter "
+           "(another environment's, e.g. .tox/diffusers035/bin/python), rounds interleaved; each "
+           "test is judged this environment over that one, and no baseline is read or written",
+           "PYTHON"),
     Option("--sdperf-set", "sets", key_value, (),
            "a variant setting, e.g. tome_ratio=0.5 (repeatable; one a line in the ini key)",
            "NAME=VALUE", kind="list"),
@@ -380,6 +394,7 @@ class Settings:
     gate_mode: str = _default("gate_mode")
     time_budget_s: float = _default("time_budget_s")
     benchmark_json: Path | None = _default("benchmark_json")
+    bmf_path: Path | None = _default("bmf_path")
     machine_key: str | None = _default("machine_key")
     html_path: Path | None = _default("html_path")
     history: str | None = _default("history")  # a database URL, a SQLite file path, or 'default'
@@ -392,6 +407,8 @@ class Settings:
     min_ssim: float | None = _default("min_ssim")
     min_psnr: float | None = _default("min_psnr")
     min_speedups: tuple[tuple[str, float], ...] = _default("min_speedups")
+    shard: Shard | None = _default("shard")  # --sdperf-shard I/N
+    against: Path | None = _default("against")  # --sdperf-against PYTHON
     rounds_given: bool = False  # rounds/warmup came from an option or ini key, not defaults
     warmup_given: bool = False
 

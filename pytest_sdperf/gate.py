@@ -23,9 +23,9 @@ from typing import Any, Mapping, NoReturn
 import pytest
 
 from .baselines import BaselineEntry, BaselineError, entry_key, model_label
-from .compare import FAIL, Check, stage_changes
+from .compare import FAIL, Check, compare_latency, stage_changes
 from .config import BASELINE_SESSIONS
-from .judge import Figures, Verdict, judge
+from .judge import Figures, Verdict, judge, verdict_of
 from .measure.similarity import Similarity, compare_images, load_png
 from .protocol import AutoTarget
 from .results import Measurement, Record, WorkerFailure
@@ -99,6 +99,8 @@ class Gate:
             stored = Stored(entry_key(self.test_id, m.model_key, m.workload.key()), None)
         if self.state.foreign_baseline:
             return self._check_foreign(m, stored)
+        if self.state.against is not None:
+            return self._check_against(m)
         t = self._thresholds(stored.entry)
         outcome = _Outcome()
         sim = self._similarity(m, outcome.recordings)
@@ -127,7 +129,7 @@ class Gate:
         mode and the limit, so the worker times rounds until the comparison is decided (see
         rounds.more_rounds). None when there is nothing to compare with, or when re-recording."""
         s = self.state.settings
-        if s.update_all:
+        if s.update_all or self.state.against is not None:
             return None
         try:
             entry = self.lookup(model_key, workload).entry
@@ -144,7 +146,7 @@ class Gate:
         measurement fixture confirms it in fresh workers before the test may fail), else None.
         Records and writes nothing."""
         s = self.state.settings
-        if s.update_all or self.state.foreign_baseline:
+        if s.update_all or self.state.foreign_baseline or self.state.against is not None:
             return None
         try:
             entry = self.lookup(m.model_key, m.workload).entry
@@ -256,6 +258,41 @@ class Gate:
             pytest.fail("\n".join([f"sdperf regression in {self.test_id} against {store.path} "
                                    f"(another machine: {store.machine_key}):",
                                    *(f"  {c.message()}" for c in failed)]), pytrace=False)
+        return record
+
+    def _check_against(self, m: Measurement) -> Record:
+        """--sdperf-against: this environment's rounds over the other interpreter's, timed
+        beside them, under the latency rule with the other side as a one-session baseline (the
+        between-session spread standing for the two processes'); similarity against the
+        reference images as always. No baseline entry is read or written."""
+        other = self.state.against
+        assert other is not None
+        outcome = _Outcome()
+        sim = self._similarity(m, outcome.recordings)
+        t = self._thresholds(None)
+        checks = list(judge(Figures(None, {}, *_sim_figures(sim)), None, t, "paired").checks)
+        ratios = m.latency.paired()
+        if ratios:
+            check = compare_latency(ratios, [1.0], t.latency_pct, seconds=False, sessions=(1.0,),
+                                    checks=self.state.latency_checks)
+            checks.insert(0, replace(check, metric=f"latency ratio (here / {other.python})",
+                                     detail=check.detail.replace("between-session", "between-process")))
+        else:
+            why = m.info.get("unpaired") or "the other side gave no rounds"
+            outcome.problems.append(f"--sdperf-against {other.python}: {m.variant} was not compared: {why}")
+            outcome.verdict, outcome.reason = "error", str(why)
+        verdict = verdict_of(checks)
+        failed = verdict.regressions()
+        if failed:
+            outcome.verdict, outcome.reason = "regression", "; ".join(c.message() for c in failed)
+            outcome.problems[:0] = [f"sdperf: {self.test_id} is slower or worse here than under "
+                                    f"{other.python}:", *(f"  {c.message()}" for c in failed)]
+        elif verdict.inconclusive() and outcome.verdict == "pass":
+            outcome.verdict = "inconclusive"
+        record = self._record(m, sim, outcome, verdict)
+        self.state.records.append(record)
+        if outcome.problems:
+            pytest.fail("\n".join(outcome.problems), pytrace=False)
         return record
 
     def _thresholds(self, entry: BaselineEntry | None) -> Thresholds:

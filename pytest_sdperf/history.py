@@ -119,6 +119,9 @@ def _jsonable(info: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, type(None)))}
 
 
+CREATE_LOCK = 0x5D9E5F  # the PostgreSQL advisory lock that serializes creating the tables
+
+
 class HistoryStore:
     """A history database, opened (and its tables created) on construction."""
 
@@ -128,8 +131,29 @@ class HistoryStore:
         self.url = url
         with self._errors("open"):
             self.engine = sa.create_engine(url)
-            runs, _ = _tables()
-            runs.metadata.create_all(self.engine, checkfirst=True)
+            self._create_tables()
+
+    def _create_tables(self, attempts: int = 5) -> None:
+        """Create the tables where they do not exist. Two runs opening a new database at once
+        would both create them (PostgreSQL: a unique violation in pg_type; SQLite: "table
+        already exists"): on PostgreSQL the first to take an advisory lock creates them; on
+        SQLite the one that lost finds them on its next try."""
+        import time
+
+        import sqlalchemy as sa
+
+        runs, _ = _tables()
+        for attempt in range(attempts):
+            try:
+                with self.engine.begin() as conn:
+                    if self.engine.dialect.name == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK})
+                    runs.metadata.create_all(conn, checkfirst=True)
+                return
+            except sa.exc.DBAPIError as exc:
+                if attempt == attempts - 1 or "already exists" not in str(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     @property
     def safe_url(self) -> str:
@@ -210,20 +234,21 @@ def _point(row: Any) -> HistoryPoint:
                         row.verdict or "", row.p50_s, row.peak_memory, row.ssim)
 
 
-def by_test(points: Sequence[HistoryPoint]) -> dict[str, list[HistoryPoint]]:
-    """Group points per test id, each list oldest first."""
-    out: dict[str, list[HistoryPoint]] = {}
+def by_test(points: Sequence[HistoryPoint]) -> dict[tuple[str, str], list[HistoryPoint]]:
+    """(test id, machine key) -> its points in order: one series a test on each machine (the same
+    test on an avx2 and an avx512 machine are two lines, never one with a false step)."""
+    out: dict[tuple[str, str], list[HistoryPoint]] = {}
     for p in points:
-        out.setdefault(p.test_id, []).append(p)
+        out.setdefault((p.test_id, p.machine_key), []).append(p)
     return out
 
 
-def series(points: Sequence[HistoryPoint], metric: str) -> Iterator[tuple[str, list[HistoryPoint]]]:
-    """(test id, points that have ``metric``), per test, for trend lines."""
-    for test_id, group in by_test(points).items():
+def series(points: Sequence[HistoryPoint], metric: str) -> Iterator[tuple[tuple[str, str], list[HistoryPoint]]]:
+    """((test id, machine key), points that have ``metric``), per series, for trend lines."""
+    for key, group in by_test(points).items():
         kept = [p for p in group if p.value(metric) is not None]
         if kept:
-            yield test_id, kept
+            yield key, kept
 
 
 def append_and_load(target: str, baselines_dir: Path, header: Mapping[str, Any],

@@ -158,3 +158,19 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
 def python_version() -> str:
     """This interpreter's version, e.g. ``3.11.9``."""
     return sys.version.split()[0]
+
+
+def source_commit(root: Path) -> str | None:
+    """The commit under test: ``$GITHUB_SHA`` in GitHub Actions, else ``git rev-parse HEAD``
+    in ``root``; None outside a git checkout. Shards of one run must agree on it."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    head = done.stdout.strip()
+    return head if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", head) else None

@@ -200,10 +200,15 @@ def _trend_section(history: Sequence[HistoryPoint], records: Sequence[Record]) -
     current = {r.test_id for r in records}
     points = [p for p in history if not current or p.test_id in current]
     labels = trend_labels(points)
+    keys = sorted({p.machine_key for p in points})
+
+    def label(test_id: str, key: str) -> str:  # each machine key its own line
+        return f"{labels[test_id]} @ {key}" if len(keys) > 1 else labels[test_id]
+
     order = {run: i + 1 for i, run in enumerate(sorted({p.run_id for p in points}))}
     charts, notes = [], []
     for metric, title in METRICS.items():
-        lines = {labels[t]: pts for t, pts in series(points, metric)}
+        lines = {label(t, k): pts for (t, k), pts in series(points, metric)}
         found = {label: find_steps([p.value(metric) or 0.0 for p in pts]) for label, pts in lines.items()}
         cuts = {label: [s.index for s in st] for label, st in found.items()}
         charts.append(_img(plots.trend_chart(lines, metric, title, cuts), f"trend of {title}"))
@@ -212,7 +217,8 @@ def _trend_section(history: Sequence[HistoryPoint], records: Sequence[Record]) -
                   f"({s.change_pct:+.0f}%)" for label, st in found.items() for s in st]
     found_text = ("<ul class='steps'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
                   if notes else "<div class='sub'>no change points found</div>")
-    return (f"<h2>History</h2><div class='sub'>{len(order)} recorded runs on this machine; change points "
+    where = "on this machine" if len(keys) < 2 else f"on {len(keys)} machine keys ({', '.join(keys)}), each its own line"
+    return (f"<h2>History</h2><div class='sub'>{len(order)} recorded runs {where}; change points "
             f"(PELT step detection) marked with red rings</div><div class='charts' id='trends'>"
             f"{''.join(charts)}</div>{found_text}")
 

@@ -100,6 +100,11 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
     return Verdict(_status(checks), tuple(checks))
 
 
+def verdict_of(checks: list[Check]) -> Verdict:
+    """The verdict of checks made outside ``judge`` (--sdperf-against's head-to-head latency)."""
+    return Verdict(_status(checks), tuple(checks))
+
+
 def _status(checks: list[Check]) -> Status:
     if any(c.status == FAIL for c in checks):
         return Status.REGRESSION

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -67,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "min_ssim, min_psnr, min_speedup) and protocol (protocol, arch, rounds, warmup, warmup_steps) of a "
         "pytest-sdperf benchmark test",
     )
+    from .against import AgainstError
     from .extras import settings_problems
     from .session import SdperfState
     from .variants.builtin import register_builtin
@@ -82,7 +84,11 @@ def pytest_configure(config: pytest.Config) -> None:
         state = SdperfState(settings, registry, Path(str(config.rootpath)))
         state.selected = registry.select(settings.variants)
         registry.get(settings.reference_variant)
-    except (UsageError, VariantError) as exc:
+        if settings.enabled and settings.against is not None:
+            from .against import probe
+
+            state.against = probe(settings.against)
+    except (UsageError, VariantError, AgainstError) as exc:
         raise pytest.UsageError(str(exc)) from None
     _check_baselines(state)
     config.stash[STATE] = state
@@ -190,11 +196,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uses = marker is not None or any(f in getattr(item, "fixturenames", ()) for f in FIXTURES)
         if uses and not settings.enabled:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+    # the whole selection's latency checks, a shard's too: the suite's false-alarm rate is the
+    # merged run's (compare.suite_z)
+    config.stash[STATE].latency_checks = max(1, sum("sdperf_gate" in getattr(i, "fixturenames", ())
+                                                    for i in kept))
+    if settings.shard is not None:
+        kept, dropped = _shard(config.stash[STATE], kept)
+        deselected += dropped
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
-    config.stash[STATE].latency_checks = max(1, sum("sdperf_gate" in getattr(i, "fixturenames", ())
-                                                    for i in kept))
+
+
+def _shard(state: SdperfState, items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """(this shard's items, the others) by ``sharding.split`` on the baseline file's durations;
+    the shard's tests and the whole selection go in the results header (``sdperf merge``)."""
+    from .baselines import BaselineError
+    from .sharding import recorded_durations, split
+
+    shard = state.settings.shard
+    assert shard is not None
+    try:
+        durations = recorded_durations(state.store.entries(), state.settings.model)
+    except BaselineError:
+        durations = {}  # reported before any worker starts (_check_baselines)
+    ids = [item.nodeid for item in items]
+    mine = set(split(ids, durations, shard.count)[shard.index - 1])
+    state.shard = {"index": shard.index, "count": shard.count, "collected": ids,
+                   "tests": [i for i in ids if i in mine],
+                   "recorded_s": round(sum(durations.get(i, 0.0) for i in mine), 1),
+                   "latency_checks": state.latency_checks}
+    return [i for i in items if i.nodeid in mine], [i for i in items if i.nodeid not in mine]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """Add up each test's duration (setup, call, teardown): a baseline entry written this
+    session records it, and ``--sdperf-shard`` balances shards by it."""
+    state = item.config.stash.get(STATE, None)
+    if state is not None:
+        state.durations[item.nodeid] = state.durations.get(item.nodeid, 0.0) + call.duration
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -377,8 +418,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None or not state.settings.enabled:
         return
     state.close()
+    if state.shard is not None and not state.shard["tests"] \
+            and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK  # an empty shard is not an error
+        state.notes.append(f"shard {state.settings.shard.label if state.settings.shard else ''} has no "
+                           f"tests (of {len(state.shard['collected'])} selected): nothing to run")
     try:
         if state._store is not None:
+            state.store.set_durations(state.durations)
             state.written += state.store.flush(state.header(), force=state.settings.update_all)
     except BaselineError as exc:
         state.notes.append(f"baselines not written: {exc}")
@@ -388,11 +435,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         write_benchmark_json(state.settings.benchmark_json, state.records)
         state.written.append(state.settings.benchmark_json)
+    if state.settings.bmf_path:
+        from .atomic import atomic_write_text
+        from .merge import bmf
+
+        atomic_write_text(state.settings.bmf_path, json.dumps(bmf(state.records), indent=1, sort_keys=True) + "\n")
+        state.written.append(state.settings.bmf_path)
     if state.settings.json_path:
         write_json(state.settings.json_path, state.header(), state.records,
                    state.reference_name())
         state.written.append(state.settings.json_path)
-    history = _record_history(state) if state.settings.history else None
+    history = None
+    if state.settings.history and state.shard is not None:
+        state.notes.append(f"history not recorded by shard {state.shard['index']}/{state.shard['count']}: "
+                           "append the merged run once (sdperf merge OUT.json SHARD.json... --history URL)")
+    elif state.settings.history:
+        history = _record_history(state)
     if state.settings.html_path:
         from .html_report import write_html
 

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Mapping, Protocol
+from typing import IO, Any, Mapping, Protocol, Sequence
 
 from .progress import DEFAULT_HANG_FLOOR_S, Stall, Watchdog, dump_stacks
 from .protocol import OK, SKIP, WorkerRequest, WorkerResult
@@ -94,10 +94,14 @@ class _Exited:
     code: int | None
 
 
-def worker_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The parent's environment, the parent's import path, and the variant's variables."""
+def worker_env(extra: Mapping[str, str], import_path: Sequence[str] | None = None) -> dict[str, str]:
+    """The parent's environment, the parent's import path, and the variant's variables.
+
+    ``import_path``: the folders another interpreter (``--sdperf-against``) is given instead of
+    the parent's import path, so that it imports its own packages."""
     env = dict(os.environ)
-    paths = [p for p in sys.path if p] + env.get("PYTHONPATH", "").split(os.pathsep)
+    own = [p for p in sys.path if p] if import_path is None else list(import_path)
+    paths = own + env.get("PYTHONPATH", "").split(os.pathsep)
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -123,18 +127,26 @@ def run_worker(
     return _ended(res_path, err_path, ended.code)
 
 
+def source_root() -> str:
+    """The folder this pytest_sdperf package is imported from (another interpreter runs the same
+    plugin code from it, with its own packages)."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
 def _launch(request: WorkerRequest, args: list[str], env: Mapping[str, str], out: IO[bytes],
-            launcher: Zygote | None, stdin: bool = False, reply: int | None = None) -> WorkerProcess:
+            launcher: Zygote | None, stdin: bool = False, reply: int | None = None,
+            python: str | None = None) -> WorkerProcess:
     """``python -m pytest_sdperf.worker [--serve REPLY] ARGS``, its output to ``out`` (and a
-    pipe as its stdin, when ``stdin``): forked by ``launcher`` where it may, else spawned."""
-    full_env = worker_env(env)
-    if launcher is not None:
+    pipe as its stdin, when ``stdin``): forked by ``launcher`` where it may, else spawned.
+    ``python``: another interpreter to spawn it with (never forked), importing its own packages."""
+    full_env = worker_env(env, [source_root()] if python else None)
+    if launcher is not None and python is None:
         forked = launcher.launch(request, args, full_env, out.fileno(), stdin, reply)
         if forked is not None:
             return forked
     serve = ["--serve", str(reply)] if reply is not None else []
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest_sdperf.worker", *serve, *args],
+        [python or sys.executable, "-m", "pytest_sdperf.worker", *serve, *args],
         stdin=subprocess.PIPE if stdin else None, stdout=out, stderr=subprocess.STDOUT,
         env=full_env, start_new_session=True, pass_fds=() if reply is None else (reply,))
 
@@ -214,7 +226,8 @@ class DrivenWorker:
     """
 
     def __init__(self, request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
-                 hang_floor_s: float = DEFAULT_HANG_FLOOR_S, launcher: Zygote | None = None) -> None:
+                 hang_floor_s: float = DEFAULT_HANG_FLOOR_S, launcher: Zygote | None = None,
+                 python: str | None = None) -> None:
         self.req_path, self.res_path, self.err_path, progress_path = _worker_files(request, workdir)
         self.timeout_s = timeout_s
         self.watchdog = Watchdog(progress_path, hang_floor_s, label=request.variant.name)
@@ -223,7 +236,7 @@ class DrivenWorker:
         read_fd, write_fd = os.pipe()
         with self.err_path.open("wb") as err:
             self.proc = _launch(request, [str(self.req_path), str(self.res_path)], env, err,
-                                launcher, stdin=True, reply=write_fd)
+                                launcher, stdin=True, reply=write_fd, python=python)
         os.close(write_fd)
         self._replies = read_fd
 

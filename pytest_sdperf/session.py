@@ -6,10 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
+from .against import OtherSide
 from .atomic import atomic_write_bytes
 from .baselines import BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings, default_of
-from .host import package_versions, python_version, usable_cpus
+from .host import package_versions, python_version, source_commit, usable_cpus
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak
@@ -55,6 +56,10 @@ class SdperfState:
         self._model_bytes: int | None = None  # the model folder's size, walked once
         self.calibrate_paired = False  # the validation harness: paired rounds calibrated too
         self._zygote: Zygote | None = None
+        self.durations: dict[str, float] = {}  # test id -> seconds (setup, call, teardown)
+        self.shard: dict[str, Any] | None = None  # --sdperf-shard: its tests (plugin's collection)
+        self.commit = source_commit(rootdir) if settings.enabled else None
+        self.against: OtherSide | None = None  # --sdperf-against: the other interpreter, probed
 
     @property
     def machine(self) -> Machine:
@@ -106,7 +111,8 @@ class SdperfState:
         """The baseline file for this machine key."""
         if self._store is None:
             key = self.settings.machine_key or self.machine.key
-            self._store = BaselineStore(self.settings.baselines_dir, key)
+            shard = self.settings.shard
+            self._store = BaselineStore(self.settings.baselines_dir, key, shard.tag if shard else "")
         return self._store
 
     @property
@@ -174,7 +180,9 @@ class SdperfState:
             memray_capture=memray_capture, measure_peak=not self.peak.measured,
             machine_cpus=tuple(sorted(usable_cpus())),
         )
-        if s.gate_mode != "paired" or spec.name == self.reference_name():
+        if self.against is not None:
+            outcome = self._run_against(request, workdir, self.against)
+        elif s.gate_mode != "paired" or spec.name == self.reference_name():
             outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s,
                                  self.fork_server())
         else:
@@ -215,6 +223,45 @@ class SdperfState:
                 f"{request.variant.name}: {paired.disturbed} paired round(s) had one side over "
                 f"{DISTURBED_FACTOR:g}x its median: other work on the machine? The median of the "
                 "per-round ratios discounts a few; many make the comparison unreliable")
+        return dataclasses.replace(paired.outcome, result=dataclasses.replace(result, info=info))
+
+    def _run_against(self, request: WorkerRequest, workdir: Path, other: OtherSide) -> WorkerOutcome:
+        """``request`` measured here and, beside it (ABBA), by a worker of the same variant under
+        the --sdperf-against interpreter, started for this test and closed after it."""
+        from .pairing import measure_paired
+        from .runner import DrivenWorker, WorkerGone
+
+        s = self.settings
+        started: list[DrivenWorker] = []
+        there = dataclasses.replace(request, out_dir=workdir / "against" / "images", rounds=0,
+                                    memray_capture=None, measure_peak=False)
+
+        def other_side() -> DrivenWorker | str:
+            worker = DrivenWorker(there, workdir / "against", s.timeout_s, request.variant.env,
+                                  s.hang_floor_s, None, python=other.python)
+            started.append(worker)
+            try:
+                worker.start()
+            except WorkerGone as gone:
+                why = gone.outcome.skip_reason or gone.outcome.failure_text(
+                    request.variant.name, s.timeout_s).split("\n", 1)[0]
+                return f"it could not run under {other.python}: {why}"
+            return worker
+
+        try:
+            paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
+                                    other_side, lambda why: None, self.fork_server())
+        finally:
+            for worker in started:
+                worker.close()
+        result = paired.outcome.measured
+        if result is None:
+            return paired.outcome
+        info: dict[str, Any] = {**result.info, "against": {**other.to_dict(), "pid": paired.reference_pid}}
+        if paired.note:
+            info["unpaired"] = paired.note
+        if paired.disturbed:
+            info["disturbed_rounds"] = paired.disturbed
         return dataclasses.replace(paired.outcome, result=dataclasses.replace(result, info=info))
 
     def _expected_reference_peak(self) -> int | None:
@@ -271,6 +318,14 @@ class SdperfState:
         environment = {**package_versions(REPORTED_PACKAGES), "python": python_version()}
         out: dict[str, Any] = {"machine": self.machine.to_dict(), "environment": environment,
                                "peak": self.peak.to_dict()}
+        if self.commit:
+            out["commit"] = self.commit
+        if self.shard is not None:
+            out["shard"] = self.shard
+        if self.against is not None:
+            here = {**package_versions(REPORTED_PACKAGES), "python": python_version()}
+            out["against"] = {**self.against.to_dict(), "differences": {
+                k: {"here": a, "there": b} for k, (a, b) in self.against.differences(here).items()}}
         if self._model is not None:
             out["reference_variant"] = self.reference_name()
         note = self.model_note()

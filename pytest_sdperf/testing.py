@@ -89,15 +89,17 @@ def _hold_the_gil_forever() -> None:
 
 
 def load_fake(ctx: BuildContext) -> Pipeline:
-    """Loader: a FakePipe with ``fake_delay`` seconds per step (default 0.01), built in
-    ``fake_build_s`` seconds (default 0: a build stage reported as "fake build")."""
+    """Loader: a FakePipe with ``fake_delay`` seconds per step (default 0.01), times
+    ``$SDPERF_FAKE_ENV_SLOWDOWN`` (default 1: how fast this environment is, so tests can tell two
+    environments apart), built in ``fake_build_s`` seconds (default 0: a build stage reported
+    as "fake build")."""
     from .progress import beat
 
     build_s = ctx.setting("fake_build_s", 0.0, float)
     if build_s:
         beat("stage", name="fake build")
         time.sleep(build_s)
-    pipe = FakePipe(ctx.setting("fake_delay", 0.01, float))
+    pipe = FakePipe(ctx.setting("fake_delay", 0.01, float) * float(os.environ.get("SDPERF_FAKE_ENV_SLOWDOWN", "1")))
     return Pipeline(
         pipe=pipe, backend="torch", prepare_latents=lambda lat, _p, _c: lat,
         info={"call_steps": pipe.call_steps},

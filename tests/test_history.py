@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -160,3 +160,69 @@ def test_postgresql_server_holds_the_history_of_several_machines(postgres_url: s
     assert {p.machine_key for p in loaded} == {"machine-b"} and len({p.run_id for p in loaded}) == 3
     first.close()
     second.close()
+
+
+def _write_runs(url: str, key: str, runs: int, start: Any) -> list[int]:
+    """One writer (a process of its own): wait for the other, open the store (creating its
+    tables where none exist) and append ``runs`` runs."""
+    start.wait(timeout=120)
+    store = HistoryStore(url)
+    try:
+        return [store.append(_header(key), _records(0.3 + i / 100)) for i in range(runs)]
+    finally:
+        store.close()
+
+
+def _fresh_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database: a new SQLite file, or a new database on the PostgreSQL server."""
+    if backend == "sqlite":
+        return database_url(str(tmp_path / "race.sqlite"), tmp_path)
+    import sqlalchemy as sa
+
+    server: str = request.getfixturevalue("postgres_url")
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS sdperf_race"))
+        conn.execute(sa.text("CREATE DATABASE sdperf_race"))
+    admin.dispose()
+    return server.replace("/postgres?", "/sdperf_race?")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_two_concurrent_writers_to_one_history_lose_nothing(backend: str, request: pytest.FixtureRequest,
+                                                            tmp_path: Path) -> None:
+    import concurrent.futures
+    import multiprocessing
+
+    url = _fresh_database(backend, request, tmp_path)  # both writers also race to create the tables
+    runs = 15
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        start = manager.Barrier(2)
+        jobs = [pool.submit(_write_runs, url, key, runs, start) for key in ("machine-a", "machine-b")]
+        ids = [job.result(timeout=300) for job in jobs]
+    assert len(set(ids[0]) | set(ids[1])) == 2 * runs  # every run got its own id
+    store = HistoryStore(url)
+    points = store.points()
+    store.close()
+    assert len({p.run_id for p in points}) == 2 * runs and len(points) == 2 * runs * 2
+    for key, written in zip(("machine-a", "machine-b"), ids, strict=True):
+        assert {p.run_id for p in points if p.machine_key == key} == set(written)
+
+
+def test_history_keeps_each_machine_key_its_own_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_sdperf import cli
+
+    db = tmp_path / "h.sqlite"
+    store = HistoryStore(database_url(str(db), tmp_path))
+    _fill(store, 10, step_at=6, key="x86-avx2-2c")  # a step on one machine
+    _fill(store, 10, key="x86-avx512-2c")  # none on the other
+    points = store.points(variant="fake-slow")
+    store.close()
+    html = render(_header("x86-avx2-2c"), _records(0.42), "fake", points)
+    assert "20 recorded runs on 2 machine keys (x86-avx2-2c, x86-avx512-2c), each its own line" in html
+    assert "fake-slow @ x86-avx2-2c latency p50 (s): step at run" in html
+    assert "fake-slow @ x86-avx512-2c latency" not in html  # its flat line has no change point
+    assert cli.main(["history", "--db", str(db), "--variant", "fake-slow"]) == 0
+    out = capsys.readouterr().out
+    assert "(fake-slow, machine x86-avx2-2c)" in out and "(fake-slow, machine x86-avx512-2c)" in out
