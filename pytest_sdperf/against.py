@@ -17,12 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from .models.ref import ModelRef
 from .runner import source_root, worker_env
 
-PROBE = ("import json, sys; from pytest_sdperf.host import package_versions, python_version; "
-         "from pytest_sdperf.session import REPORTED_PACKAGES; "
-         "print(json.dumps({'executable': sys.executable, "
-         "'versions': {**package_versions(REPORTED_PACKAGES), 'python': python_version()}}))")
+# Run by the other interpreter: its package versions, and the built-in model (tiny or a
+# profile) as that environment builds it (their cache keys hold the torch, diffusers and
+# transformers versions: a folder saved by one transformers line may not load in another).
+PROBE = """
+import json, sys
+from pathlib import Path
+from pytest_sdperf.host import package_versions, python_version
+from pytest_sdperf.session import REPORTED_PACKAGES
+spec, cache_dir = sys.argv[1], Path(sys.argv[2])
+model = None
+if spec == "tiny" or spec.endswith("-arch"):
+    from pytest_sdperf.models.source import resolve_model
+    model = resolve_model(spec, cache_dir).to_dict()
+print(json.dumps({"versions": {**package_versions(REPORTED_PACKAGES), "python": python_version()},
+                  "model": model}))
+"""
 
 
 class AgainstError(Exception):
@@ -35,6 +48,7 @@ class OtherSide:
 
     python: str
     versions: Mapping[str, str]
+    model: ModelRef | None = None  # the built-in model as that environment builds it; None: shared
 
     def differences(self, here: Mapping[str, str]) -> dict[str, tuple[str | None, str | None]]:
         """package -> (version here, version there), where they differ."""
@@ -42,18 +56,23 @@ class OtherSide:
         return {n: (here.get(n), self.versions.get(n)) for n in names if here.get(n) != self.versions.get(n)}
 
     def to_dict(self) -> dict[str, object]:
-        return {"python": self.python, "versions": dict(self.versions)}
+        """Plain data for the results (its model's key, where it built its own)."""
+        out: dict[str, object] = {"python": self.python, "versions": dict(self.versions)}
+        if self.model is not None:
+            out["model_key"] = self.model.key
+        return out
 
 
-def probe(python: Path) -> OtherSide:
-    """Run ``python`` once as a worker would be run, and read which packages it imports."""
+def probe(python: Path, model_spec: str, cache_dir: Path) -> OtherSide:
+    """Run ``python`` once as a worker would be run: which packages it imports, and (for the
+    built-in models) the model built by that environment, under ``cache_dir``."""
     if not python.exists():
         raise AgainstError(f"--sdperf-against {python}: no such interpreter (give the python of "
                            "another environment, e.g. .tox/diffusers035/bin/python)")
     env = worker_env({}, [source_root()])
     try:
-        done = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, env=env,
-                              timeout=300)
+        done = subprocess.run([str(python), "-c", PROBE, model_spec, str(cache_dir)], capture_output=True,
+                              text=True, env=env, timeout=1800)
     except (OSError, subprocess.SubprocessError) as exc:
         raise AgainstError(f"--sdperf-against {python}: cannot be run ({exc})") from None
     if done.returncode != 0:
@@ -65,4 +84,6 @@ def probe(python: Path) -> OtherSide:
         found = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise AgainstError(f"--sdperf-against {python}: unexpected output {done.stdout[-200:]!r}") from None
-    return OtherSide(str(python), {str(k): str(v) for k, v in found["versions"].items()})
+    model = found.get("model")
+    return OtherSide(str(python), {str(k): str(v) for k, v in found["versions"].items()},
+                     ModelRef(**model) if model else None)

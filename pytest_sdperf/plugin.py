@@ -87,7 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if settings.enabled and settings.against is not None:
             from .against import probe
 
-            state.against = probe(settings.against)
+            state.against = probe(settings.against, settings.model, settings.cache_dir)
     except (UsageError, VariantError, AgainstError) as exc:
         raise pytest.UsageError(str(exc)) from None
     _check_baselines(state)

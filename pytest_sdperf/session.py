@@ -234,7 +234,8 @@ class SdperfState:
         s = self.settings
         started: list[DrivenWorker] = []
         there = dataclasses.replace(request, out_dir=workdir / "against" / "images", rounds=0,
-                                    memray_capture=None, measure_peak=False)
+                                    memray_capture=None, measure_peak=False,
+                                    model=other.model or request.model)
 
         def other_side() -> DrivenWorker | str:
             worker = DrivenWorker(there, workdir / "against", s.timeout_s, request.variant.env,
