@@ -88,6 +88,9 @@ def pytest_configure(config: pytest.Config) -> None:
             from .against import probe
 
             state.against = probe(settings.against, settings.model, settings.cache_dir)
+            state.notes.append(f"--sdperf-against: 'vs baseline' is this environment over "
+                               f"{settings.against} ({state.against_differences()}); no baseline "
+                               "was read or written")
     except (UsageError, VariantError, AgainstError) as exc:
         raise pytest.UsageError(str(exc)) from None
     _check_baselines(state)

@@ -265,6 +265,14 @@ class SdperfState:
             info["disturbed_rounds"] = paired.disturbed
         return dataclasses.replace(paired.outcome, result=dataclasses.replace(result, info=info))
 
+    def against_differences(self) -> str:
+        """The packages that differ between here and the --sdperf-against interpreter."""
+        if self.against is None:
+            return ""
+        here = {**package_versions(REPORTED_PACKAGES), "python": python_version()}
+        moved = self.against.differences(here)
+        return ", ".join(f"{k} {a} here, {b} there" for k, (a, b) in moved.items()) or "the same packages"
+
     def _expected_reference_peak(self) -> int | None:
         """The reference variant's peak RSS measured this session, else twice the model's files
         (float16 weights loaded as float32), for the pairing's memory check."""

@@ -39,7 +39,9 @@ def test_a_faster_other_environment_fails_the_test_here(pytester: pytest.Pyteste
     done, results = _run(pytester, _other_environment(pytester.path, 0.4))
     assert done.ret == 1  # type: ignore[attr-defined]
     done.stdout.fnmatch_lines(["*slower or worse here than under*other-env/bin/python*",  # type: ignore[attr-defined]
-                               "*latency ratio (here / *other-env/bin/python)*"])
+                               "*latency ratio (here / *other-env/bin/python)*",
+                               "*--sdperf-against: 'vs baseline' is this environment over*"
+                               "diffusers * here, 0.0.1 there*no baseline was read or written*"])
     against = results["against"]
     assert isinstance(against, dict)
     assert against["versions"]["diffusers"] == "0.0.1"  # what the other side really imported
