@@ -90,29 +90,6 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.4g}"
 
 
-def ratio_of_medians_ci(
-    current: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
-) -> tuple[float, float, float]:
-    """(point, low, high) of median(current)/median(baseline), percentile bootstrap."""
-    cur, base = np.asarray(current, float), np.asarray(baseline, float)
-    point = float(np.median(cur) / np.median(base))
-    if len(cur) < 2 or len(base) < 2:
-        return point, point, point
-    from scipy.stats import bootstrap
-
-    res = bootstrap(
-        (cur, base),
-        lambda a, b, axis=-1: np.median(a, axis=axis) / np.median(b, axis=axis),
-        n_resamples=RESAMPLES,
-        confidence_level=confidence,
-        method="percentile",
-        vectorized=True,
-        rng=np.random.default_rng(0),
-    )
-    low, high = res.confidence_interval
-    return point, float(min(low, point)), float(max(high, point))
-
-
 def suite_z(checks: int) -> float:
     """The interval's z for ``checks`` latency checks in one session: a 5% chance (one-sided,
     ``SUITE_ALPHA``) that any of them reads an unchanged test as slower; at least 1.96."""
