@@ -71,3 +71,23 @@ def test_hub_id_is_taken_as_such(tmp_path: Path) -> None:
 def test_folder_without_model_index(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no model_index.json"):
         resolve_model(str(tmp_path), tmp_path)
+
+
+def test_building_the_tiny_model_leaves_the_sessions_environment_alone(tmp_path: Path) -> None:
+    """Built in a subprocess: importing torch in the session's process would set variables
+    (KMP_INIT_AT_FORK, ...) that make every worker's environment differ from the fork server's.
+    Checked in a fresh interpreter, where nothing has imported torch yet."""
+    import subprocess
+    import sys
+
+    script = ("import json, os, sys; from pathlib import Path; before = dict(os.environ); "
+              "from pytest_sdperf.models.source import resolve_model; "
+              "ref = resolve_model('tiny', Path(sys.argv[1])); "
+              "print(json.dumps({'changed': sorted(k for k in set(os.environ) | set(before) "
+              "if os.environ.get(k) != before.get(k)), 'torch': 'torch' in sys.modules, "
+              "'location': ref.location}))")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["changed"] == [] and not found["torch"]
+    assert (Path(found["location"]) / "model_index.json").is_file()

@@ -201,21 +201,44 @@ def _build_key(configs: Any, builder: int) -> str:
 
 def ensure_profile(name: str, cache_dir: Path) -> Path:
     """Profile ``name``'s folder in the cache, built (under a lock) if missing or damaged."""
-    from functools import partial
-
-    from .profiles import SEED, STORAGE_DTYPE, build_profile, get_profile
+    from .profiles import SEED, STORAGE_DTYPE, get_profile
 
     configs = {"profile": dict(get_profile(name).configs), "seed": SEED, "dtype": STORAGE_DTYPE}
     target = cache_dir / "models" / f"{name}-{_build_key(configs, PROFILE_BUILDER_VERSION)}"
-    return cached_folder(target, partial(build_profile, name), f"the {name} profile")
+    return cached_folder(target, in_subprocess("pytest_sdperf.models.profiles", "build_profile", name),
+                         f"the {name} profile")
 
 
 def ensure_tiny(cache_dir: Path) -> Path:
     """The tiny model's folder in the cache, built (under a lock) if missing or damaged."""
-    from .tiny import build_tiny
-
     target = cache_dir / "models" / f"tiny-{tiny_cache_key()}"
-    return cached_folder(target, build_tiny, "the embedded tiny model")
+    return cached_folder(target, in_subprocess("pytest_sdperf.models.tiny", "build_tiny"),
+                         "the embedded tiny model")
+
+
+BUILD_SCRIPT = ("import importlib, sys; from pathlib import Path; "
+                "getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(*sys.argv[4:], Path(sys.argv[3]))")
+
+
+def in_subprocess(module: str, function: str, *args: str) -> Callable[[Path], None]:
+    """A build that runs ``module.function(*args, folder)`` in a fresh interpreter.
+
+    The session's process then never imports torch, diffusers or transformers for a build:
+    importing them sets environment variables (KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK,
+    TORCHINDUCTOR_CACHE_DIR), after which no worker's environment matched the fork server's
+    and every worker of a first run was spawned (measured: 0 forked, 26 spawned)."""
+    import subprocess
+
+    def build(folder: Path) -> None:
+        paths = [p for p in sys.path + os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+        done = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, module, function, str(folder), *args],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+            raise ModelError(f"building into {folder} failed ({module}.{function}):\n{tail}")
+
+    return build
 
 
 def cached_folder(target: Path, build: Callable[[Path], None], label: str) -> Path:
