@@ -273,7 +273,8 @@ def compare_similarity(ssim: float, psnr: float, min_ssim: float, min_psnr: floa
     ]
 
 
-STAGE_NAMES = {"text_encode": "text encoding", "step": "one denoising step", "vae_decode": "VAE decode"}
+STAGE_NAMES = {"text_encode": "text encoding", "vae_encode": "VAE encode (init image)",
+               "step": "one denoising step", "vae_decode": "VAE decode"}
 
 
 def stage_changes(current: Mapping[str, float], stored: Mapping[str, float]) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .measure.memory import gated_figure
 from .measure.similarity import PSNR_IDENTICAL
-from .report import peak_lines, rows, speedups
+from .report import labels, peak_lines, rows, speedups
 from .results import Record
 from .session import REFERENCE_VARIANT
 from .workload import Thresholds
@@ -121,16 +121,16 @@ def _charts(records: Sequence[Record], reference: str) -> str:
     if not records:
         return ""
     ups = speedups(records, reference)
-    labels = [r.variant for r in records]
+    names = labels(records)
     verdicts = [r.verdict for r in records]
     speed = [ups.get(r.test_id) for r in records]
     figures = [
-        plots.bar_chart(labels, speed, verdicts, f"speedup against {reference}", "x", "{:.2f}x", 1.0),
-        plots.bar_chart(labels, [_memory_mib(r) for r in records], verdicts, "peak memory",
+        plots.bar_chart(names, speed, verdicts, f"speedup against {reference}", "x", "{:.2f}x", 1.0),
+        plots.bar_chart(names, [_memory_mib(r) for r in records], verdicts, "peak memory",
                         "MiB", "{:.0f}"),
-        plots.tradeoff_scatter(labels, speed, [r.ssim for r in records], verdicts,
+        plots.tradeoff_scatter(names, speed, [r.ssim for r in records], verdicts,
                                Thresholds().min_ssim),
-        plots.bar_chart(labels, [r.ratio for r in records], verdicts,
+        plots.bar_chart(names, [r.ratio for r in records], verdicts,
                         "latency against the baseline (interval)", "x", "{:.2f}x", 1.0,
                         [r.ratio_interval for r in records]),
     ]
@@ -235,6 +235,14 @@ def peak_items(peak: Mapping[str, Any]) -> dict[str, str]:
     theo = peak.get("theoretical")
     items["theoretical (CPU, fp32)"] = (f"{theo['gflops_per_s']:.1f} GFLOP/s ({theo['basis']})" if theo
                                         else "not determined")
+    if theo:
+        from .measure.peak import NATIVE_TYPES
+
+        for dtype, figure in (theo.get("by_type") or {}).items():
+            if dtype in NATIVE_TYPES:
+                items[f"theoretical (CPU, {dtype})"] = (
+                    f"{figure:.1f} G{'OP' if dtype == 'int8' else 'FLOP'}/s "
+                    f"(fp32's x {NATIVE_TYPES[dtype][1]}: {NATIVE_TYPES[dtype][2]})")
     for dtype, gemm in (peak.get("measured") or {}).items():
         items[f"measured GEMM ({gemm['device']}, {dtype})"] = (
             f"{gemm['gflops_per_s']:.1f} GFLOP/s ({gemm['basis']})")

@@ -13,7 +13,7 @@ import pytest
 
 from . import hookspecs
 from .config import OPTIONS, Option, Settings, UsageError, settings_from_config
-from .workload import Workload, parse_marker_kwargs, resolve_workload
+from .workload import Workload, locate_init_image, parse_marker_kwargs, resolve_workload
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -64,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "sdperf(**kwargs): workload (prompt, negative_prompt, steps, height, width, "
-        "images_per_prompt, guidance_scale, seed), thresholds (latency_pct, memory_pct, "
+        "images_per_prompt, guidance_scale, seed, task, strength, init_image), thresholds (latency_pct, memory_pct, "
         "min_ssim, min_psnr, min_speedup) and protocol (protocol, arch, rounds, warmup, warmup_steps) of a "
         "pytest-sdperf benchmark test",
     )
@@ -286,6 +286,10 @@ def sdperf_workload(request: pytest.FixtureRequest) -> Workload:
         if arch and arch != args.run.arch:
             pytest.skip(f"{args.run.protocol or 'this test'} needs an {args.run.arch} "
                         f"pipeline; --sdperf-model {settings.model} is {arch}")
+    if "init_image" in args.workload:
+        fields = locate_init_image(args.workload, request.node.path.parent,
+                                   f"{request.node.nodeid}: sdperf marker")
+        args = dataclasses.replace(args, workload=fields)
     return resolve_workload(args, default_workload(settings.model), settings.workload_overrides())
 
 

@@ -77,16 +77,31 @@ def peak_lines(records: Sequence[Record]) -> list[str]:
     return [f"%peak: achieved UNet FLOP/s over {_flops(g)} GFLOP/s, {basis}" for g, basis in limits]
 
 
+def labels(records: Sequence[Record]) -> list[str]:
+    """Each record's row name: its variant and swept settings, and, where several tests
+    measured that (the batch test, an image-to-image test), the test's function too:
+    ``torch-fp32 (test_image_to_image)``."""
+    def own(r: Record) -> str:
+        swept = r.info.get("swept") or {}
+        return " ".join([r.variant, *(f"{k}={v}" for k, v in swept.items())])
+
+    names = [own(r) for r in records]
+    tests = [r.test_id.split("::")[-1].split("[")[0] for r in records]
+    shared = {n for n in names if names.count(n) > 1}
+    return [f"{n} ({t})" if n in shared and len({tests[i] for i, m in enumerate(names) if m == n}) > 1
+            else n for n, t in zip(names, tests, strict=True)]
+
+
 def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[tuple[str, ...]]:
     """One row of strings per record, in COLUMNS order."""
     ups = speedups(records, reference)
+    names = labels(records)
     out: list[tuple[str, ...]] = []
-    for r in records:
+    for r, name in zip(records, names, strict=True):
         mem = gated_figure(r.memory)
         ips = r.info.get("images_per_s")
-        swept = r.info.get("swept") or {}
         out.append((
-            " ".join([r.variant, *(f"{k}={v}" for k, v in swept.items())]),
+            name,
             _num(r.p50_s, ".3f") + (" s" if r.p50_s is not None else ""),
             _num(ups.get(r.test_id), ".2f") + ("x" if ups.get(r.test_id) else ""),
             _num(ips, ".2f"),

@@ -12,7 +12,7 @@ from .baselines import BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings, default_of
 from .host import package_versions, python_version, source_commit, usable_cpus
 from .machine import Machine, this_machine
-from .measure.efficiency import against_peak
+from .measure.efficiency import against_peak, compute_type
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak
 from .models.ref import ModelRef
 from .pairing import DISTURBED_FACTOR, ReferencePool
@@ -104,7 +104,7 @@ class SdperfState:
         """``m``'s efficiency figures set against the machine's peak for its device and dtype."""
         if not m.efficiency:
             return {}
-        return against_peak(m.efficiency, self.peak, m.device, str(m.info.get("dtype") or "float32"))
+        return against_peak(m.efficiency, self.peak, m.device, compute_type(m.info))
 
     @property
     def store(self) -> BaselineStore:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 
@@ -26,11 +27,27 @@ class Workload:
     images_per_prompt: int = 1
     guidance_scale: float = 7.5
     seed: int = 42
+    task: str = "txt2img"
+    strength: float = 0.75
+    init_image: str | None = None
 
     def key(self) -> str:
-        """A short stable id of this workload, used to name reference images."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-        return f"{self.height}x{self.width}-{self.steps}st-{hashlib.sha256(blob).hexdigest()[:10]}"
+        """A short stable id of this workload, used to name reference images.
+
+        A text-to-image workload hashes the fields it had before tasks existed, so its key
+        (and the reference images and baselines named by it) did not change; an image-to-image
+        workload adds its task, strength and the init image's content (``-i2i-`` in the key).
+        """
+        fields = dataclasses.asdict(self)
+        for name in IMG2IMG_FIELDS:
+            fields.pop(name)
+        tag = ""
+        if self.task == "img2img":
+            tag = "i2i-"
+            fields.update(task=self.task, strength=self.strength,
+                          init_image=_file_digest(self.init_image) if self.init_image else None)
+        blob = json.dumps(fields, sort_keys=True).encode()
+        return f"{self.height}x{self.width}-{self.steps}st-{tag}{hashlib.sha256(blob).hexdigest()[:10]}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -40,6 +57,14 @@ class Workload:
     def from_dict(cls, data: Mapping[str, Any]) -> Workload:
         """The inverse of ``to_dict``."""
         return cls(**dict(data))
+
+
+TASKS = ("txt2img", "img2img")
+IMG2IMG_FIELDS = ("task", "strength", "init_image")
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,43 @@ def check_workload_fields(fields: Mapping[str, Any], where: str) -> None:
         value = fields.get(name)
         if value is not None and value % 8:
             raise ValueError(f"{where} {name}={value} must be a multiple of 8")
+    task = fields.get("task")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"{where} task={task!r} must be one of {', '.join(TASKS)}")
+    strength = fields.get("strength")
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                 or not 0.0 < strength <= 1.0):
+        raise ValueError(f"{where} strength={strength!r} must be a number in (0, 1]: the share "
+                         "of the denoising steps run from the noised init image")
+    given = [n for n in ("strength", "init_image") if n in fields]
+    if given and fields.get("task") != "img2img":
+        raise ValueError(f"{where} {', '.join(given)} only apply to task='img2img'; add "
+                         "task='img2img' or drop them")
+    image = fields.get("init_image")
+    if image is not None and not isinstance(image, (str, Path)):
+        raise ValueError(f"{where} init_image={image!r} must be the path of an image file")
+
+
+def locate_init_image(fields: Mapping[str, Any], base: Path, where: str) -> dict[str, Any]:
+    """``fields`` with ``init_image`` made absolute (a relative path is under ``base``, the
+    test file's folder) and checked to be a readable image; ValueError naming the file."""
+    image = fields.get("init_image")
+    if image is None:
+        return dict(fields)
+    path = Path(image)
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise ValueError(f"{where} init_image={str(image)!r}: no such file ({path}); give the "
+                         "path of a PNG or JPEG, relative to the test file's folder")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(f"{where} init_image={str(image)!r}: {path} is not an image PIL can "
+                         f"read ({exc})") from None
+    return {**dict(fields), "init_image": str(path.resolve())}
 
 
 def _protocol(kwargs: Mapping[str, Any], where: str) -> Protocol:
@@ -169,4 +231,12 @@ def resolve_workload(marker: MarkerArgs, model_defaults: Mapping[str, Any],
     protocol suite can be smoke-tested small (its workload key then differs, so its baselines
     and reference images never mix with the full-size ones).
     """
-    return Workload(**{**dict(model_defaults), **dict(marker.workload), **dict(overrides)})
+    fields = {**dict(model_defaults), **dict(marker.workload), **dict(overrides)}
+    if "strength" in fields:
+        fields["strength"] = float(fields["strength"])
+    workload = Workload(**fields)
+    if workload.task == "img2img" and int(workload.steps * workload.strength) < 1:
+        raise ValueError(f"task='img2img' runs int(steps * strength) denoising steps: "
+                         f"steps={workload.steps} with strength={workload.strength} runs none; "
+                         "raise steps or strength")
+    return workload

@@ -177,7 +177,8 @@ def test_percent_of_peak_prefers_the_measured_gemm_and_keeps_the_theoretical() -
 def test_gpu_variants_are_held_to_their_dtypes_gemm() -> None:
     gpu = MachinePeak(None, {d: GemmPeak(g, "cuda", d, "x") for d, g in (("float32", 50e3), ("bfloat16", 700e3))})
     assert gpu.limit_for("cuda", "bfloat16") == (700e3, "measured GEMM (x)")
-    assert gpu.limit_for("cuda", "float16") == (50e3, "measured GEMM (x)")  # not measured: fp32's
+    assert gpu.limit_for("cuda", "float16") == (  # not measured: fp32's, saying so
+        50e3, "measured GEMM (x); float16 held to the float32 peak: its peak was not measured here")
     assert gpu.limit_for("cpu") is None  # a GPU's GEMM is no limit for CPU work
     assert MachinePeak.from_dict(PEAK.to_dict()) == PEAK
 
@@ -204,3 +205,62 @@ def test_report_shows_flops_and_percent_of_peak() -> None:
     machine = html.split("id='environment'")[1]
     assert "peak FLOP/s" in machine and "64.0 GFLOP/s (2 cores x 2.00 GHz x 16)" in machine
     assert "measured GEMM (cpu, float32)" in machine
+
+
+# --- issue #19: each variant against the peak of the type it computes in -------------------
+
+
+def test_native_types_and_their_theoretical_peaks_come_from_the_flags() -> None:
+    from pytest_sdperf.measure.peak import native_types
+
+    bf16 = parse_cpuinfo(INTEL_AVX512.replace("flags\t\t:", "flags\t\t: avx512_bf16 avx512_vnni"))
+    assert native_types(bf16) == ("float32", "bfloat16", "int8")
+    assert native_types(parse_cpuinfo(ZEN1)) == ("float32",)
+    peak = theoretical_peak(bf16, cores=4, max_khz=3_500_000)
+    assert peak is not None and peak.for_type("float32") == pytest.approx(4 * 3.5 * 64)
+    assert peak.for_type("bfloat16") == pytest.approx(2 * 4 * 3.5 * 64)  # VDPBF16PS: 2x fp32
+    assert peak.for_type("int8") == pytest.approx(4 * 4 * 3.5 * 64)  # VNNI: 4x
+    plain = theoretical_peak(parse_cpuinfo(INTEL_AVX512), cores=4, max_khz=3_500_000)
+    assert plain is not None and plain.for_type("bfloat16") == plain.gflops_per_s
+
+
+def test_a_variant_is_held_to_the_peak_of_its_compute_type() -> None:
+    theo = TheoreticalPeak(64.0, 2, 2.0, 16, "t", {"float32": 64.0, "bfloat16": 128.0})
+    peak = MachinePeak(theo, {"float32": GemmPeak(40.0, "cpu", "float32", "torch.mm float32"),
+                              "bfloat16": GemmPeak(90.0, "cpu", "bfloat16", "torch.mm bfloat16")})
+    out = against_peak({"achieved_gflops_per_s": 45.0}, peak, "cpu", "bfloat16")
+    assert out["pct_of_peak"] == pytest.approx(50.0) and "torch.mm bfloat16" in out["peak_basis"]
+    assert out["compute_type"] == "bfloat16" and out["theoretical_gflops_per_s"] == 128.0
+    assert out["pct_of_theoretical"] == pytest.approx(45.0 / 128.0 * 100)
+    # a machine without native bf16 says so and uses float32's peak
+    plain = MachinePeak(TheoreticalPeak(64.0, 2, 2.0, 16, "t", {"float32": 64.0}),
+                        {"float32": GemmPeak(40.0, "cpu", "float32", "torch.mm float32")})
+    limit = plain.limit_for("cpu", "bfloat16")
+    assert limit == (40.0, "measured GEMM (torch.mm float32); bfloat16 held to the float32 "
+                           "peak: this CPU does not compute it natively")
+    assert MachinePeak.from_dict(peak.to_dict()) == peak
+
+
+@pytest.mark.parametrize(("info", "expected"), [
+    ({"dtype": "float32"}, "float32"),
+    ({"dtype": "bfloat16", "bf16_mode": "autocast"}, "bfloat16"),
+    ({}, "float32"),
+    ({"ov_precision": "bf16", "weights": "fp32"}, "bfloat16"),
+    ({"ov_precision": "f32", "weights": "int8"}, "float32"),  # weights decompressed: not int8
+    ({"ov_precision": "text_encoder=f32 unet=bf16 vae_decoder=f32"}, "bfloat16"),
+    ({"ov_precision": "bf16", "weights": "hybrid"}, "int8"),
+])
+def test_compute_type_is_what_the_build_recorded(info: dict[str, str], expected: str) -> None:
+    from pytest_sdperf.measure.efficiency import compute_type
+
+    assert compute_type(info) == expected
+
+
+def test_int8_gemm_peak_where_torch_has_the_kernel() -> None:
+    pytest.importorskip("torch")
+    from pytest_sdperf.measure.peak import int8_gemm_peak
+
+    found = int8_gemm_peak(n=128, budget_s=0.05)
+    if found is None:
+        pytest.skip("this torch has no CPU kernel for torch._int_mm")
+    assert found.gflops_per_s > 0 and found.dtype == "int8" and "_int_mm" in found.basis

@@ -359,6 +359,38 @@ def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Pa
     assert len(outcome.measured.images) == 1
 
 
+
+@pytest.mark.slow
+def test_img2img_through_openvino(tiny: tuple[ModelRef, Path], tmp_path: Path) -> None:
+    """Issue #16: optimum's image-to-image pipeline on the same IR (static shapes and
+    requests in flight too) draws the same noise as diffusers': float32 agrees with torch."""
+    import dataclasses
+
+    from pytest_sdperf.variants.openvino_family import load_openvino
+    from pytest_sdperf.variants.torch_family import load_torch
+
+    model, cache = tiny
+    wl = Workload(steps=4, height=64, width=64, task="img2img", strength=0.5)
+
+    def i2i(variant: str, **settings: str) -> tuple[Any, Any]:
+        ctx = dataclasses.replace(ctx_for(model, cache, variant, **settings), workload=wl)
+        pipeline = load_openvino(ctx)
+        return pipeline, generate(pipeline, ctx)
+
+    torch_ctx = dataclasses.replace(ctx_for(model, cache, "torch-fp32"), workload=wl)
+    from pytest_sdperf.variants.task import for_task
+
+    reference = load_torch(torch_ctx)
+    for_task(reference, torch_ctx)
+    expected = generate(reference, torch_ctx)
+    for variant in ("ov-fp32", "ov-static"):
+        pipeline, image = i2i(variant, ov_precision="f32")
+        assert type(pipeline.pipe).__name__ == "OVStableDiffusionImg2ImgPipeline"
+        assert pipeline.info["task"] == "img2img" and abs(image - expected).max() < 1e-3, variant
+    pipeline, image = i2i("ov-async", ov_precision="f32", ov_requests="2")
+    assert pipeline.info["requests_agree"] is True and abs(image - expected).max() < 1e-3
+
+
 RACE = """
 import threading, openvino as ov
 from pytest_sdperf.variants.openvino_async import prime_bindings

@@ -35,11 +35,11 @@ def test_protocol_keywords_are_parsed_and_checked():
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    ([], {"test_text_to_image", "test_text_to_image_batch"}),
+    ([], {"test_text_to_image", "test_text_to_image_batch", "test_image_to_image"}),
     (["--sdperf-protocol", "reference-b"],
-     {"test_text_to_image", "test_text_to_image_batch", "test_reference_b"}),
+     {"test_text_to_image", "test_text_to_image_batch", "test_image_to_image", "test_reference_b"}),
     (["--sdperf-protocol", "all"],
-     {"test_text_to_image", "test_text_to_image_batch", "test_reference_a", "test_reference_b",
+     {"test_text_to_image", "test_text_to_image_batch", "test_image_to_image", "test_reference_a", "test_reference_b",
       "test_reference_d"}),
 ])
 def test_protocol_suites_run_only_when_selected(pytester, args, expected):

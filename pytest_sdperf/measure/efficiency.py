@@ -159,15 +159,38 @@ def step_efficiency(pipe: Any, workload: Workload, info: Mapping[str, Any], stag
     return Efficiency(flops / 1e9, batch, hw, basis, step_s, achieved)
 
 
+_OV_TYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
+
+
+def compute_type(info: Mapping[str, Any]) -> str:
+    """The type a variant's UNet really computes in, from what its build recorded: ``int8``
+    where its activations are quantized (OpenVINO hybrid), the precision read back from the
+    compiled OpenVINO UNet (``ov_precision``: ``bf16``, or ``... unet=bf16 ...``), else the
+    torch dtype (``float32``, ``bfloat16`` for bf16 weights or autocast, ``float16``).
+    8-bit weight compression alone computes in the compiled precision (weights are
+    decompressed), so it is not int8."""
+    if info.get("weights") == "hybrid":
+        return "int8"
+    precision = str(info.get("ov_precision") or "")
+    if precision:
+        parts = dict(p.split("=", 1) for p in precision.split() if "=" in p)
+        return _OV_TYPES.get(parts.get("unet", precision), "float32")
+    return str(info.get("dtype") or "float32")
+
+
 def against_peak(efficiency: Mapping[str, Any], peak: MachinePeak, device: str,
                  dtype: str = "float32") -> dict[str, Any]:
-    """``efficiency`` plus the peak it is held to and the percentages of it reached."""
+    """``efficiency`` plus the peak of ``dtype`` (the variant's compute type) it is held to and
+    the percentages of it reached: of the measured GEMM peak and of the theoretical one."""
     out = dict(efficiency)
+    out["compute_type"] = dtype
     achieved = efficiency.get("achieved_gflops_per_s")
     limit = peak.limit_for(device, dtype)
     if limit is not None:
         out.update(peak_gflops_per_s=limit[0], peak_basis=limit[1])
         out["pct_of_peak"] = 100.0 * achieved / limit[0] if achieved else None
     if peak.theoretical and achieved and not device.startswith("cuda"):
-        out["pct_of_theoretical"] = 100.0 * achieved / peak.theoretical.gflops_per_s
+        theoretical = peak.theoretical.for_type(dtype)
+        out.update(theoretical_gflops_per_s=theoretical,
+                   pct_of_theoretical=100.0 * achieved / theoretical)
     return out

@@ -156,21 +156,26 @@ def median_ci_halfwidth(samples: list[float] | tuple[float, ...]) -> float:
 
 
 class StageClock:
-    """Times text encoding, each denoising step and VAE decode of one call.
+    """Times text encoding, each denoising step and VAE decode (and, image-to-image, the init
+    image's VAE encode) of one call.
 
-    Installs wrappers on ``pipe.encode_prompt`` and ``pipe.vae.decode`` where they exist and
+    Installs wrappers on ``pipe.encode_prompt``, ``pipe.vae.encode`` and ``pipe.vae.decode``
+    where they exist and
     a ``callback_on_step_end`` for the steps; ``stages()`` gives medians per stage in seconds.
     """
 
     def __init__(self, pipe: Any, sync: Callable[[], None] = lambda: None) -> None:
         self._sync = sync
-        self._marks: dict[str, list[float]] = {"text_encode": [], "step": [], "vae_decode": []}
+        self._marks: dict[str, list[float]] = {
+            "text_encode": [], "vae_encode": [], "step": [], "vae_decode": []}
         self._step_start = 0.0
         self._calls = 0
         self._wrap(pipe, "encode_prompt", "text_encode")
         vae = getattr(pipe, "vae", None)
         if vae is not None and hasattr(vae, "decode"):
             self._wrap(vae, "decode", "vae_decode")
+        if vae is not None and hasattr(vae, "encode"):
+            self._wrap(vae, "encode", "vae_encode")
 
     def _wrap(self, owner: Any, attr: str, stage: str) -> None:
         original = getattr(owner, attr, None)

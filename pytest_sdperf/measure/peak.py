@@ -52,6 +52,24 @@ def flops_per_cycle(cpu: CpuInfo) -> tuple[int, str] | None:
     return None
 
 
+# What a CPU computes natively beside float32, from its flags, and the factor over fp32 FLOPs
+# per cycle: AVX512_BF16's VDPBF16PS does two bf16 products per 32-bit lane (2x); VNNI's
+# VPDPBUSD four 8-bit products per 32-bit lane (4x, integer operations). AMX tiles do more,
+# but the factor kept is the vector units' (the measured GEMM shows what a library reaches).
+NATIVE_TYPES: Mapping[str, tuple[tuple[str, ...], int, str]] = {
+    "bfloat16": (("avx512_bf16", "amx_bf16"), 2, "AVX512_BF16: 2 bf16 products per fp32 lane"),
+    "int8": (("avx512_vnni", "avx_vnni", "amx_int8"), 4, "VNNI: 4 int8 products per 32-bit lane"),
+}
+COMPUTE_TYPES = ("float32", "bfloat16", "float16", "int8")
+
+
+def native_types(cpu: CpuInfo | None) -> tuple[str, ...]:
+    """The compute types this CPU runs natively: float32, then bfloat16 / int8 where its flags
+    show the instructions."""
+    flags = cpu.flags if cpu else frozenset()
+    return ("float32", *(t for t, (need, _, _) in NATIVE_TYPES.items() if flags & set(need)))
+
+
 @dataclass(frozen=True)
 class TheoreticalPeak:
     """cores x GHz x FLOPs per cycle (fp32); an upper bound, as all-core clocks run lower."""
@@ -61,6 +79,11 @@ class TheoreticalPeak:
     ghz: float
     flops_per_cycle: int
     basis: str
+    by_type: Mapping[str, float] = field(default_factory=dict)  # GFLOP/s (or GOP/s) per type
+
+    def for_type(self, dtype: str) -> float:
+        """The peak for ``dtype`` where the CPU computes it natively, else float32's."""
+        return self.by_type.get(dtype, self.gflops_per_s)
 
 
 def theoretical_peak(cpu: CpuInfo, cores: int, max_khz: int | None = None) -> TheoreticalPeak | None:
@@ -72,7 +95,11 @@ def theoretical_peak(cpu: CpuInfo, cores: int, max_khz: int | None = None) -> Th
     clock = "cpuinfo_max_freq" if max_khz else "current 'cpu MHz' (no cpufreq)"
     basis = (f"{cores} physical cores x {ghz:.2f} GHz ({clock}) x {per_cycle[0]} fp32 "
              f"FLOP/cycle ({per_cycle[1]})")
-    return TheoreticalPeak(cores * ghz * per_cycle[0], cores, ghz, per_cycle[0], basis)
+    fp32 = cores * ghz * per_cycle[0]
+    by_type = {"float32": fp32}
+    for dtype in native_types(cpu)[1:]:
+        by_type[dtype] = fp32 * NATIVE_TYPES[dtype][1]
+    return TheoreticalPeak(fp32, cores, ghz, per_cycle[0], basis, by_type)
 
 
 def cpu_peak(cpus: set[int] | None = None) -> TheoreticalPeak | None:
@@ -146,11 +173,43 @@ def whole_machine(cpus: set[int]) -> Iterator[None]:
 
 
 def measured_peaks(device: str = "cpu", cpus: set[int] | None = None) -> dict[str, GemmPeak]:
-    """GEMM peaks by dtype: fp32 on the CPU (over ``cpus``); fp32, fp16 and bf16 on CUDA."""
+    """GEMM peaks by dtype: on the CPU (over ``cpus``) float32, and bfloat16 and int8 where the
+    CPU computes them natively (``native_types``); fp32, fp16 and bf16 on CUDA."""
     if device.startswith("cuda"):
         return {d: _gpu_gemm_peak(device, d) for d in GPU_DTYPES}
+    types = native_types(cpu_info())
     with whole_machine(cpus or usable_cpus()):
-        return {"float32": gemm_peak("cpu", "float32")}
+        found = {"float32": gemm_peak("cpu", "float32")}
+        if "bfloat16" in types:
+            found["bfloat16"] = gemm_peak("cpu", "bfloat16")
+        if "int8" in types:
+            int8 = int8_gemm_peak()
+            if int8 is not None:
+                found["int8"] = int8
+        return found
+
+
+def int8_gemm_peak(n: int = 1024, budget_s: float = 0.5, min_reps: int = 3) -> GemmPeak | None:
+    """The best rate of an 8-bit matrix product on the CPU (``torch._int_mm``: int8 x int8 to
+    int32, through oneDNN), in GOP/s; None where this torch has no CPU kernel for it."""
+    import torch
+
+    int_mm = getattr(torch, "_int_mm", None)
+    if int_mm is None:
+        return None
+    a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    b = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    try:
+        int_mm(a, b)
+    except (RuntimeError, NotImplementedError):
+        return None
+    best, reps, start = float("inf"), 0, time.perf_counter()
+    while reps < min_reps or (time.perf_counter() - start < budget_s and reps < 50):
+        t0 = time.perf_counter()
+        int_mm(a, b)
+        best, reps = min(best, time.perf_counter() - t0), reps + 1
+    basis = f"torch._int_mm int8 {n}x{n}, best of {reps}, {torch.get_num_threads()} threads"
+    return GemmPeak(2 * n**3 / best / 1e9, "cpu", "int8", basis)
 
 
 def _gpu_gemm_peak(device: str, dtype: str) -> GemmPeak:
@@ -181,12 +240,26 @@ class MachinePeak:
                    {k: GemmPeak(**v) for k, v in (data.get("measured") or {}).items()})
 
     def limit_for(self, device: str, dtype: str = "float32") -> tuple[float, str] | None:
-        """(GFLOP/s, basis) a variant on ``device`` in ``dtype`` is held to: measured first."""
+        """(GFLOP/s, basis) a variant on ``device`` computing in ``dtype`` is held to: the
+        measured GEMM peak of that type, else (a type this machine does not compute natively,
+        or whose peak was not measured) float32's, the basis saying so."""
         gpu = device.startswith("cuda")
         same = {k: v for k, v in self.measured.items() if v.device.startswith("cuda") == gpu}
-        gemm = same.get(dtype) or same.get("float32")
+        gemm = same.get(dtype)
+        note = ""
+        if gemm is None:
+            gemm = same.get("float32")
+            if dtype != "float32":
+                note = f"; {dtype} held to the float32 peak: {self._why_not(dtype, gpu)}"
         if gemm:
-            return gemm.gflops_per_s, f"measured GEMM ({gemm.basis})"
+            return gemm.gflops_per_s, f"measured GEMM ({gemm.basis}){note}"
         if self.theoretical and not gpu:
-            return self.theoretical.gflops_per_s, f"theoretical ({self.theoretical.basis})"
+            return (self.theoretical.for_type(dtype),
+                    f"theoretical {dtype if dtype in self.theoretical.by_type else 'float32'} "
+                    f"({self.theoretical.basis})")
         return None
+
+    def _why_not(self, dtype: str, gpu: bool) -> str:
+        if not gpu and self.theoretical and self.theoretical.by_type and dtype not in self.theoretical.by_type:
+            return "this CPU does not compute it natively"
+        return "its peak was not measured here"

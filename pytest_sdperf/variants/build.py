@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Mapping
 
 from ..measure.latency import StageClock
 from .base import BuildContext, Pipeline
 from .registry import resolve_ref
+from .task import call_kwargs, for_task, init_image, input_digest
 
 DEFAULT_LOADER = "pytest_sdperf.variants.torch_family:load_torch"
 
@@ -16,6 +16,7 @@ def build_pipeline(variant: Mapping[str, Any], ctx: BuildContext) -> Pipeline:
     """Load with the variant's loader (default: PyTorch float32), apply its transforms."""
     loader = resolve_ref(variant.get("loader") or DEFAULT_LOADER)
     pipeline: Pipeline = loader(ctx)
+    for_task(pipeline, ctx)
     for ref in variant.get("transforms", ()):
         resolve_ref(ref)(pipeline, ctx)
     return pipeline
@@ -47,32 +48,23 @@ def make_generate(
     """A no-argument call producing float images (N, H, W, 3), and the latents' sha256."""
     import numpy as np
 
+    wl = ctx.workload
     latents_np = initial_latents(pipeline.pipe, ctx)
-    digest = latents_digest(latents_np)
+    image = init_image(wl) if wl.task == "img2img" else None
+    digest = input_digest(wl, latents_np, image)
     latents = (pipeline.prepare_latents or _as_torch)(latents_np, pipeline, ctx)
     if pipeline.generate is not None:
         custom = pipeline.generate
 
         def generate_custom() -> Any:
             with pipeline.entered():
-                return np.asarray(custom(pipeline, ctx.workload, latents))
+                return np.asarray(custom(pipeline, wl, latents))
 
         return generate_custom, digest
 
     def generate() -> Any:
-        wl = ctx.workload
-        kwargs: dict[str, Any] = {
-            "prompt": wl.prompt,
-            "negative_prompt": wl.negative_prompt,
-            "num_inference_steps": wl.steps,
-            "height": wl.height,
-            "width": wl.width,
-            "num_images_per_prompt": wl.images_per_prompt,
-            "guidance_scale": wl.guidance_scale,
-            "latents": latents,
-            "output_type": "np",
-            "callback_on_step_end": clock.on_step_end,
-        }
+        kwargs = call_kwargs(wl, latents, image)
+        kwargs.update(output_type="np", callback_on_step_end=clock.on_step_end)
         kwargs.update(pipeline.call_kwargs)
         with pipeline.entered():
             clock.begin()
@@ -94,6 +86,3 @@ def _as_torch(latents: Any, pipeline: Pipeline, ctx: BuildContext) -> Any:
     return tensor.to(device=device, dtype=dtype)
 
 
-def latents_digest(array: Any) -> str:
-    """sha256 of the initial latents, to prove every variant got the same noise."""
-    return hashlib.sha256(array.tobytes()).hexdigest()

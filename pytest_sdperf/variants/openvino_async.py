@@ -112,13 +112,12 @@ def pipeline_view(pipe: Any, lock: threading.Lock, counter: list[int]) -> Any:
     return view
 
 
-def _one(view: Any, wl: Workload, latents: Any) -> Any:
+def _one(view: Any, wl: Workload, latents: Any, image: Any) -> Any:
     import numpy as np
 
-    out = view(prompt=wl.prompt, negative_prompt=wl.negative_prompt,
-               num_inference_steps=wl.steps, height=wl.height, width=wl.width,
-               num_images_per_prompt=wl.images_per_prompt, guidance_scale=wl.guidance_scale,
-               latents=latents.clone(), output_type="np")
+    from .task import call_kwargs
+
+    out = view(**call_kwargs(wl, latents.clone(), image), output_type="np")
     return np.asarray(out.images, dtype=np.float32)
 
 
@@ -135,9 +134,12 @@ def make_throughput_generate(
     def generate(pipeline: Pipeline, wl: Workload, latents: Any) -> Any:
         import numpy as np
 
+        from .task import init_image
+
+        image = init_image(wl) if wl.task == "img2img" else None
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=requests) as pool:
-            images = list(pool.map(lambda v: _one(v, wl, latents), views))
+            images = list(pool.map(lambda v: _one(v, wl, latents, image), views))
         seconds = time.perf_counter() - start
         rates.append(requests * wl.images_per_prompt / seconds)
         pipeline.info["images_per_s"] = statistics.median(rates)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..workload import Workload
-from .base import BuildContext
+from .base import BuildContext, SkipVariant
 
 PROMPTS_FILE = "calibration_prompts.txt"
 # Ops that only a merged UNet holds: tomesd's argsort/gather/scatter_reduce after tracing.
@@ -130,11 +130,17 @@ def count_ops(xml_path: Path, op_types: tuple[str, ...]) -> int:
     return sum(1 for op in model.get_ops() if op.get_type_name() in op_types)
 
 
-def load_ir(folder: Path, ov_config: dict[str, str] | None = None) -> Any:
-    """An uncompiled OpenVINO diffusion pipeline from an IR folder, on the CPU."""
-    from optimum.intel import OVDiffusionPipeline
+def load_ir(folder: Path, ov_config: dict[str, str] | None = None, task: str = "txt2img") -> Any:
+    """An uncompiled OpenVINO diffusion pipeline from an IR folder, on the CPU: text-to-image,
+    or image-to-image (``task="img2img"``: optimum-intel's, which needs the IR's vae_encoder)."""
+    from optimum.intel import OVDiffusionPipeline, OVPipelineForImage2Image
 
-    pipe = OVDiffusionPipeline.from_pretrained(
+    if task == "img2img" and not (folder / "vae_encoder").is_dir():
+        raise SkipVariant(f"task='img2img' encodes the init image with the VAE encoder, and the "
+                          f"OpenVINO IR folder {folder} has no vae_encoder; export it with one "
+                          "(optimum-cli export openvino exports both by default)")
+    cls: Any = OVPipelineForImage2Image if task == "img2img" else OVDiffusionPipeline
+    pipe = cls.from_pretrained(
         str(folder), compile=False, device="CPU", ov_config=ov_config or {}, local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)

@@ -102,7 +102,7 @@ def load_openvino(ctx: BuildContext) -> Pipeline:
     ov_config = {"INFERENCE_PRECISION_HINT": recipe.precision} if recipe.precision else {}
     if recipe.requests:
         ov_config.update(throughput_config(recipe.requests))
-    pipe = load_ir(folder, ov_config)
+    pipe = load_ir(folder, ov_config, task=ctx.workload.task)
     if recipe.static:
         reshape_static(pipe, ctx.workload)
     start = time.perf_counter()
@@ -110,6 +110,8 @@ def load_openvino(ctx: BuildContext) -> Pipeline:
     info.update(compile_s=time.perf_counter() - start, model_size_bytes=ir_size_bytes(folder),
                 ir=str(folder), weights=recipe.weights, static=recipe.static,
                 ov_precision=compiled_precision(pipe))
+    if ctx.workload.task != "txt2img":
+        info["task"] = ctx.workload.task
     if recipe.precision:
         info["ov_precision_hint"] = recipe.precision  # the plugin may not honour it (f16)
     if recipe.tome_ratio is not None:

@@ -133,16 +133,14 @@ def prime(pipeline: Pipeline, ctx: BuildContext, steps: int = 2) -> None:
     import torch
 
     from .build import initial_latents
+    from .task import call_kwargs, init_image, priming_steps
 
     wl = ctx.workload
     latents = torch.from_numpy(initial_latents(pipeline.pipe, ctx))
-    kwargs: dict[str, Any] = {
-        "prompt": wl.prompt, "negative_prompt": wl.negative_prompt,
-        "num_inference_steps": steps, "height": wl.height, "width": wl.width,
-        "num_images_per_prompt": wl.images_per_prompt, "guidance_scale": wl.guidance_scale,
-        "latents": latents.to(device=ctx.device, dtype=pipeline.pipe.unet.dtype),
-        "output_type": "latent",
-    }
+    latents = latents.to(device=ctx.device, dtype=pipeline.pipe.unet.dtype)
+    image = init_image(wl) if wl.task == "img2img" else None
+    kwargs = call_kwargs(wl, latents, image, steps=priming_steps(wl, steps))
+    kwargs.update(output_type="latent")
     kwargs.update(pipeline.call_kwargs)
     with pipeline.entered(), torch.no_grad():
         pipeline.pipe(**kwargs)
