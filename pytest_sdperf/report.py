@@ -87,9 +87,10 @@ def labels(records: Sequence[Record]) -> list[str]:
 
     names = [own(r) for r in records]
     tests = [r.test_id.split("::")[-1].split("[")[0] for r in records]
-    shared = {n for n in names if names.count(n) > 1}
-    return [f"{n} ({t})" if n in shared and len({tests[i] for i, m in enumerate(names) if m == n}) > 1
-            else n for n, t in zip(names, tests, strict=True)]
+    tests_of: dict[str, set[str]] = {}
+    for name, test in zip(names, tests, strict=True):
+        tests_of.setdefault(name, set()).add(test)
+    return [f"{n} ({t})" if len(tests_of[n]) > 1 else n for n, t in zip(names, tests, strict=True)]
 
 
 def rows(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> list[tuple[str, ...]]:

@@ -60,7 +60,6 @@ NATIVE_TYPES: Mapping[str, tuple[tuple[str, ...], int, str]] = {
     "bfloat16": (("avx512_bf16", "amx_bf16"), 2, "AVX512_BF16: 2 bf16 products per fp32 lane"),
     "int8": (("avx512_vnni", "avx_vnni", "amx_int8"), 4, "VNNI: 4 int8 products per 32-bit lane"),
 }
-COMPUTE_TYPES = ("float32", "bfloat16", "float16", "int8")
 
 
 def native_types(cpu: CpuInfo | None) -> tuple[str, ...]:

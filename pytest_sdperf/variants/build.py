@@ -50,7 +50,7 @@ def make_generate(
 
     wl = ctx.workload
     latents_np = initial_latents(pipeline.pipe, ctx)
-    image = init_image(wl) if wl.task == "img2img" else None
+    image = init_image(wl)
     digest = input_digest(wl, latents_np, image)
     latents = (pipeline.prepare_latents or _as_torch)(latents_np, pipeline, ctx)
     if pipeline.generate is not None:

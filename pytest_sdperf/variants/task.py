@@ -12,6 +12,7 @@ own ``__call__``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import math
@@ -23,8 +24,12 @@ from .base import BuildContext, Pipeline, SkipVariant
 GRID = 8  # the made init image: an 8x8 grid of seeded colours, upsampled (smooth, photo-like)
 
 
+@functools.lru_cache(maxsize=4)
 def init_image(wl: Workload) -> Any:
-    """The init image of an img2img workload as an RGB PIL image of the workload's size."""
+    """The init image of an img2img workload as an RGB PIL image of the workload's size (made
+    or read once per workload: callers pass it to every call), None for text-to-image."""
+    if wl.task != "img2img":
+        return None
     import numpy as np
     from PIL import Image
 

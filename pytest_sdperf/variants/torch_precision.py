@@ -138,8 +138,7 @@ def prime(pipeline: Pipeline, ctx: BuildContext, steps: int = 2) -> None:
     wl = ctx.workload
     latents = torch.from_numpy(initial_latents(pipeline.pipe, ctx))
     latents = latents.to(device=ctx.device, dtype=pipeline.pipe.unet.dtype)
-    image = init_image(wl) if wl.task == "img2img" else None
-    kwargs = call_kwargs(wl, latents, image, steps=priming_steps(wl, steps))
+    kwargs = call_kwargs(wl, latents, init_image(wl), steps=priming_steps(wl, steps))
     kwargs.update(output_type="latent")
     kwargs.update(pipeline.call_kwargs)
     with pipeline.entered(), torch.no_grad():
