@@ -180,6 +180,8 @@ def test_gpu_variants_are_held_to_their_dtypes_gemm() -> None:
     assert gpu.limit_for("cuda", "float16") == (  # not measured: fp32's, saying so
         50e3, "measured GEMM (x); float16 held to the float32 peak: its peak was not measured here")
     assert gpu.limit_for("cpu") is None  # a GPU's GEMM is no limit for CPU work
+    tf32 = MachinePeak(None, {**gpu.measured, "tfloat32": GemmPeak(400e3, "cuda", "tfloat32", "t")})
+    assert tf32.limit_for("cuda", "tfloat32") == (400e3, "measured GEMM (t)")
     assert MachinePeak.from_dict(PEAK.to_dict()) == PEAK
 
 
@@ -249,6 +251,8 @@ def test_a_variant_is_held_to_the_peak_of_its_compute_type() -> None:
     ({"ov_precision": "f32", "weights": "int8"}, "float32"),  # weights decompressed: not int8
     ({"ov_precision": "text_encoder=f32 unet=bf16 vae_decoder=f32"}, "bfloat16"),
     ({"ov_precision": "bf16", "weights": "hybrid"}, "int8"),
+    ({"dtype": "float32", "tf32": "convolutions"}, "tfloat32"),  # CUDA's default for convs
+    ({"dtype": "float16", "tf32": "convolutions"}, "float16"),
 ])
 def test_compute_type_is_what_the_build_recorded(info: dict[str, str], expected: str) -> None:
     from pytest_sdperf.measure.efficiency import compute_type
@@ -264,3 +268,30 @@ def test_int8_gemm_peak_where_torch_has_the_kernel() -> None:
     if found is None:
         pytest.skip("this torch has no CPU kernel for torch._int_mm")
     assert found.gflops_per_s > 0 and found.dtype == "int8" and "_int_mm" in found.basis
+
+
+def test_cuda_float32_builds_record_where_tf32_may_be_used() -> None:
+    """Seen on an H200: torch-fp32 on SDXL read 101% of the strict float32 GEMM peak, because
+    PyTorch lets cuDNN convolutions use TF32 by default. The build records it (read from
+    torch's flags), so the variant is held to the TF32 peak; CPU and non-float32 builds not."""
+    torch = pytest.importorskip("torch")
+    from pytest_sdperf.variants.build import record_tf32
+
+    def recorded(device: str, **info: str) -> object:
+        pipeline = SimpleNamespace(info=dict(info))
+        record_tf32(pipeline, SimpleNamespace(device=device))  # type: ignore[arg-type]
+        return pipeline.info.get("tf32")
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+        assert recorded("cuda", dtype="float32") == "convolutions"
+        assert recorded("cuda:1") == "convolutions"
+        assert recorded("cpu", dtype="float32") is None
+        assert recorded("cuda", dtype="float16") is None
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert recorded("cuda", dtype="float32") == "convolutions and matmuls"
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
+        assert recorded("cuda", dtype="float32") is None
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -166,7 +166,9 @@ def compute_type(info: Mapping[str, Any]) -> str:
     """The type a variant's UNet really computes in, from what its build recorded: ``int8``
     where its activations are quantized (OpenVINO hybrid), the precision read back from the
     compiled OpenVINO UNet (``ov_precision``: ``bf16``, or ``... unet=bf16 ...``), else the
-    torch dtype (``float32``, ``bfloat16`` for bf16 weights or autocast, ``float16``).
+    torch dtype (``float32``, ``bfloat16`` for bf16 weights or autocast, ``float16``), where
+    ``tfloat32`` is float32 on CUDA with TF32 allowed (``tf32``: PyTorch's default lets
+    convolutions use it, so a float32 model can pass the strict float32 GEMM peak).
     8-bit weight compression alone computes in the compiled precision (weights are
     decompressed), so it is not int8."""
     if info.get("weights") == "hybrid":
@@ -175,7 +177,8 @@ def compute_type(info: Mapping[str, Any]) -> str:
     if precision:
         parts = dict(p.split("=", 1) for p in precision.split() if "=" in p)
         return _OV_TYPES.get(parts.get("unet", precision), "float32")
-    return str(info.get("dtype") or "float32")
+    dtype = str(info.get("dtype") or "float32")
+    return "tfloat32" if dtype == "float32" and info.get("tf32") else dtype
 
 
 def against_peak(efficiency: Mapping[str, Any], peak: MachinePeak, device: str,

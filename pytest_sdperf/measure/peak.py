@@ -24,7 +24,9 @@ from ..host import max_freq_khz as max_freq_khz
 from ..host import parse_cpuinfo as parse_cpuinfo
 from ..host import physical_cores as physical_cores
 
-GPU_DTYPES = ("float32", "float16", "bfloat16")
+# tfloat32: float32 products on the tensor cores (TF32), what PyTorch's default
+# torch.backends.cudnn.allow_tf32=True gives a float32 model's convolutions on CUDA.
+GPU_DTYPES = ("float32", "tfloat32", "float16", "bfloat16")
 
 
 def flops_per_cycle(cpu: CpuInfo) -> tuple[int, str] | None:
@@ -173,7 +175,7 @@ def whole_machine(cpus: set[int]) -> Iterator[None]:
 
 def measured_peaks(device: str = "cpu", cpus: set[int] | None = None) -> dict[str, GemmPeak]:
     """GEMM peaks by dtype: on the CPU (over ``cpus``) float32, and bfloat16 and int8 where the
-    CPU computes them natively (``native_types``); fp32, fp16 and bf16 on CUDA."""
+    CPU computes them natively (``native_types``); fp32, TF32, fp16 and bf16 on CUDA."""
     if device.startswith("cuda"):
         return {d: _gpu_gemm_peak(device, d) for d in GPU_DTYPES}
     types = native_types(cpu_info())
@@ -212,11 +214,29 @@ def int8_gemm_peak(n: int = 1024, budget_s: float = 0.5, min_reps: int = 3) -> G
 
 
 def _gpu_gemm_peak(device: str, dtype: str) -> GemmPeak:
-    """8192-square products, or 4096 where the variant's model leaves too little memory."""
+    """8192-square products, or 4096 where the variant's model leaves too little memory;
+    ``tfloat32`` is a float32 product with TF32 allowed for it alone."""
+    if dtype == "tfloat32":
+        with _tf32_matmuls():
+            found = _gpu_gemm_peak(device, "float32")
+        return GemmPeak(found.gflops_per_s, found.device, dtype,
+                        found.basis.replace("float32", "float32 on TF32 tensor cores", 1))
     try:
         return gemm_peak(device, dtype)
     except RuntimeError:  # torch.cuda.OutOfMemoryError is one
         return gemm_peak(device, dtype, n=4096)
+
+
+@contextlib.contextmanager
+def _tf32_matmuls() -> Iterator[None]:
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,25 @@ def build_pipeline(variant: Mapping[str, Any], ctx: BuildContext) -> Pipeline:
     for_task(pipeline, ctx)
     for ref in variant.get("transforms", ()):
         resolve_ref(ref)(pipeline, ctx)
+    record_tf32(pipeline, ctx)
     return pipeline
+
+
+def record_tf32(pipeline: Pipeline, ctx: BuildContext) -> None:
+    """On CUDA, which float32 operations may run on TF32 tensor cores (``info["tf32"]``):
+    PyTorch allows it for cuDNN convolutions by default, for matmuls when asked
+    (``allow_tf32``, ``set_float32_matmul_precision``). The efficiency figure then holds the
+    variant to the TF32 peak, not the strict float32 one it can exceed."""
+    info = pipeline.info
+    if not ctx.device.startswith("cuda") or info.get("ov_precision") or \
+            str(info.get("dtype") or "float32") != "float32":
+        return
+    import torch
+
+    ops = [name for name, on in (("convolutions", torch.backends.cudnn.allow_tf32),
+                                 ("matmuls", torch.backends.cuda.matmul.allow_tf32)) if on]
+    if ops:
+        info["tf32"] = " and ".join(ops)
 
 
 def sync_fn(device: str) -> Callable[[], None]:
