@@ -23,6 +23,7 @@ from .host import usable_cpus
 
 if TYPE_CHECKING:
     from .measure.memory import MemoryStats
+    from .measure.scenario import Scenario, ScenarioResult
     from .protocol import WorkerRequest, WorkerResult
     from .variants.base import BuildContext, Pipeline
 
@@ -110,12 +111,47 @@ class Bench:
         # The machine's GEMM peak is measured once per session, by a worker that has a UNet.
         peak = _machine_peak(r, self.ctx.device) if efficiency and r.measure_peak else {}
         progress.beat("built", phase="FLOP count and GEMM peak")
+        info = dict(self.pipeline.info)
+        if r.scenario is not None:
+            info["scenario"] = self.run_scenario(r.scenario, stats.p50).to_dict()
         return WorkerResult(
             status=OK, build_s=self.build_s, latency=stats, memory=self.memory,
-            images=_save_images(self.images, r.out_dir), info=dict(self.pipeline.info),
+            images=_save_images(self.images, r.out_dir), info=info,
             environment=_environment_report(), latents_sha256=self.latents_sha,
             device=self.ctx.device, efficiency=efficiency, machine_peak=peak,
         )
+
+
+    def run_scenario(self, scenario: Scenario, expected_s: float) -> ScenarioResult:
+        """LoadGen's ``scenario`` around this pipeline (measure/loadgen.py), its logs beside the
+        images; the query sample library is ``QSL_SAMPLES`` seeds of the workload (seed + i).
+        ``expected_s``: one call's median seconds from the timed rounds."""
+        import numpy as np
+
+        from .measure.loadgen import run_scenario
+        from .variants.build import make_generate
+
+        wl = self.ctx.workload
+        calls = [self.generate]
+        for i in range(1, QSL_SAMPLES):
+            ctx = dataclasses.replace(self.ctx, workload=dataclasses.replace(wl, seed=wl.seed + i))
+            calls.append(make_generate(self.pipeline, ctx, self.clock)[0])
+        n = [0]
+
+        def beat(seconds: float) -> None:  # the watchdog sees a live worker during the run
+            n[0] += 1
+            progress.beat("call", n=n[0], seconds=seconds)
+
+        progress.beat("build", phase=f"LoadGen {scenario.name} run")
+        found = run_scenario(scenario, calls, expected_s or self.first_call_s,
+                             self.request.out_dir.parent / "loadgen",
+                             images_per_sample=len(np.asarray(self.images)), on_sample=beat)
+        progress.beat("built", phase=f"LoadGen {scenario.name} run")
+        return found
+
+
+# The query sample library of a scenario run: the workload's prompt at this many seeds.
+QSL_SAMPLES = 4
 
 
 class _CallCounter:

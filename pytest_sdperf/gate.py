@@ -26,6 +26,7 @@ from .baselines import BaselineEntry, BaselineError, entry_key, model_label
 from .compare import FAIL, Check, compare_latency, stage_changes
 from .config import BASELINE_SESSIONS
 from .judge import Figures, Verdict, judge, verdict_of
+from .measure.scenario import ScenarioResult
 from .measure.similarity import Similarity, compare_images, load_png
 from .protocol import AutoTarget
 from .results import Measurement, Record, WorkerFailure
@@ -109,6 +110,7 @@ class Gate:
         verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name(),
                         self.state.latency_checks)
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
+        _scenario_problems(m, outcome)
         return self._conclude(m, stored, verdict, new_entry, sim, outcome)
 
     def lookup(self, model_key: str, workload: Workload) -> Stored:
@@ -387,6 +389,20 @@ class Gate:
             reference_images=tuple(str(p) for p in self.state.reference_paths(m.model_key, m.workload)),
             efficiency=self.state.efficiency(m),
         )
+
+
+def _scenario_problems(m: Measurement, outcome: _Outcome) -> None:
+    """A LoadGen scenario the worker ran (``info["scenario"]``) fails the test when its settings
+    could not be met (a cap below one generation) or its latency percentile exceeded the cap."""
+    data = m.info.get("scenario")
+    if not data:
+        return
+    result = ScenarioResult.from_dict(data)
+    problem = (f"scenario usage error: {result.usage_error}" if result.usage_error
+               else result.over_cap())
+    if problem:
+        outcome.verdict, outcome.reason = "regression", problem
+        outcome.problems.append(problem)
 
 
 def _sim_figures(sim: Similarity | None) -> tuple[float | None, float | None]:

@@ -65,8 +65,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "sdperf(**kwargs): workload (prompt, negative_prompt, steps, height, width, "
         "images_per_prompt, guidance_scale, seed, task, strength, init_image), thresholds (latency_pct, memory_pct, "
-        "min_ssim, min_psnr, min_speedup) and protocol (protocol, arch, rounds, warmup, warmup_steps) of a "
-        "pytest-sdperf benchmark test",
+        "min_ssim, min_psnr, min_speedup), protocol (protocol, arch, rounds, warmup, warmup_steps) and "
+        "an MLPerf LoadGen scenario (scenario, target_qps, latency_cap_ms, duration_s, min_queries) of "
+        "a pytest-sdperf benchmark test",
     )
     from .against import AgainstError
     from .extras import settings_problems
@@ -340,12 +341,19 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
     s = state.settings
     rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
+    if protocol.scenario is not None:
+        from .measure.loadgen import loadgen_missing
+
+        missing = loadgen_missing()
+        if missing:
+            pytest.skip(missing)
 
     def measure(workdir: Path) -> Measurement | WorkerFailure:
         outcome = state.run(
             sdperf_variant, sdperf_workload, workdir, memray_capture=capture, rounds=rounds,
             warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given else None,
             warmup_steps=protocol.warmup_steps, extra_settings=sdperf_sweep,
+            scenario=protocol.scenario,
             target=sdperf_gate.latency_target(model.key, sdperf_workload)
             if (s.rounds if rounds is None else rounds) == 0 else None,
         )

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from .measure.latency import LatencyStats
 from .measure.memory import MemoryStats
+from .measure.scenario import Scenario
 from .models.ref import ModelRef
 from .variants.registry import VariantSpec
 from .workload import Workload
@@ -82,7 +83,8 @@ class WorkerRequest:
     rounds: timed rounds, or 0 for auto rounds (``auto``); a worker the parent drives
     (``--serve``) times what it is told instead. warmup_steps: steps of the untimed calls (a
     protocol's), None for the workload's. measure_peak: also measure the GEMM peak over
-    ``machine_cpus``. progress: the heartbeat file the parent's watchdog reads.
+    ``machine_cpus``. progress: the heartbeat file the parent's watchdog reads. scenario: an
+    MLPerf LoadGen scenario to run after the timed rounds (its result in ``info["scenario"]``).
     """
 
     variant: VariantSpec
@@ -100,6 +102,7 @@ class WorkerRequest:
     measure_peak: bool = False
     machine_cpus: tuple[int, ...] = ()
     progress: Path | None = None
+    scenario: Scenario | None = None
 
     def with_progress(self, path: Path) -> WorkerRequest:
         """This request, reporting heartbeats to ``path``."""
@@ -116,12 +119,13 @@ class WorkerRequest:
             "memray_capture": str(self.memray_capture) if self.memray_capture else None,
             "measure_peak": self.measure_peak, "machine_cpus": list(self.machine_cpus),
             "progress": str(self.progress) if self.progress else None,
+            "scenario": self.scenario.to_dict() if self.scenario else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkerRequest:
         """The inverse of ``to_dict``."""
-        memray, progress = data.get("memray_capture"), data.get("progress")
+        memray, progress, scenario = data.get("memray_capture"), data.get("progress"), data.get("scenario")
         return cls(
             variant=VariantSpec.from_dict(data["variant"]), model=ModelRef(**data["model"]),
             workload=Workload.from_dict(data["workload"]), cache_dir=Path(data["cache_dir"]),
@@ -132,6 +136,7 @@ class WorkerRequest:
             measure_peak=bool(data.get("measure_peak")),
             machine_cpus=tuple(int(c) for c in data.get("machine_cpus", ())),
             progress=Path(progress) if progress else None,
+            scenario=Scenario.from_dict(scenario) if scenario else None,
         )
 
 

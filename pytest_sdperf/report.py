@@ -152,6 +152,9 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
                       "with its interval (between-session spread and the session's number of "
                       "checks included); sees: the smallest slowdown this run would flag 19 times in 20")
         tr.write_line(counts_line(records))
+    for name, r in zip(labels(records), records, strict=True):
+        if r.info.get("scenario"):
+            tr.write_line(f"LoadGen {name}: {r.info['scenario'].get('summary', '')}")
     ups = [r for r in records if r.reason]
     for r in ups:
         tr.write_line(f"{r.variant}: {r.reason}")

@@ -14,6 +14,7 @@ from .host import package_versions, python_version, source_commit, usable_cpus
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak, compute_type
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak
+from .measure.scenario import Scenario
 from .models.ref import ModelRef
 from .pairing import DISTURBED_FACTOR, ReferencePool
 from .protocol import AutoRounds, AutoTarget, WorkerRequest
@@ -162,12 +163,13 @@ class SdperfState:
         self, spec: VariantSpec, wl: Workload, workdir: Path, rounds: int | None = None,
         warmup: int | None = None, memray_capture: Path | None = None,
         extra_settings: Mapping[str, str] | None = None, warmup_steps: int | None = None,
-        target: AutoTarget | None = None,
+        target: AutoTarget | None = None, scenario: Scenario | None = None,
     ) -> WorkerOutcome:
         """Measure one variant in a worker process (``extra_settings`` add to --sdperf-set).
 
         ``warmup_steps``: steps of the untimed first and warm-up calls (a protocol's).
         ``target``: with auto rounds, the baseline to sample towards (Gate.latency_target).
+        ``scenario``: a LoadGen scenario the variant's worker runs after its rounds.
         """
         s = self.settings
         request = WorkerRequest(
@@ -178,7 +180,7 @@ class SdperfState:
             auto=AutoRounds(AUTO_MIN_ROUNDS, AUTO_MAX_ROUNDS, AUTO_HALFWIDTH, s.time_budget_s, target),
             warmup=s.warmup if warmup is None else warmup, warmup_steps=warmup_steps,
             memray_capture=memray_capture, measure_peak=not self.peak.measured,
-            machine_cpus=tuple(sorted(usable_cpus())),
+            machine_cpus=tuple(sorted(usable_cpus())), scenario=scenario,
         )
         if self.against is not None:
             outcome = self._run_against(request, workdir, self.against)
@@ -199,7 +201,7 @@ class SdperfState:
         key = f"{request.model.key}/{request.workload.key()}/{request.warmup_steps}"
         ref_request = dataclasses.replace(
             request, variant=self.reference_spec(), settings=s.fixed_sets(), rounds=0,
-            memray_capture=None, measure_peak=False)
+            memray_capture=None, measure_peak=False, scenario=None)
 
         def reference() -> Any:
             return self.references.get(key, ref_request, s.timeout_s, s.hang_floor_s,

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .measure.scenario import KEYWORDS as SCENARIO_KEYWORDS
+from .measure.scenario import Scenario, scenario_from_marker
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -105,6 +108,8 @@ class Protocol:
     variants: a comma list of variant names or globs: the test runs for the selected variants
         it matches only (None: every selected variant), e.g. a batch workload for the variants
         whose batch path differs.
+    scenario: an MLPerf LoadGen scenario run after the timed rounds (keywords ``scenario``,
+        ``target_qps``, ``latency_cap_ms``, ``duration_s``, ``min_queries``; measure/scenario.py).
     """
 
     protocol: str | None = None
@@ -113,6 +118,7 @@ class Protocol:
     warmup: int | None = None
     warmup_steps: int | None = None
     variants: str | None = None
+    scenario: Scenario | None = None
 
     def runs(self, variant: str) -> bool:
         """Whether the test runs for ``variant`` (see ``variants``)."""
@@ -137,13 +143,14 @@ class MarkerArgs:
 
 _WORKLOAD_FIELDS = {f.name: f.type for f in dataclasses.fields(Workload)}
 _THRESHOLD_FIELDS = {f.name for f in dataclasses.fields(Thresholds)}
-_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(Protocol)}
+_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(Protocol)} - {"scenario"}
+_SCENARIO_FIELDS = set(SCENARIO_KEYWORDS)
 ARCHS = ("sd", "sdxl")
 
 
 def parse_marker_kwargs(kwargs: Mapping[str, Any], where: str) -> MarkerArgs:
     """Validate ``sdperf`` marker keywords; a typo raises ValueError listing the valid names."""
-    known = set(_WORKLOAD_FIELDS) | _THRESHOLD_FIELDS | _PROTOCOL_FIELDS
+    known = set(_WORKLOAD_FIELDS) | _THRESHOLD_FIELDS | _PROTOCOL_FIELDS | _SCENARIO_FIELDS
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise ValueError(f"{where}: unknown sdperf marker argument(s) {unknown}; "
@@ -220,7 +227,7 @@ def _protocol(kwargs: Mapping[str, Any], where: str) -> Protocol:
     label = fields.get("protocol")
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ValueError(f"{where}: sdperf marker protocol={label!r} must be a non-empty string")
-    return Protocol(**fields)
+    return Protocol(**fields, scenario=scenario_from_marker(kwargs, where))
 
 
 def resolve_workload(marker: MarkerArgs, model_defaults: Mapping[str, Any],

@@ -78,3 +78,30 @@ def test_tiny_model_build_is_deterministic(tmp_path: Path) -> None:
     weights.write_bytes(b"damaged")
     rebuilt = ensure_tiny(tmp_path / "a")
     assert (rebuilt / MANIFEST).read_text() == (second / MANIFEST).read_text()
+
+
+SCENARIO_SUITE = """
+import pytest
+
+@pytest.mark.sdperf(scenario="single-stream", duration_s=2, min_queries=3)
+def test_single_stream(sdperf_measurement, sdperf_gate):
+    sdperf_gate.check(sdperf_measurement)
+"""
+
+
+def test_tiny_model_under_loadgen_single_stream(pytester: pytest.Pytester, cache_dir: Path) -> None:
+    """LoadGen drives the real pipeline in its worker: its queries are the tiny model's calls,
+    so its p90 is about the rounds' median, and its figures and logs come back."""
+    pytest.importorskip("mlperf_loadgen")
+    pytester.makepyfile(test_serving=SCENARIO_SUITE)
+    result = run(pytester, cache_dir, "--sdperf-rounds", "3", "--sdperf-json", "results.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["LoadGen torch-fp32: single-stream: *images/s, p90 * ms, * queries in *"
+                                 "not a compliant run*"])
+    record = json.loads((pytester.path / "results.json").read_text())["results"][0]
+    scenario = record["info"]["scenario"]
+    assert scenario["query_count"] >= 3 and scenario["images_per_sample"] == 1
+    p90 = scenario["latency_s"]["90.00"]
+    assert 0.3 * record["p50_s"] < p90 < 5 * record["p90_s"]  # the same calls LoadGen timed
+    assert scenario["samples_per_s"] == pytest.approx(1 / scenario["latency_s"]["50.00"], rel=0.5)
+    assert (Path(scenario["log_dir"]) / "mlperf_log_detail.txt").is_file()

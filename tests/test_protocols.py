@@ -40,7 +40,10 @@ def test_protocol_keywords_are_parsed_and_checked():
      {"test_text_to_image", "test_text_to_image_batch", "test_image_to_image", "test_reference_b"}),
     (["--sdperf-protocol", "all"],
      {"test_text_to_image", "test_text_to_image_batch", "test_image_to_image", "test_reference_a", "test_reference_b",
-      "test_reference_d"}),
+      "test_reference_d", "test_single_stream", "test_offline", "test_server_1qps", "test_server_2qps"}),
+    (["--sdperf-protocol", "serving"],
+     {"test_text_to_image", "test_text_to_image_batch", "test_image_to_image", "test_single_stream",
+      "test_offline", "test_server_1qps", "test_server_2qps"}),
 ])
 def test_protocol_suites_run_only_when_selected(pytester, args, expected):
     for path in SUITES.glob("test_*.py"):
