@@ -240,9 +240,11 @@ def peak_items(peak: Mapping[str, Any]) -> dict[str, str]:
 
         for dtype, figure in (theo.get("by_type") or {}).items():
             if dtype in NATIVE_TYPES:
+                factor = figure / theo["gflops_per_s"] if theo["gflops_per_s"] else 0.0
+                how = next((text for _, f, text in NATIVE_TYPES[dtype] if f == round(factor)), "")
                 items[f"theoretical (CPU, {dtype})"] = (
                     f"{figure:.1f} G{'OP' if dtype == 'int8' else 'FLOP'}/s "
-                    f"(fp32's x {NATIVE_TYPES[dtype][1]}: {NATIVE_TYPES[dtype][2]})")
+                    f"(fp32's x {factor:g}: {how})")
     for dtype, gemm in (peak.get("measured") or {}).items():
         items[f"measured GEMM ({gemm['device']}, {dtype})"] = (
             f"{gemm['gflops_per_s']:.1f} GFLOP/s ({gemm['basis']})")

@@ -217,7 +217,10 @@ def test_native_types_and_their_theoretical_peaks_come_from_the_flags() -> None:
 
     bf16 = parse_cpuinfo(INTEL_AVX512.replace("flags\t\t:", "flags\t\t: avx512_bf16 avx512_vnni"))
     assert native_types(bf16) == ("float32", "bfloat16", "int8")
-    assert native_types(parse_cpuinfo(ZEN1)) == ("float32",)
+    # AVX2 without VNNI: 8-bit products through VPMADDUBSW, at most twice fp32's rate
+    assert native_types(parse_cpuinfo(ZEN1)) == ("float32", "int8")
+    zen1 = theoretical_peak(parse_cpuinfo(ZEN1), cores=2, max_khz=2_000_000)
+    assert zen1 is not None and zen1.for_type("int8") == pytest.approx(2 * zen1.gflops_per_s)
     peak = theoretical_peak(bf16, cores=4, max_khz=3_500_000)
     assert peak is not None and peak.for_type("float32") == pytest.approx(4 * 3.5 * 64)
     assert peak.for_type("bfloat16") == pytest.approx(2 * 4 * 3.5 * 64)  # VDPBF16PS: 2x fp32
@@ -295,3 +298,18 @@ def test_cuda_float32_builds_record_where_tf32_may_be_used() -> None:
         assert recorded("cuda", dtype="float32") is None
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_int8_without_vnni_is_held_to_twice_the_float32_gemm() -> None:
+    """On AVX2 alone, torch._int_mm is a slow reference loop (2 GOP/s against 180 GFLOP/s in
+    float32 here), and OpenVINO's int8 UNet reached 104% of the float32 GEMM peak: int8 is
+    held to the measured float32 GEMM times int8's theoretical factor, saying so."""
+    theo = TheoreticalPeak(64.0, 2, 2.0, 16, "t", {"float32": 64.0, "int8": 128.0})
+    slow = MachinePeak(theo, {"float32": GemmPeak(40.0, "cpu", "float32", "torch.mm float32"),
+                              "int8": GemmPeak(2.0, "cpu", "int8", "torch._int_mm int8")})
+    limit = slow.limit_for("cpu", "int8")
+    assert limit is not None and limit[0] == pytest.approx(80.0)
+    assert limit[1].startswith("measured GEMM (torch.mm float32) x 2, int8's theoretical rate")
+    fast = MachinePeak(theo, {"float32": GemmPeak(40.0, "cpu", "float32", "torch.mm float32"),
+                              "int8": GemmPeak(150.0, "cpu", "int8", "torch._int_mm int8")})
+    assert fast.limit_for("cpu", "int8") == (150.0, "measured GEMM (torch._int_mm int8)")

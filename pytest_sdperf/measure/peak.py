@@ -55,20 +55,29 @@ def flops_per_cycle(cpu: CpuInfo) -> tuple[int, str] | None:
 
 
 # What a CPU computes natively beside float32, from its flags, and the factor over fp32 FLOPs
-# per cycle: AVX512_BF16's VDPBF16PS does two bf16 products per 32-bit lane (2x); VNNI's
-# VPDPBUSD four 8-bit products per 32-bit lane (4x, integer operations). AMX tiles do more,
-# but the factor kept is the vector units' (the measured GEMM shows what a library reaches).
-NATIVE_TYPES: Mapping[str, tuple[tuple[str, ...], int, str]] = {
-    "bfloat16": (("avx512_bf16", "amx_bf16"), 2, "AVX512_BF16: 2 bf16 products per fp32 lane"),
-    "int8": (("avx512_vnni", "avx_vnni", "amx_int8"), 4, "VNNI: 4 int8 products per 32-bit lane"),
+# per cycle, best first: AVX512_BF16's VDPBF16PS does two bf16 products per 32-bit lane (2x);
+# VNNI's VPDPBUSD four 8-bit products per 32-bit lane (4x, integer operations); without VNNI,
+# AVX2's VPMADDUBSW two 8-bit products per 16-bit lane (at most 2x: OpenVINO's int8 UNet passed
+# the float32 GEMM peak on such a CPU). AMX tiles do more, but the factor kept is the vector
+# units' (the measured GEMM shows what a library reaches).
+NATIVE_TYPES: Mapping[str, tuple[tuple[tuple[str, ...], int, str], ...]] = {
+    "bfloat16": ((("avx512_bf16", "amx_bf16"), 2, "AVX512_BF16: 2 bf16 products per fp32 lane"),),
+    "int8": ((("avx512_vnni", "avx_vnni", "amx_int8"), 4, "VNNI: 4 int8 products per 32-bit lane"),
+             (("avx2",), 2, "AVX2 VPMADDUBSW: 2 int8 products per 16-bit lane, no VNNI")),
 }
+
+
+def native_type(cpu: CpuInfo | None, dtype: str) -> tuple[int, str] | None:
+    """(factor over fp32, the instruction) where this CPU computes ``dtype`` natively, else None."""
+    flags = cpu.flags if cpu else frozenset()
+    return next(((factor, text) for need, factor, text in NATIVE_TYPES.get(dtype, ())
+                 if flags & set(need)), None)
 
 
 def native_types(cpu: CpuInfo | None) -> tuple[str, ...]:
     """The compute types this CPU runs natively: float32, then bfloat16 / int8 where its flags
     show the instructions."""
-    flags = cpu.flags if cpu else frozenset()
-    return ("float32", *(t for t, (need, _, _) in NATIVE_TYPES.items() if flags & set(need)))
+    return ("float32", *(t for t in NATIVE_TYPES if native_type(cpu, t)))
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ def theoretical_peak(cpu: CpuInfo, cores: int, max_khz: int | None = None) -> Th
     fp32 = cores * ghz * per_cycle[0]
     by_type = {"float32": fp32}
     for dtype in native_types(cpu)[1:]:
-        by_type[dtype] = fp32 * NATIVE_TYPES[dtype][1]
+        by_type[dtype] = fp32 * (native_type(cpu, dtype) or (1, ""))[0]
     return TheoreticalPeak(fp32, cores, ghz, per_cycle[0], basis, by_type)
 
 
@@ -178,12 +187,15 @@ def measured_peaks(device: str = "cpu", cpus: set[int] | None = None) -> dict[st
     CPU computes them natively (``native_types``); fp32, TF32, fp16 and bf16 on CUDA."""
     if device.startswith("cuda"):
         return {d: _gpu_gemm_peak(device, d) for d in GPU_DTYPES}
-    types = native_types(cpu_info())
+    cpu = cpu_info()
+    types = native_types(cpu)
     with whole_machine(cpus or usable_cpus()):
         found = {"float32": gemm_peak("cpu", "float32")}
         if "bfloat16" in types:
             found["bfloat16"] = gemm_peak("cpu", "bfloat16")
-        if "int8" in types:
+        # torch._int_mm is oneDNN's VNNI kernel; on AVX2 alone it is a slow reference loop
+        # (2 GOP/s against 180 GFLOP/s in float32 here), no measure of what AVX2 int8 reaches.
+        if (native_type(cpu, "int8") or (0, ""))[0] >= 4:
             int8 = int8_gemm_peak()
             if int8 is not None:
                 found["int8"] = int8
@@ -264,7 +276,15 @@ class MachinePeak:
         or whose peak was not measured) float32's, the basis saying so."""
         gpu = device.startswith("cuda")
         same = {k: v for k, v in self.measured.items() if v.device.startswith("cuda") == gpu}
-        gemm = same.get(dtype)
+        gemm, fp32 = same.get(dtype), same.get("float32")
+        if gemm is not None and fp32 is not None and gemm.gflops_per_s < fp32.gflops_per_s:
+            gemm = None  # a narrower type's GEMM slower than float32's is no kernel of its own
+        theo = self.theoretical
+        if gemm is None and fp32 and not gpu and theo and dtype != "float32" and dtype in theo.by_type:
+            factor = theo.by_type[dtype] / theo.gflops_per_s
+            return (fp32.gflops_per_s * factor,
+                    f"measured GEMM ({fp32.basis}) x {factor:g}, {dtype}'s theoretical rate over "
+                    f"float32's on this CPU (no faster {dtype} GEMM measured)")
         note = ""
         if gemm is None:
             gemm = same.get("float32")
