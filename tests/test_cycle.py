@@ -187,8 +187,13 @@ def test_other_machines_baselines_are_never_compared_silently(run: SdperfRun) ->
     result.stdout.fnmatch_lines(["*baselines exist for other machines: x86_64-some-other-cpu-avx512-64c*"])
 
     before = other.read_bytes()
-    asked = run.run("--sdperf-variants", "fake", "--sdperf-machine-key", other.stem)
-    asked.assert_outcomes(passed=1)  # compared by calibration-relative latency, on request
+    # Compared by calibration-relative latency, on request. The verdict is not this test's
+    # subject, and the fake's sleeps ignore the machine's load while calibration does not (a
+    # CI run failed it here): a wide limit keeps it about the comparison and the other file.
+    asked = run.run("--sdperf-variants", "fake", "--sdperf-machine-key", other.stem,
+                    "--sdperf-latency-pct", "1000")
+    asked.assert_outcomes(passed=1)
+    asked.stdout.fnmatch_lines(["fake *pass"])
     assert other.read_bytes() == before  # another machine's file is never written
 
     missing = run.run("--sdperf-variants", "fake", "--sdperf-machine-key", "nowhere", "-rs")
