@@ -54,7 +54,7 @@ class Bench:
         progress.beat("built", phase="variant")
         self.ctx, self.sync = ctx, sync_fn(ctx.device)
         self.clock = StageClock(self.pipeline.pipe, self.sync)
-        calls = _CallCounter()
+        self.calls = calls = _CallCounter()
         generate, self.latents_sha = make_generate(self.pipeline, ctx, self.clock)
         self.generate = calls.wrap(generate)
         warmup_call = _warmup_generate(self.pipeline, ctx, self.clock, r.warmup_steps)
@@ -121,7 +121,6 @@ class Bench:
             device=self.ctx.device, efficiency=efficiency, machine_peak=peak,
         )
 
-
     def run_scenario(self, scenario: Scenario, expected_s: float) -> ScenarioResult:
         """LoadGen's ``scenario`` around this pipeline (measure/loadgen.py), its logs beside the
         images; the query sample library is ``QSL_SAMPLES`` seeds of the workload (seed + i).
@@ -132,20 +131,14 @@ class Bench:
         from .variants.build import make_generate
 
         wl = self.ctx.workload
-        calls = [self.generate]
+        calls = [self.generate]  # each call reports itself to the watchdog (self.calls)
         for i in range(1, QSL_SAMPLES):
             ctx = dataclasses.replace(self.ctx, workload=dataclasses.replace(wl, seed=wl.seed + i))
-            calls.append(make_generate(self.pipeline, ctx, self.clock)[0])
-        n = [0]
-
-        def beat(seconds: float) -> None:  # the watchdog sees a live worker during the run
-            n[0] += 1
-            progress.beat("call", n=n[0], seconds=seconds)
-
+            calls.append(self.calls.wrap(make_generate(self.pipeline, ctx, self.clock)[0]))
         progress.beat("build", phase=f"LoadGen {scenario.name} run")
         found = run_scenario(scenario, calls, expected_s or self.first_call_s,
                              self.request.out_dir.parent / "loadgen",
-                             images_per_sample=len(np.asarray(self.images)), on_sample=beat)
+                             images_per_sample=len(np.asarray(self.images)))
         progress.beat("built", phase=f"LoadGen {scenario.name} run")
         return found
 

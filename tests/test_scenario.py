@@ -45,8 +45,13 @@ def test_scenario_keywords_make_the_protocols_scenario() -> None:
     assert Scenario.from_dict(run.scenario.to_dict()) == run.scenario
 
 
-def _calls(seconds: float, n: int = 4) -> list[object]:
-    return [lambda: time.sleep(seconds)] * n
+def _calls(seconds: float, n: int = 4, done: list[float] | None = None) -> list[object]:
+    def call() -> None:
+        time.sleep(seconds)
+        if done is not None:
+            done.append(seconds)
+
+    return [call] * n
 
 
 @pytest.mark.parametrize("name", ["single-stream", "offline"])
@@ -55,8 +60,8 @@ def test_loadgen_drives_the_call_and_its_figures_are_read_back(name: str, tmp_pa
     from pytest_sdperf.measure.loadgen import run_scenario
 
     done: list[float] = []
-    result = run_scenario(Scenario(name, duration_s=1.0, min_queries=5), _calls(0.02), 0.02,
-                          tmp_path / "lg", images_per_sample=2, on_sample=done.append)
+    result = run_scenario(Scenario(name, duration_s=1.0, min_queries=5), _calls(0.02, done=done),
+                          0.02, tmp_path / "lg", images_per_sample=2)
     assert (tmp_path / "lg" / "mlperf_log_summary.txt").is_file()
     assert len(done) >= 5  # every sample went through the call
     # one stream of 20 ms calls: about 50 samples/s (sleep overshoots; LoadGen adds its own)

@@ -38,8 +38,7 @@ def loadgen_missing() -> str | None:
 
 
 def run_scenario(scenario: Scenario, calls: Sequence[Callable[[], Any]], expected_s: float,
-                 log_dir: Path, images_per_sample: int = 1,
-                 on_sample: Callable[[float], None] | None = None) -> ScenarioResult:
+                 log_dir: Path, images_per_sample: int = 1) -> ScenarioResult:
     """Run ``scenario`` with ``calls[i]`` making sample i (the QSL); ``expected_s``: one call's
     measured seconds, which sizes Offline's query and SingleStream's early estimate. A cap below
     ``expected_s`` is refused (``ScenarioResult.refused``) rather than run to a known failure."""
@@ -60,13 +59,10 @@ def run_scenario(scenario: Scenario, calls: Sequence[Callable[[], Any]], expecte
             item = work.get()
             if item is None:
                 return
-            start = time.perf_counter()
             try:
                 calls[item.index]()
             except BaseException as exc:  # reported after the run; LoadGen still needs the answer
                 failures.append(exc)
-            if on_sample is not None:
-                on_sample(time.perf_counter() - start)
             lg.QuerySamplesComplete([lg.QuerySampleResponse(item.id, 0, 0)])
 
     def issue(samples: Any) -> None:

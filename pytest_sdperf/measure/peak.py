@@ -107,8 +107,10 @@ def theoretical_peak(cpu: CpuInfo, cores: int, max_khz: int | None = None) -> Th
              f"FLOP/cycle ({per_cycle[1]})")
     fp32 = cores * ghz * per_cycle[0]
     by_type = {"float32": fp32}
-    for dtype in native_types(cpu)[1:]:
-        by_type[dtype] = fp32 * (native_type(cpu, dtype) or (1, ""))[0]
+    for dtype in NATIVE_TYPES:
+        native = native_type(cpu, dtype)
+        if native:
+            by_type[dtype] = fp32 * native[0]
     return TheoreticalPeak(fp32, cores, ghz, per_cycle[0], basis, by_type)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -130,7 +130,6 @@ class ScenarioResult:
     images_per_sample: int = 1
     log_dir: str = ""
     usage_error: str = ""
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def images_per_s(self) -> float:
@@ -188,7 +187,7 @@ class ScenarioResult:
             valid=bool(data.get("valid")), why=tuple(data.get("why") or ()),
             query_count=int(data.get("query_count", 0)), duration_s=float(data.get("duration_s", 0.0)),
             images_per_sample=int(data.get("images_per_sample", 1)), log_dir=str(data.get("log_dir", "")),
-            usage_error=str(data.get("usage_error", "")), notes=tuple(data.get("notes") or ()),
+            usage_error=str(data.get("usage_error", "")),
         )
 
     @classmethod
