@@ -111,6 +111,7 @@ class Gate:
                         self.state.latency_checks)
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
         _scenario_problems(m, outcome)
+        _request_problems(m, outcome)
         return self._conclude(m, stored, verdict, new_entry, sim, outcome)
 
     def lookup(self, model_key: str, workload: Workload) -> Stored:
@@ -401,6 +402,17 @@ def _scenario_problems(m: Measurement, outcome: _Outcome) -> None:
     problem = (f"scenario usage error: {result.usage_error}" if result.usage_error
                else result.over_cap())
     if problem:
+        outcome.verdict, outcome.reason = "regression", problem
+        outcome.problems.append(problem)
+
+
+def _request_problems(m: Measurement, outcome: _Outcome) -> None:
+    """Requests in flight at once (ov-async) start from the same latents: only the first one's
+    image is compared with the reference, so any other that differs from it fails the test."""
+    if m.info.get("requests_agree") is False:
+        problem = (f"requests in flight disagree: one request's image differs from the first's "
+                   f"by up to {m.info.get('requests_max_diff', float('nan')):.4g} (pixels in "
+                   "[0, 1]): requests share state they should not")
         outcome.verdict, outcome.reason = "regression", problem
         outcome.problems.append(problem)
 

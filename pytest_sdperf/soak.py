@@ -5,7 +5,8 @@ Runs the variant in ``--workers`` fresh worker processes, one after another, eac
 workload, under the same watchdog as the suite (``--hang-floor``). Prints one line per worker
 and a total; exits 1 if any worker hung, timed out, crashed or raised, 0 otherwise.
 Generations counted are the timed rounds times the requests each round runs (``ov_requests``
-for ov-async, else 1).
+for ov-async, else 1). ``--set NAME=VALUE`` (repeatable) is ``--sdperf-set``: e.g.
+``--set ov_async_form=callbacks`` soaks ov-async's other form.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import Settings, default_of, positive_float, positive_int
+from .config import Settings, default_of, key_value, positive_float, positive_int
 from .progress import DEFAULT_HANG_FLOOR_S
 from .session import SdperfState
 from .variants.builtin import register_builtin
@@ -31,7 +32,7 @@ def _state(args: argparse.Namespace, workdir: Path) -> SdperfState:
         enabled=True, model=args.model, variants=None, baselines_dir=workdir / "baselines",
         update=False, update_all=False, rounds=args.calls, warmup=1, cache_dir=args.cache_dir,
         json_path=None, timeout_s=args.timeout, allow_pickle=False, device="cpu",
-        hang_floor_s=args.hang_floor,
+        hang_floor_s=args.hang_floor, sets=tuple(args.set),
     )
     return SdperfState(settings, registry, workdir)
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=positive_float, default=default_of("timeout_s"))
     parser.add_argument("--model", default=default_of("model"))
     parser.add_argument("--cache-dir", type=Path, default=default_of("cache_dir"))
+    parser.add_argument("--set", type=key_value, action="append", default=[], metavar="NAME=VALUE",
+                        help="a variant setting, as --sdperf-set (repeatable)")
     args = parser.parse_args(argv)
     return 1 if soak(args) else 0
 

@@ -138,6 +138,24 @@ def test_gate_records_then_passes_then_fails_a_slowdown(tmp_path: Path) -> None:
     assert [r.verdict for r in state.records] == ["recorded", "pass", "regression"]
 
 
+def test_requests_in_flight_that_disagree_fail_the_test(tmp_path: Path) -> None:
+    """Issue #17: only ov-async's first request is compared with the reference; the others
+    must match it, or the test fails saying by how much."""
+    import dataclasses
+
+    state = _state(tmp_path)
+    with pytest.warns(UserWarning, match="recorded now"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))
+    state.store.flush(state.header())
+    agree = dataclasses.replace(_measurement(tmp_path, 1.0),
+                                info={"requests_agree": True, "requests_max_diff": 0.0})
+    assert _gate(state, tmp_path).check(agree).verdict == "pass"
+    apart = dataclasses.replace(agree, info={"requests_agree": False, "requests_max_diff": 0.25})
+    with pytest.raises(pytest.fail.Exception, match="requests in flight disagree.*up to 0.25"):
+        _gate(state, tmp_path).check(apart)
+    assert state.records[-1].verdict == "regression"
+
+
 def test_runs_that_do_not_regress_mature_the_baseline_up_to_its_sessions(tmp_path: Path) -> None:
     import json
 

@@ -45,6 +45,11 @@ def test_stacked_parts_make_one_recipe(tmp_path: Path) -> None:
     recipe = recipe_for(ctx_for(model, tmp_path, "ov-int8-hybrid+ov-tome", tome_ratio="0.3"))
     assert recipe == Recipe(weights="hybrid", static=True, tome_ratio=0.3)
     assert recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="3")).requests == 3
+    # streams follow the requests unless set apart (issue #17)
+    assert recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="3")).streams == 3
+    apart = recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="4", ov_streams="2",
+                               ov_async_form="threads"))
+    assert (apart.requests, apart.streams, apart.form) == (4, 2, "threads")
     assert recipe_for(ctx_for(model, tmp_path, "ov-fp32")) == Recipe()
 
 
@@ -52,7 +57,7 @@ def test_recipe_is_read_from_the_context_not_the_name(tmp_path: Path) -> None:
     model = ModelRef("tiny", str(tmp_path), "tiny-x")
     spec = builtin_registry().get("ov-static+ov-int8-weights+ov-async")
     unnamed = BuildContext(model=model, workload=WORKLOAD, cache_dir=tmp_path, recipe=spec.recipe)
-    assert recipe_for(unnamed) == Recipe(weights="int8", static=True, requests=2)
+    assert recipe_for(unnamed) == Recipe(weights="int8", static=True, requests=2, streams=2)
     misnamed = BuildContext(model=model, workload=WORKLOAD, cache_dir=tmp_path,
                             variant="ov-int8-hybrid+ov-tome")
     assert recipe_for(misnamed) == Recipe()
@@ -64,6 +69,80 @@ def test_bad_settings_name_the_setting(tmp_path: Path) -> None:
         recipe_for(ctx_for(model, tmp_path, "ov-tome", tome_ratio="0.9"))
     with pytest.raises(ValueError, match="ov_requests='0'"):
         recipe_for(ctx_for(model, tmp_path, "ov-async", ov_requests="0"))
+    with pytest.raises(ValueError, match="ov_streams='0'"):
+        recipe_for(ctx_for(model, tmp_path, "ov-async", ov_streams="0"))
+    with pytest.raises(ValueError, match="ov_async_form='fibers': must be one of callbacks, threads"):
+        recipe_for(ctx_for(model, tmp_path, "ov-async", ov_async_form="fibers"))
+    with pytest.raises(ValueError, match="ov_mmap='maybe': must be true or false"):
+        recipe_for(ctx_for(model, tmp_path, "ov-fp32", ov_mmap="maybe"))
+    assert recipe_for(ctx_for(model, tmp_path, "ov-fp32", ov_mmap="false")).mmap is False
+
+
+class _FakeRequest:
+    """An infer request whose inference is a sleep on a timer thread, then its callback (as
+    OpenVINO's runtime calls it), for the callbacks form's driver without OpenVINO."""
+
+    def __init__(self, seconds: float, log: list[str], name: str) -> None:
+        self.seconds, self.log, self.name = seconds, log, name
+        self.callback: Any = None
+
+    def set_callback(self, callback: Any, userdata: Any) -> None:
+        self.callback = callback
+
+    def start_async(self, inputs: Any, share_inputs: bool = True) -> None:
+        import threading
+
+        self.log.append(f"{self.name} start")
+        threading.Timer(self.seconds, self.callback, args=(None,)).start()
+
+    def wait(self) -> None:
+        pass
+
+
+def test_callbacks_form_resumes_generations_as_their_requests_finish(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #17 item 3: one thread, generations resumed in the order their inferences end, so a
+    quick one runs its next stage while a slow one still computes, and they overlap in time."""
+    import queue
+    import time
+
+    from pytest_sdperf.variants import openvino_async as oa
+
+    finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    counter = [0]
+    log: list[str] = []
+    monkeypatch.setattr(oa, "_copied_results", lambda request: request.name)
+
+    def generation(name: str, seconds: float, calls: int) -> str:
+        call = oa._Yielding(_FakeRequest(seconds, log, name), finished, counter)
+        outputs = [call({}) for _ in range(calls)]
+        log.append(f"{name} done")
+        return f"{name}:{len(outputs)}"
+
+    start = time.perf_counter()
+    results, most = oa.drive([functools.partial(generation, "slow", 0.3, 2),
+                              functools.partial(generation, "quick", 0.05, 4)], finished)
+    elapsed = time.perf_counter() - start
+    assert results == ["slow:2", "quick:4"] and counter == [6] and most == 2
+    # the quick generation finished all four of its calls while the slow one's first computed
+    assert log.index("quick done") < log.index("slow done")
+    assert log[:2] == ["slow start", "quick start"] and log.count("quick start") == 4
+    assert elapsed < 0.6 + 0.2 + 0.3  # overlapped: 0.6 s for the slow one, not 0.6 + 0.2
+
+
+def test_a_stalled_request_fails_the_callbacks_form_instead_of_hanging() -> None:
+    import queue
+
+    from pytest_sdperf.variants import openvino_async as oa
+
+    class Lost(_FakeRequest):
+        def start_async(self, inputs: Any, share_inputs: bool = True) -> None:
+            pass  # never finishes
+
+    finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    call = oa._Yielding(Lost(0.0, [], "lost"), finished, [0])
+    with pytest.raises(RuntimeError, match="no inference finished in 0 s with 1 in flight"):
+        oa.drive([lambda: call({})], finished, stall_s=0.1)
 
 
 def test_precision_is_the_devices_unless_set(tmp_path: Path) -> None:
@@ -337,7 +416,9 @@ def test_hybrid_calibrates_offline_on_the_shipped_prompts(
 
 
 @pytest.mark.slow
-def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["callbacks", "threads"])
+def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Path,
+                                       form: str) -> None:
     """Through a real worker with a short timeout: a hang fails this test, never CI."""
     from pytest_sdperf.protocol import WorkerRequest
     from pytest_sdperf.runner import run_worker
@@ -349,13 +430,47 @@ def test_async_runs_requests_in_flight(tiny: tuple[ModelRef, Path], tmp_path: Pa
     register_builtin(registry)
     request = WorkerRequest(
         variant=registry.get("ov-async"), model=model, workload=WORKLOAD, cache_dir=cache,
-        device="cpu", out_dir=tmp_path / "images", settings={"ov_requests": "2"}, rounds=2, warmup=0,
+        device="cpu", out_dir=tmp_path / "images", rounds=2, warmup=0,
+        # the threaded form also reads its IR without memory-mapping (issue #19's setting)
+        settings={"ov_requests": "3", "ov_streams": "2", "ov_async_form": form,
+                  **({"ov_mmap": "false"} if form == "threads" else {})},
     )
     outcome = run_worker(request, tmp_path, 300.0, {})
     assert outcome.measured is not None, outcome.failure_text("ov-async", 300.0)
     info = outcome.measured.info
-    assert info["requests"] == 2 and info["images_per_s"] > 0 and info["requests_agree"] is True
-    assert info["dispatches"] > 0  # every model call went through start_async / wait
+    assert (info["requests"], info["streams"], info["async_form"]) == (3, 2, form)
+    assert info["images_per_s"] > 0 and info["requests_agree"] is True
+    assert info["requests_max_diff"] <= 2e-3
+    # every model call went through start_async: text encoder, 3 steps' UNet, VAE decoder per
+    # generation, 3 generations a call, warm-up call plus 2 rounds at least
+    assert info["dispatches"] >= 3 * 5 * 3
+    if form == "callbacks":
+        assert info["most_in_flight"] == 3  # all three generations' requests at once
+    else:
+        assert info["ov_mmap"] is False
+
+
+@pytest.mark.slow
+def test_a_loadgen_sample_of_ov_async_counts_every_request(tiny: tuple[ModelRef, Path],
+                                                          tmp_path: Path) -> None:
+    """Issue #17: one LoadGen sample is one call, which makes an image in each request in
+    flight, so the scenario's images/s is twice its samples/s at two requests."""
+    pytest.importorskip("mlperf_loadgen")
+    from pytest_sdperf.measure.scenario import Scenario
+    from pytest_sdperf.protocol import WorkerRequest
+    from pytest_sdperf.runner import run_worker
+
+    model, cache = tiny
+    request = WorkerRequest(
+        variant=builtin_registry().get("ov-async"), model=model, workload=WORKLOAD,
+        cache_dir=cache, device="cpu", out_dir=tmp_path / "images", rounds=2, warmup=0,
+        settings={"ov_requests": "2"}, scenario=Scenario("offline", duration_s=1.0),
+    )
+    outcome = run_worker(request, tmp_path, 300.0, {})
+    assert outcome.measured is not None, outcome.failure_text("ov-async", 300.0)
+    scenario = outcome.measured.info["scenario"]
+    assert scenario["images_per_sample"] == 2 and scenario["samples_per_s"] > 0
+    assert scenario["images_per_s"] == pytest.approx(2 * scenario["samples_per_s"])
     assert len(outcome.measured.images) == 1
 
 

@@ -130,10 +130,18 @@ def count_ops(xml_path: Path, op_types: tuple[str, ...]) -> int:
     return sum(1 for op in model.get_ops() if op.get_type_name() in op_types)
 
 
-def load_ir(folder: Path, ov_config: dict[str, str] | None = None, task: str = "txt2img") -> Any:
+def load_ir(folder: Path, ov_config: dict[str, str] | None = None, task: str = "txt2img",
+            mmap: bool | None = None) -> Any:
     """An uncompiled OpenVINO diffusion pipeline from an IR folder, on the CPU: text-to-image,
-    or image-to-image (``task="img2img"``: optimum-intel's, which needs the IR's vae_encoder)."""
+    or image-to-image (``task="img2img"``: optimum-intel's, which needs the IR's vae_encoder).
+    ``mmap``: ENABLE_MMAP for reading the IR (None leaves OpenVINO's default); it is set on the
+    Core optimum reads models with, so it holds for the rest of this process (one worker)."""
     from optimum.intel import OVDiffusionPipeline, OVPipelineForImage2Image
+
+    if mmap is not None:
+        from optimum.intel.openvino import modeling_base
+
+        modeling_base.core.set_property({"ENABLE_MMAP": mmap})
 
     if task == "img2img" and not (folder / "vae_encoder").is_dir():
         raise SkipVariant(f"task='img2img' encodes the init image with the VAE encoder, and the "

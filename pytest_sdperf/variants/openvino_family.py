@@ -13,6 +13,11 @@ Settings (``--sdperf-set NAME=VALUE``):
     ov_calibration_samples: UNet calls recorded for ov-int8-hybrid calibration (default 200;
         each shipped prompt gives about one per denoising step).
     ov_requests: generations in flight for ov-async (default 2).
+    ov_streams: the CPU plugin's streams for ov-async (default: one per request in flight).
+    ov_async_form: how ov-async keeps its requests in flight: ``callbacks`` (every generation
+        a greenlet of one thread, resumed by its requests' completion callbacks, so requests
+        drift into different stages) or ``threads`` (a thread per generation, each blocking in
+        its own requests); the default is the form measured faster (DEFAULT_ASYNC_FORM).
     tome_ratio: token-merging ratio for ov-tome (default 0.4, as in the reference; the same
         setting as the PyTorch ``tome`` variant, so both merge alike).
     ov_precision: f32, bf16 or f16 forces the CPU plugin's inference precision
@@ -21,6 +26,9 @@ Settings (``--sdperf-set NAME=VALUE``):
         holds what the compiled models really use (``ov_precision``, read back), and the IR is
         the same: precision is a compile-time setting, not part of any cached export.
         ``ov-fp32`` names the IR (exported in float32), not the compute precision.
+    ov_mmap: true or false sets OpenVINO's ENABLE_MMAP when the IR is read: true (OpenVINO's
+        default) maps the weights file and reads constants from the mapping, false reads the
+        weights into anonymous memory. Recorded as ``ov_mmap`` in the info when set.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from .availability import module_available
 from .base import DEFAULT_TOME_RATIO, BuildContext, Pipeline, SkipVariant, parse_tome_ratio
 from .registry import VariantRegistry, VariantSpec
 
@@ -38,6 +47,8 @@ MODULE = "pytest_sdperf.variants.openvino_family"
 OV_REQUIRES = ("openvino", "optimum.intel", "nncf", "torch", "diffusers", "transformers")
 DEFAULT_SAMPLES = 200
 DEFAULT_REQUESTS = 2
+# Measured: see the README's "Two forms of ov-async" (callbacks vs threads, one run each).
+DEFAULT_ASYNC_FORM = "threads"
 PRECISIONS = ("f32", "bf16", "f16")
 
 
@@ -48,16 +59,22 @@ class Recipe:
     weights: ``fp32``, ``int8`` (data-free weight compression) or ``hybrid``.
     static: reshape to the workload before compiling.
     requests: generations in flight (0: one call at a time, the latency mode).
+    streams: CPU streams in throughput mode (0 with requests 0; default one per request).
+    form: how the requests are kept in flight (``openvino_async.FORMS``).
     tome_ratio: token merging exported into the UNet (None: no merging).
     precision: the inference precision hint to compile with (None: the device's choice).
+    mmap: ENABLE_MMAP when reading the IR (None: OpenVINO's default, which maps).
     """
 
     weights: str = "fp32"
     static: bool = False
     requests: int = 0
+    streams: int = 0
+    form: str = DEFAULT_ASYNC_FORM
     tome_ratio: float | None = None
     samples: int = DEFAULT_SAMPLES
     precision: str | None = None
+    mmap: bool | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -73,20 +90,38 @@ def _precision(text: str) -> str:
     return text
 
 
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError("must be true or false")
+    return lowered in ("1", "true", "yes")
+
+
+def _form(text: str) -> str:
+    from .openvino_async import FORMS
+
+    if text not in FORMS:
+        raise ValueError(f"must be one of {', '.join(FORMS)}")
+    return text
+
+
 def recipe_for(ctx: BuildContext) -> Recipe:
     """The recipe the variant's parts declared (``ctx.recipe``: ``weights``, ``static``,
     ``async``, ``tome``, merged by the registry) completed by the settings."""
     flags = ctx.recipe
     tome = ctx.setting("tome_ratio", DEFAULT_TOME_RATIO, parse_tome_ratio) if flags.get("tome") else None
+    requests = ctx.setting("ov_requests", DEFAULT_REQUESTS, _positive_int) if flags.get("async") else 0
     return Recipe(
         weights=flags.get("weights", "fp32"),
         # A merged UNet is traced at the workload's shape and only valid there.
         static=bool(flags.get("static")) or tome is not None,
-        requests=ctx.setting("ov_requests", DEFAULT_REQUESTS, _positive_int)
-        if flags.get("async") else 0,
+        requests=requests,
+        streams=ctx.setting("ov_streams", requests, _positive_int) if requests else 0,
+        form=ctx.setting("ov_async_form", DEFAULT_ASYNC_FORM, _form),
         tome_ratio=tome,
         samples=ctx.setting("ov_calibration_samples", DEFAULT_SAMPLES, _positive_int),
         precision=ctx.setting("ov_precision", None, _precision),
+        mmap=ctx.setting("ov_mmap", None, _bool),
     )
 
 
@@ -97,12 +132,15 @@ def load_openvino(ctx: BuildContext) -> Pipeline:
     from .openvino_cache import ir_size_bytes
 
     recipe = recipe_for(ctx)
+    if recipe.requests and recipe.form == "callbacks" and not module_available("greenlet"):
+        raise SkipVariant("ov_async_form=callbacks runs each generation as a greenlet: "
+                          "install greenlet (pip install 'pytest-sdperf[openvino]')")
     info: dict[str, Any] = {"cache_hit": True}
     folder = ir_folder(ctx, recipe, info)
     ov_config = {"INFERENCE_PRECISION_HINT": recipe.precision} if recipe.precision else {}
     if recipe.requests:
-        ov_config.update(throughput_config(recipe.requests))
-    pipe = load_ir(folder, ov_config, task=ctx.workload.task)
+        ov_config.update(throughput_config(recipe.streams))
+    pipe = load_ir(folder, ov_config, task=ctx.workload.task, mmap=recipe.mmap)
     if recipe.static:
         reshape_static(pipe, ctx.workload)
     start = time.perf_counter()
@@ -112,14 +150,16 @@ def load_openvino(ctx: BuildContext) -> Pipeline:
                 ov_precision=compiled_precision(pipe))
     if ctx.workload.task != "txt2img":
         info["task"] = ctx.workload.task
+    if recipe.mmap is not None:
+        info["ov_mmap"] = recipe.mmap
     if recipe.precision:
         info["ov_precision_hint"] = recipe.precision  # the plugin may not honour it (f16)
     if recipe.tome_ratio is not None:
         info["tome_ratio"] = recipe.tome_ratio
     pipeline = Pipeline(pipe=pipe, backend="openvino", info=info, prepare_latents=torch_latents)
     if recipe.requests:
-        info["requests"] = recipe.requests
-        pipeline.generate = make_throughput_generate(pipe, recipe.requests)
+        info.update(requests=recipe.requests, streams=recipe.streams, async_form=recipe.form)
+        pipeline.generate = make_throughput_generate(pipe, recipe.requests, recipe.form)
     return pipeline
 
 
@@ -240,8 +280,9 @@ def register(registry: VariantRegistry) -> None:
               exclusive=("ov-weights",), recipe={"weights": "hybrid"},
               thresholds=INT8_HYBRID_THRESHOLDS))
     add(_spec("ov-async", "throughput mode: ov_requests generations in flight (default "
-              f"{DEFAULT_REQUESTS}), THROUGHPUT hint, one stream each; reports images/s",
-              recipe={"async": True}))
+              f"{DEFAULT_REQUESTS}) on ov_streams CPU streams (default one each), THROUGHPUT "
+              f"hint, kept in flight by ov_async_form (default {DEFAULT_ASYNC_FORM}); reports "
+              "images/s", recipe={"async": True}))
     add(_spec("ov-tome", "token merging (tomesd, ratio setting tome_ratio, default "
               f"{DEFAULT_TOME_RATIO}) exported into a static-shape UNet; stacks with "
               "ov-int8-*", requires=(*OV_REQUIRES, "tomesd"), exclusive=("token-merging",),
