@@ -1,0 +1,47 @@
+"""Reference C's protocol (asynchronous OpenVINO pipelines: latency and throughput apart).
+
+Prompt "a photo of an astronaut riding a horse on mars", negative prompt "low resolution,
+blurry", text-to-image and image-to-image. Each test measures its variant as the default suite
+does (latency rounds against the baseline, memory, the FP32 image), then runs a LoadGen
+scenario around the same pipeline: SingleStream for the latency of one image at a time,
+Offline for images per second. The variants are the best latency variant on a CPU here
+(``ov-static``) and the throughput mode (``ov-async``: one call is ``ov_requests`` images, all
+counted). Raise the requests in one run, each value its own test, with
+
+    pytest --sdperf suites/test_reference_c.py --sdperf-set ov_requests=1,2,4
+    pytest --sdperf suites/ --sdperf-protocol reference-c
+
+(deselected from ``pytest --sdperf suites/`` unless selected). The latency-capped sweep that
+finds the knee by itself is not built yet (issue #17); LoadGen runs are 20 s, far below
+MLPerf's 600 s, and labelled "not a compliant run".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+PROMPT = "a photo of an astronaut riding a horse on mars"
+NEGATIVE = "low resolution, blurry"
+VARIANTS = "ov-static,ov-async"
+
+
+@pytest.mark.sdperf(protocol="reference-c", prompt=PROMPT, negative_prompt=NEGATIVE,
+                    scenario="single-stream", duration_s=20, variants=VARIANTS)
+def test_reference_c_latency(sdperf_measurement, sdperf_gate):
+    """Text-to-image, one query at a time: LoadGen's p90 latency."""
+    sdperf_gate.check(sdperf_measurement)
+
+
+@pytest.mark.sdperf(protocol="reference-c", prompt=PROMPT, negative_prompt=NEGATIVE,
+                    scenario="offline", duration_s=20, variants=VARIANTS)
+def test_reference_c_throughput(sdperf_measurement, sdperf_gate):
+    """Text-to-image, every sample in one query: images per second."""
+    sdperf_gate.check(sdperf_measurement)
+
+
+@pytest.mark.sdperf(protocol="reference-c", prompt=PROMPT, negative_prompt=NEGATIVE,
+                    task="img2img", strength=0.75, scenario="offline", duration_s=20,
+                    variants=VARIANTS)
+def test_reference_c_img2img_throughput(sdperf_measurement, sdperf_gate):
+    """Image-to-image (the init image made from the seed), every sample in one query."""
+    sdperf_gate.check(sdperf_measurement)
