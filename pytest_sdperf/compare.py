@@ -202,6 +202,13 @@ def latency_figures(mode: str, current: LatencyStats, stored: LatencyStats, refe
     if relative and cur_rel and base_rel:
         note = (f"compared in seconds: the baseline was calibrated with {stored.kernel()}, "
                 f"this run with {current.kernel()}; --sdperf-update-all re-records it")
+    elif relative and (cur_pair or cur_rel):
+        # Seconds from another session (another day, another load) in a gate meant to compare
+        # ratios measured in one run: say so, so a verdict read against them is not trusted
+        # beyond what it is.
+        note = (f"compared in seconds with the baseline's session: the baseline holds no "
+                f"{'paired reference rounds' if mode == 'paired' else 'calibration'} for the "
+                f"{mode} gate; --sdperf-update re-records it")
     return LatencyFigures("absolute", current.samples, stored.samples, "latency ratio", note,
                           stored.session_medians("seconds"))
 

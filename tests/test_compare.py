@@ -88,6 +88,14 @@ def test_latency_figures_follow_the_gate_mode_and_fall_back_saying_why() -> None
     fallback = latency_figures("relative", full, other_kernel)
     assert fallback.mode == "absolute" and "calibrated with legacy-matmul" in fallback.note
     assert "calibrated with legacy-matmul" in check_latency("relative", full, other_kernel, 50).detail
+    # a baseline with neither the reference's rounds nor calibration (recorded before paired
+    # gating, or with calibration off) is compared in seconds, and the check says so
+    bare = _stats([2.0, 2.2])
+    paired_now = _stats([2.0, 2.2], reference=[1.0, 1.1])
+    seconds = latency_figures("paired", paired_now, bare, "torch-fp32")
+    assert seconds.mode == "absolute" and "no paired reference rounds for the paired gate" in seconds.note
+    assert "--sdperf-update re-records it" in check_latency("paired", paired_now, bare, 50).detail
+    assert latency_figures("absolute", paired_now, bare).note == ""
 
 
 def test_suite_z_widens_with_the_number_of_latency_checks() -> None:
