@@ -37,6 +37,14 @@ def parse_tome_ratio(text: str) -> float:
     return ratio
 
 
+def parse_bool(text: str) -> bool:
+    """A yes/no setting: 1/0, true/false, yes/no (any case)."""
+    lowered = text.lower()
+    if lowered not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError("must be true or false")
+    return lowered in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What a loader or transform may read: model, workload, cache, device and settings.

@@ -50,7 +50,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from ..workload import Workload
 from .base import Pipeline
@@ -63,10 +63,6 @@ def throughput_config(streams: int) -> dict[str, str]:
     """OpenVINO CPU properties for throughput with ``streams`` CPU streams (the requests in
     flight are set apart: ``ov_requests``)."""
     return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams)}
-
-
-class _Wrap(Protocol):
-    def __call__(self, request: Any) -> Any: ...
 
 
 class _AsyncRequest:
@@ -111,7 +107,7 @@ def _parts(pipe: Any) -> dict[str, Any]:
     return {name: v for name, v in vars(pipe).items() if isinstance(v, OVPipelinePart)}
 
 
-def pipeline_view(pipe: Any, wrap: _Wrap) -> Any:
+def pipeline_view(pipe: Any, wrap: Callable[[Any], Any]) -> Any:
     """A shallow copy of a compiled pipeline with its own infer requests (each made callable by
     ``wrap``) and its own scheduler and tokenizers."""
     view = copy.copy(pipe)
@@ -177,7 +173,6 @@ def drive(works: Sequence[Callable[[], Any]], finished: queue.SimpleQueue[_Yield
     index = {id(g): i for i, g in enumerate(lets)}
     results: list[Any] = [None] * len(works)
     waiting = 0
-    most = 0
 
     def step(g: Any) -> None:
         nonlocal waiting
@@ -189,9 +184,8 @@ def drive(works: Sequence[Callable[[], Any]], finished: queue.SimpleQueue[_Yield
 
     for g in lets:
         step(g)
-    most = waiting
+    most = waiting  # every unfinished generation waits on one request: never more later
     while waiting:
-        most = max(most, waiting)
         try:
             done = finished.get(timeout=stall_s)
         except queue.Empty:
@@ -203,7 +197,7 @@ def drive(works: Sequence[Callable[[], Any]], finished: queue.SimpleQueue[_Yield
 
 
 def make_throughput_generate(
-    pipe: Any, requests: int, form: str = "callbacks"
+    pipe: Any, requests: int, form: str
 ) -> Callable[[Pipeline, Workload, Any], Any]:
     """A Pipeline.generate running ``requests`` generations at once (pipe already compiled),
     in the given form (``FORMS``)."""
@@ -214,27 +208,21 @@ def make_throughput_generate(
     rates: list[float] = []
     if form == "threads":
         lock = threading.Lock()
-
-        def locked(request: Any) -> Any:
-            with lock:
-                return _AsyncRequest(request, lock, counter)
-
-        views = [pipeline_view(pipe, locked) for _ in range(requests)]
+        views = [pipeline_view(pipe, lambda r: _AsyncRequest(r, lock, counter))
+                 for _ in range(requests)]
     else:
         finished: queue.SimpleQueue[_Yielding] = queue.SimpleQueue()
         views = [pipeline_view(pipe, lambda r: _Yielding(r, finished, counter))
                  for _ in range(requests)]
 
-    def run(wl: Workload, latents: Any, image: Any) -> list[Any]:
+    def run(pipeline: Pipeline, wl: Workload, latents: Any, image: Any) -> list[Any]:
         if form == "threads":
             with ThreadPoolExecutor(max_workers=requests) as pool:
                 return list(pool.map(lambda v: _one(v, wl, latents, image), views))
         works = [functools.partial(_one, v, wl, latents, image) for v in views]
         images, most = drive(works, finished)
-        pipeline_info["most_in_flight"] = max(most, pipeline_info.get("most_in_flight", 0))
+        pipeline.info["most_in_flight"] = max(most, pipeline.info.get("most_in_flight", 0))
         return images
-
-    pipeline_info: dict[str, Any] = {}
 
     def generate(pipeline: Pipeline, wl: Workload, latents: Any) -> Any:
         import numpy as np
@@ -243,11 +231,11 @@ def make_throughput_generate(
 
         image = init_image(wl)  # made once per workload, not in the timed call
         start = time.perf_counter()
-        images = run(wl, latents, image)
+        images = run(pipeline, wl, latents, image)
         seconds = time.perf_counter() - start
         rates.append(requests * wl.images_per_prompt / seconds)
-        pipeline.info.update(pipeline_info, images_per_s=statistics.median(rates),
-                             dispatches=counter[0], async_form=form)
+        pipeline.info.update(images_per_s=statistics.median(rates), dispatches=counter[0],
+                             async_form=form)
         # Same latents and prompt in every request: differing images mean shared state. The
         # gate fails the test on a disagreement (the first request's image is the one compared
         # with the reference; the others must match it).

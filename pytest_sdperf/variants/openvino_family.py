@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .availability import module_available
-from .base import DEFAULT_TOME_RATIO, BuildContext, Pipeline, SkipVariant, parse_tome_ratio
+from .base import DEFAULT_TOME_RATIO, BuildContext, Pipeline, SkipVariant, parse_bool, parse_tome_ratio
 from .registry import VariantRegistry, VariantSpec
 
 MODULE = "pytest_sdperf.variants.openvino_family"
@@ -90,13 +90,6 @@ def _precision(text: str) -> str:
     return text
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered not in ("1", "0", "true", "false", "yes", "no"):
-        raise ValueError("must be true or false")
-    return lowered in ("1", "true", "yes")
-
-
 def _form(text: str) -> str:
     from .openvino_async import FORMS
 
@@ -121,7 +114,7 @@ def recipe_for(ctx: BuildContext) -> Recipe:
         tome_ratio=tome,
         samples=ctx.setting("ov_calibration_samples", DEFAULT_SAMPLES, _positive_int),
         precision=ctx.setting("ov_precision", None, _precision),
-        mmap=ctx.setting("ov_mmap", None, _bool),
+        mmap=ctx.setting("ov_mmap", None, parse_bool),
     )
 
 

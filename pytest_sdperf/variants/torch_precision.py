@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, ContextManager
 
 from ..host import package_version
-from .base import BuildContext, Pipeline, SkipVariant
+from .base import BuildContext, Pipeline, SkipVariant, parse_bool
 from .registry import VariantRegistry, VariantSpec
 from .torch_family import TORCH_REQUIRES
 
@@ -29,13 +29,6 @@ def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
         return text
 
     return parse
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered not in ("1", "0", "true", "false", "yes", "no"):
-        raise ValueError("must be true or false")
-    return lowered in ("1", "true", "yes")
 
 
 def to_channels_last(pipeline: Pipeline) -> None:
@@ -95,7 +88,7 @@ def _compile_settings(ctx: BuildContext) -> tuple[str, bool]:
     # reduce-overhead means CUDA graphs; on CPU the default mode is the meaningful one.
     default = "reduce-overhead" if ctx.device.startswith("cuda") else "default"
     mode = ctx.setting("compile_mode", default, _parse_choice(COMPILE_MODES))
-    return mode, ctx.setting("compile_fullgraph", True, _parse_bool)
+    return mode, ctx.setting("compile_fullgraph", True, parse_bool)
 
 
 def compiler_missing_reason(device: str) -> str | None:
