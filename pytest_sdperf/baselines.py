@@ -32,6 +32,18 @@ HEADER_KEYS = ("machine", "environment")
 
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
+_STATS_SCHEMA: dict[str, Any] = {  # measure.latency.LatencyStats
+    "type": "object",
+    "required": ["samples"],
+    "properties": {
+        "samples": {"type": "array", "minItems": 1, "items": {**_NUM, "exclusiveMinimum": 0}},
+        "calibration": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
+        "calibration_kernel": {"type": "string"},
+        "reference": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
+        "sessions": {"type": "array", "items": {
+            "type": "object", "additionalProperties": {**_NUM, "exclusiveMinimum": 0}}},
+    },
+}
 ENTRY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["variant", "model", "workload", "latency", "memory", "thresholds"],
@@ -40,18 +52,9 @@ ENTRY_SCHEMA: dict[str, Any] = {
         "rules": {"type": "integer", "minimum": 1},
         "model": {"type": "string"},
         "workload": {"type": "object"},
-        "latency": {
-            "type": "object",
-            "required": ["samples"],
-            "properties": {
-                "samples": {"type": "array", "minItems": 1, "items": {**_NUM, "exclusiveMinimum": 0}},
-                "calibration": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
-                "calibration_kernel": {"type": "string"},
-                "reference": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
-                "sessions": {"type": "array", "items": {
-                    "type": "object", "additionalProperties": {**_NUM, "exclusiveMinimum": 0}}},
-            },
-        },
+        "latency": _STATS_SCHEMA,
+        # a LoadGen scenario's seconds per image (Bench.throughput); absent or null: none run
+        "throughput": {"anyOf": [{"type": "null"}, _STATS_SCHEMA]},
         "memory": {
             "type": "object",
             "properties": {k: _NUM_OR_NULL for k in ("peak_rss", "peak_anon", "peak_heap", "cuda_peak")},
@@ -137,6 +140,7 @@ class BaselineEntry:
     build_s: float | None = None
     recorded: str = ""
     rules: int = ENTRY_RULES  # how ``thresholds`` are read (ENTRY_RULES); absent in a file: 1
+    throughput: LatencyStats | None = None  # a LoadGen scenario's seconds per image
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the baseline file."""
@@ -147,6 +151,7 @@ class BaselineEntry:
             "similarity": dict(self.similarity) if self.similarity is not None else None,
             "thresholds": dict(self.thresholds), "info": dict(self.info),
             "build_s": self.build_s, "recorded": self.recorded,
+            **({"throughput": self.throughput.to_dict()} if self.throughput else {}),
         }
 
     @classmethod
@@ -160,6 +165,7 @@ class BaselineEntry:
             similarity=dict(sim) if sim is not None else None, info=dict(data.get("info") or {}),
             build_s=data.get("build_s"), recorded=str(data.get("recorded", "")),
             rules=int(data.get("rules", 1)),
+            throughput=LatencyStats.from_dict(data["throughput"]) if data.get("throughput") else None,
         )
 
 

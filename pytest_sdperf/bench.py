@@ -112,14 +112,41 @@ class Bench:
         peak = _machine_peak(r, self.ctx.device) if efficiency and r.measure_peak else {}
         progress.beat("built", phase="FLOP count and GEMM peak")
         info = dict(self.pipeline.info)
+        throughput = None
         if r.scenario is not None:
-            info["scenario"] = self.run_scenario(r.scenario, stats.p50).to_dict()
+            before = self.calibrate()
+            found = self.run_scenario(r.scenario, stats.p50)
+            info["scenario"] = found.to_dict()
+            throughput = self.throughput(found, (before + self.calibrate()) / 2, reference)
         return WorkerResult(
             status=OK, build_s=self.build_s, latency=stats, memory=self.memory,
             images=_save_images(self.images, r.out_dir), info=info,
             environment=_environment_report(), latents_sha256=self.latents_sha,
-            device=self.ctx.device, efficiency=efficiency, machine_peak=peak,
+            device=self.ctx.device, efficiency=efficiency, machine_peak=peak, throughput=throughput,
         )
+
+    def throughput(self, found: ScenarioResult, calibration_s: float,
+                   reference: list[float] | None) -> Any:
+        """The scenario run's seconds per image as LatencyStats, the throughput gate's figure
+        (None when no sample completed). Sample i: sample i's call over the images it made;
+        its calibration is the workload's run around the whole LoadGen run; its paired
+        reference, the reference variant's median round over its images (the same workload,
+        one request): the ratio is per image, like with like. The reference's rounds were timed
+        beside this variant's just before the LoadGen run, not beside each sample."""
+        import numpy as np
+
+        from .measure.calibration import kernel_name
+        from .measure.latency import LatencyStats
+
+        if not found.service_s or found.images_per_sample < 1:
+            return None
+        per_image = [s / found.images_per_sample for s in found.service_s]
+        n = len(per_image)
+        ref: list[float] = []
+        if reference:
+            ref = [float(np.median(reference)) / max(len(np.asarray(self.images)), 1)] * n
+        return LatencyStats.from_samples(per_image, None, {}, [calibration_s] * n,
+                                         kernel_name(self.use_torch), ref)
 
     def run_scenario(self, scenario: Scenario, expected_s: float) -> ScenarioResult:
         """LoadGen's ``scenario`` around this pipeline (measure/loadgen.py), its logs beside the

@@ -9,6 +9,7 @@
     sdperf baselines prune --keep-variants a,b | --older-than DAYS [--dry-run]
     sdperf baselines merge [SHARD.json...]      # shards' baseline updates into the file
     sdperf model build tiny --out DIR
+    sdperf sweep VARIANT --values 1,2,4 --cap-ms MS [-- PYTEST ARGS]   # the knee (sweep_run.py)
 
 Exit status: 0 fine, 1 a regression (compare), 2 an error, told in one line on stderr.
 """
@@ -444,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trends of every machine key in the history (each key its own line), not only the run's")
     p.set_defaults(func=cmd_report)
     _add_compare(sub)
+    from .sweep_run import add_parser as add_sweep
+
+    add_sweep(sub)
     p = sub.add_parser("merge", help="merge the results files of a run's shards; exit 1 on a failing test",
                        description="One results file from the --sdperf-json files of one run's shards "
                        "(--sdperf-shard I/N), in the order one unsharded run would have: refused, naming "
@@ -487,7 +491,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .baselines import BaselineError
     from .history import HistoryError
 
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in given:  # what follows goes to pytest (sdperf sweep)
+        cut = given.index("--")
+        given, passthrough = given[:cut], given[cut + 1:]
+    parser = build_parser()
+    args = parser.parse_args(given)
+    if passthrough and args.command != "sweep":
+        parser.error(f"arguments after -- are for 'sdperf sweep' only: {' '.join(passthrough)}")
+    args.passthrough = passthrough
     try:
         result: int = args.func(args)
         return result

@@ -224,6 +224,20 @@ def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: f
     return replace(check, metric=figures.metric, detail=detail)
 
 
+def check_throughput(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
+                     reference: str = "", checks: int = 1) -> Check:
+    """The throughput gate: a LoadGen run's seconds per image (``Bench.throughput``) judged by
+    the latency rule, in ``mode``, at the latency limit: images/s may fall to 1 / (1 +
+    ``pct``/100) of the baseline's. The check's ratio is seconds per image now over the
+    baseline's (1.10: 9% fewer images/s); its detail gives both images/s."""
+    check = check_latency(mode, current, stored, pct, reference, checks)
+    now, base = 1.0 / current.p50, 1.0 / stored.p50
+    metric = check.metric.replace("latency ratio", "throughput: seconds-per-image ratio", 1)
+    detail = (f"{now:.3g} vs {base:.3g} images/s (the baseline's recording), images/s may fall "
+              f"to {1.0 / (1.0 + pct / 100.0):.1%}; {check.detail}")
+    return replace(check, metric=metric, detail=detail)
+
+
 def compare_speedup(paired: Sequence[float], floor: float, reference: str) -> Check:
     """Speedup floor: the speedup over ``reference`` is 1 / the median of the per-round paired
     ratios (variant / reference), with the 95% bootstrap interval of that median inverted.

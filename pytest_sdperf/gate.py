@@ -23,7 +23,7 @@ from typing import Any, Mapping, NoReturn
 import pytest
 
 from .baselines import BaselineEntry, BaselineError, entry_key, model_label
-from .compare import FAIL, Check, compare_latency, stage_changes
+from .compare import Check, compare_latency, stage_changes
 from .config import BASELINE_SESSIONS
 from .judge import Figures, Verdict, judge, verdict_of
 from .measure.scenario import ScenarioResult
@@ -105,12 +105,15 @@ class Gate:
         t = self._thresholds(stored.entry)
         outcome = _Outcome()
         sim = self._similarity(m, outcome.recordings)
-        current = Figures(m.latency, m.memory.to_dict(), *_sim_figures(sim))
-        previous = Figures(stored.entry.latency, stored.entry.memory) if stored.entry else None
+        current, previous = _figures(m, stored.entry, sim)
         verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name(),
                         self.state.latency_checks)
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
+        if stored.entry is not None and stored.entry.throughput is None and m.throughput is not None:
+            outcome.recordings.append(f"no throughput in baseline entry {stored.key} (recorded "
+                                      "before its scenario ran or was gated): recorded now")
         _scenario_problems(m, outcome)
+        _sweep_problems(m, stored.entry, outcome)
         _request_problems(m, outcome)
         return self._conclude(m, stored, verdict, new_entry, sim, outcome)
 
@@ -145,9 +148,9 @@ class Gate:
                           self.state.reference_name(), self.state.latency_checks)
 
     def latency_regression(self, m: Measurement) -> Check | None:
-        """The latency check of ``m`` against its baseline when it reads as a regression (so the
-        measurement fixture confirms it in fresh workers before the test may fail), else None.
-        Records and writes nothing."""
+        """The latency (or a scenario's throughput) check of ``m`` against its baseline when it
+        reads as a regression (so the measurement fixture confirms it in fresh workers before
+        the test may fail), else None. Records and writes nothing."""
         s = self.state.settings
         if s.update_all or self.state.foreign_baseline or self.state.against is not None:
             return None
@@ -157,10 +160,11 @@ class Gate:
             return None
         if entry is None:
             return None
-        verdict = judge(Figures(m.latency), Figures(entry.latency), self._thresholds(entry),
-                        s.gate_mode, self.state.reference_name(), self.state.latency_checks)
-        latency = verdict.latency
-        return latency if latency is not None and latency.status == FAIL else None
+        current, stored = _figures(m, entry, None)
+        verdict = judge(current, stored, self._thresholds(entry), s.gate_mode,
+                        self.state.reference_name(), self.state.latency_checks)
+        return next((c for c in verdict.regressions()
+                     if c.metric.startswith(("latency", "throughput"))), None)
 
     def _fail_worker(self, m: WorkerFailure) -> NoReturn:
         if m.variant:  # a worker that ran and failed is a row of the results (hung...)
@@ -216,11 +220,20 @@ class Gate:
         until the entry holds ``BASELINE_SESSIONS`` (then it stays as it is until re-recorded);
         a run with disturbed rounds adds nothing."""
         entry = stored.entry
-        if entry is None or verdict.latency is None or m.info.get("disturbed_rounds"):
+        judged = verdict.latency is not None or verdict.throughput is not None
+        if entry is None or not judged or m.info.get("disturbed_rounds"):
             return
-        if len(entry.latency.sessions) >= BASELINE_SESSIONS:
+        throughput = entry.throughput
+        if throughput is None:  # a scenario's figure the entry lacks is added (a recording)
+            throughput = m.throughput
+        elif m.throughput is not None and len(throughput.sessions) < BASELINE_SESSIONS:
+            throughput = throughput.with_session(m.throughput, BASELINE_SESSIONS)
+        if len(entry.latency.sessions) >= BASELINE_SESSIONS and throughput is entry.throughput:
             return
-        self._queue(stored, replace(entry, latency=entry.latency.with_session(m.latency, BASELINE_SESSIONS)))
+        latency = entry.latency
+        if verdict.latency is not None and len(latency.sessions) < BASELINE_SESSIONS:
+            latency = latency.with_session(m.latency, BASELINE_SESSIONS)
+        self._queue(stored, replace(entry, latency=latency, throughput=throughput))
 
     def _missing_text(self, key: str) -> str:
         others = self.state.other_keys()
@@ -371,11 +384,13 @@ class Gate:
             memory=m.memory.to_dict(), thresholds=dict(own),
             similarity=sim.to_dict() if sim else None, info=dict(m.info), build_s=m.build_s,
             recorded=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            throughput=m.throughput,
         )
 
     def _record(self, m: Measurement, sim: Similarity | None, outcome: _Outcome,
                 verdict: Verdict | None = None, stored_sessions: int | None = None) -> Record:
-        latency = verdict.latency if verdict else None
+        # the row's ratio: latency's, or a sweep knee's throughput (seconds per image)
+        latency = (verdict.latency or verdict.throughput) if verdict else None
         return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
@@ -406,6 +421,47 @@ def _scenario_problems(m: Measurement, outcome: _Outcome) -> None:
         outcome.problems.append(problem)
 
 
+def _figures(m: Measurement, entry: BaselineEntry | None,
+             sim: Similarity | None) -> tuple[Figures, Figures | None]:
+    """What the judge compares: the measurement's figures and the entry's (None: no entry). A
+    sweep's knee (``info["sweep"]``) is judged on its throughput only, and on its memory where
+    the baseline's knee was at the same setting: its latency belongs to whatever setting the
+    knee is at tonight."""
+    sims = _sim_figures(sim)
+    if not m.info.get("sweep"):
+        current = Figures(m.latency, m.memory.to_dict(), *sims, throughput=m.throughput)
+        return current, (Figures(entry.latency, entry.memory, throughput=entry.throughput)
+                         if entry else None)
+    current = Figures(None, m.memory.to_dict(), *sims, throughput=m.throughput)
+    if entry is None:
+        return current, None
+    same = _knee(entry.info) == _knee(m.info)
+    return current, Figures(None, entry.memory if same else {}, throughput=entry.throughput)
+
+
+def _knee(info: Mapping[str, Any]) -> tuple[Any, Any]:
+    sweep = info.get("sweep") or {}
+    return (sweep.get("sweep") or {}).get("setting"), sweep.get("knee")
+
+
+def _sweep_problems(m: Measurement, entry: BaselineEntry | None, outcome: _Outcome) -> None:
+    """A sweep with no point within its cap fails the test; a knee that moved from the
+    baseline's setting is said in the record (its memory then is not compared)."""
+    data = m.info.get("sweep")
+    if not data:
+        return
+    from .sweep import SweepResult
+
+    result = SweepResult.from_dict(data)
+    if result.knee is None:
+        problem = f"sweep: {result.summary()}"
+        outcome.verdict, outcome.reason = "regression", problem
+        outcome.problems.append(problem)
+    elif entry is not None and entry.info.get("sweep") and _knee(entry.info) != _knee(m.info):
+        outcome.reason = (f"the knee moved from {result.sweep.setting}={_knee(entry.info)[1]} to "
+                          f"{result.knee.value}: memory not compared")
+
+
 def _request_problems(m: Measurement, outcome: _Outcome) -> None:
     """Requests in flight at once (ov-async) start from the same latents: only the first one's
     image is compared with the reference, so any other that differs from it fails the test."""
@@ -422,12 +478,12 @@ def _sim_figures(sim: Similarity | None) -> tuple[float | None, float | None]:
 
 
 def _with_throughput(m: Measurement, sessions: int | None = None) -> dict[str, Any]:
-    """``m.info`` with ``images_per_s``: the images of one call over its median seconds (one
-    generation at a time), unless the variant measured its own (ov-async: requests in flight);
+    """``m.info`` with ``images_per_s``: the images of one call (times its requests in flight)
+    over its median seconds, unless the variant measured its own (ov-async);
     and ``baseline_sessions``: the sessions of the baseline it was compared with."""
     info = dict(m.info)
     if sessions is not None:
         info["baseline_sessions"] = sessions
     if "images_per_s" not in info and m.images and m.latency.p50 > 0:
-        info["images_per_s"] = len(m.images) / m.latency.p50
+        info["images_per_s"] = len(m.images) * int(info.get("requests", 1)) / m.latency.p50
     return info

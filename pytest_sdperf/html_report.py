@@ -142,6 +142,25 @@ def _charts(records: Sequence[Record], reference: str) -> str:
             f"blue first recording</div><div class='charts'>{imgs}</div>")
 
 
+def _sweeps(records: Sequence[Record]) -> str:
+    """The latency-capped sweeps' curves (records with ``info["sweep"]``), one line per test."""
+    from . import plots
+    from .sweep import SweepResult
+
+    found = [(name, SweepResult.from_dict(r.info["sweep"]))
+             for name, r in zip(labels(records), records, strict=True) if r.info.get("sweep")]
+    if not found:
+        return ""
+    curves = {name: [(p.value, p.latency_s, p.images_per_s) for p in res.points] for name, res in found}
+    knees = {name: (res.knee.value if res.knee else None) for name, res in found}
+    caps = {name: res.sweep.cap_of(res.points[0]) for name, res in found if res.points}
+    settings = ", ".join(dict.fromkeys(res.sweep.setting for _, res in found))
+    png = plots.sweep_chart(curves, knees, caps, settings)
+    lines = "".join(f"<li>{escape(name)}: {escape(res.summary())}</li>" for name, res in found)
+    chart = _img(png, "throughput against p90 latency per sweep", " class='chart'")
+    return f"<h2>Latency-capped sweeps</h2>{chart}<ul>{lines}</ul>"
+
+
 def _load(path: str) -> np.ndarray | None:
     from .measure.similarity import load_png
 
@@ -265,7 +284,7 @@ def render(header: Mapping[str, Any], records: Sequence[Record], reference: str 
     when = generated or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts: Iterable[str] = (
         _summary(header, records, when), _table(records, reference), _charts(records, reference),
-        _images(records), _trend_section(history, records) if history else "", _environment(header),
+        _sweeps(records), _images(records), _trend_section(history, records) if history else "", _environment(header),
     )
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"

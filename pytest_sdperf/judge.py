@@ -24,6 +24,7 @@ from .compare import (
     INCONCLUSIVE,
     Check,
     check_latency,
+    check_throughput,
     compare_memory_figures,
     compare_similarity,
     compare_speedup,
@@ -43,17 +44,20 @@ class Status(str, Enum):
 @dataclass(frozen=True)
 class Figures:
     """One side of a comparison: latency samples, memory figures, similarity to the reference
-    (None where that side has none: a stored entry has no similarity to judge)."""
+    (None where that side has none: a stored entry has no similarity to judge), and a LoadGen
+    scenario's seconds per image (``throughput``, where the test ran one)."""
 
     latency: LatencyStats | None = None
     memory: Mapping[str, Any] = field(default_factory=dict)
     ssim: float | None = None
     psnr: float | None = None
+    throughput: LatencyStats | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Checks in order latency, memory, SSIM, PSNR (those both sides allow), and their sum."""
+    """Checks in order latency, throughput, memory, SSIM, PSNR (those both sides allow), and
+    their sum."""
 
     status: Status
     checks: tuple[Check, ...]
@@ -62,6 +66,11 @@ class Verdict:
     def latency(self) -> Check | None:
         """The latency check, where one was made."""
         return next((c for c in self.checks if c.metric.startswith("latency")), None)
+
+    @property
+    def throughput(self) -> Check | None:
+        """The throughput check (a LoadGen run's or a sweep knee's), where one was made."""
+        return next((c for c in self.checks if c.metric.startswith("throughput")), None)
 
     @property
     def detectable_pct(self) -> float | None:
@@ -83,7 +92,7 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
     floor alone are judged) in gate ``mode`` (``paired``, ``relative``, ``absolute``: see
     compare.latency_figures). The speedup floor (``t.min_speedup``) is checked where the rounds
     were paired with the ``reference``. ``latency_checks``: the latency checks of the session, which
-    widen each one's interval (compare.suite_z)."""
+    widen each one's interval (compare.suite_z); a throughput check counts as one of them."""
     checks: list[Check] = []
     paired = current.latency.paired() if current.latency is not None else None
     if t.min_speedup > 0 and paired:
@@ -92,6 +101,9 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
         if current.latency is not None and stored.latency is not None \
                 and current.latency.samples and stored.latency.samples:
             checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference, latency_checks))
+        if current.throughput is not None and stored.throughput is not None:
+            checks.append(check_throughput(mode, current.throughput, stored.throughput, t.latency_pct,
+                                           reference, latency_checks))
         memory = compare_memory_figures(current.memory, stored.memory, t.memory_pct)
         if memory is not None:
             checks.append(memory)

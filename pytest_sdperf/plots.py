@@ -123,6 +123,30 @@ def trend_chart(lines: Mapping[str, Sequence[HistoryPoint]], metric: str, ylabel
     return to_png(fig)
 
 
+def sweep_chart(curves: Mapping[str, Sequence[tuple[int, float, float]]],
+                knees: Mapping[str, int | None], caps_ms: Mapping[str, float], setting: str) -> bytes:
+    """The latency-capped sweeps: throughput (y) against the p90 latency (x, ms), one line per
+    test, each point labelled with its setting's value; the knee ringed, each cap a dotted line
+    in its line's colour. ``curves``: label -> (value, p90 seconds, images/s) in sweep order."""
+    fig = _figure(width=5.6, height=3.6)
+    ax = fig.add_subplot()
+    for label, pts in curves.items():
+        xs = [lat * 1000.0 for _, lat, _ in pts]
+        ys = [rate for _, _, rate in pts]
+        (line,) = ax.plot(xs, ys, marker="o", ms=4, lw=1.4, label=label)
+        for (value, _, _), x, y in zip(pts, xs, ys, strict=True):
+            ax.annotate(str(value), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if value == knees.get(label):
+                ax.plot([x], [y], "o", ms=11, mfc="none", mec=line.get_color(), mew=1.8)
+        if label in caps_ms:
+            ax.axvline(caps_ms[label], color=line.get_color(), lw=0.9, ls=":")
+    ax.set_xlabel("p90 latency of a call (ms); dotted: the cap")
+    _style(ax, f"throughput as {setting} rises (ringed: the knee)", "images/s")
+    if curves:
+        ax.legend(fontsize=7, loc="best")
+    return to_png(fig)
+
+
 def _min_span(ax: Axes, fraction: float) -> None:
     """Widen the y range to at least ``fraction`` of its centre, so that noise of a fraction
     of a percent does not fill the chart like a real change would."""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 STATE = pytest.StashKey["SdperfState"]()
 SKIP_REASON = "run with --sdperf"
-FIXTURES = ("sdperf_variant", "sdperf_measurement", "sdperf_gate")
+FIXTURES = ("sdperf_variant", "sdperf_measurement", "sdperf_gate", "sdperf_knee")
 
 # The ini twin of each kind of option (a value's ini key is a string, parsed when read).
 _INI: dict[str, dict[str, Any]] = {"flag": {"type": "bool", "default": False},
@@ -66,7 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "sdperf(**kwargs): workload (prompt, negative_prompt, steps, height, width, "
         "images_per_prompt, guidance_scale, seed, task, strength, init_image), thresholds (latency_pct, memory_pct, "
         "min_ssim, min_psnr, min_speedup), protocol (protocol, arch, rounds, warmup, warmup_steps) and "
-        "an MLPerf LoadGen scenario (scenario, target_qps, latency_cap_ms, duration_s, min_queries) of "
+        "an MLPerf LoadGen scenario (scenario, target_qps, latency_cap_ms, duration_s, min_queries) or "
+        "a latency-capped sweep (sweep, sweep_values, sweep_cap_ms; the sdperf_knee fixture) of "
         "a pytest-sdperf benchmark test",
     )
     from .against import AgainstError
@@ -184,6 +185,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     named = {Path(str(a).split("::")[0]).resolve() for a in config.args}
     kept: list[pytest.Item] = []
     deselected: list[pytest.Item] = []
+    scenarios: set[pytest.Item] = set()  # tests whose LoadGen run adds a throughput check
     for item in items:
         marker = item.get_closest_marker("sdperf")
         protocol = None
@@ -191,9 +193,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if marker.args:
                 raise pytest.UsageError(f"{item.nodeid}: the sdperf marker takes keywords only")
             try:
-                protocol = parse_marker_kwargs(marker.kwargs, item.nodeid).run.protocol
+                run = parse_marker_kwargs(marker.kwargs, item.nodeid).run
             except (ValueError, TypeError) as exc:
                 raise pytest.UsageError(str(exc)) from None
+            protocol = run.protocol
+            if run.scenario is not None:
+                scenarios.add(item)
         wanted = (protocol is None or protocol in settings.protocols or "all" in settings.protocols
                   or Path(str(item.path)).resolve() in named)
         (kept if wanted else deselected).append(item)
@@ -201,9 +206,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if uses and not settings.enabled:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
     # the whole selection's latency checks, a shard's too: the suite's false-alarm rate is the
-    # merged run's (compare.suite_z)
-    config.stash[STATE].latency_checks = max(1, sum("sdperf_gate" in getattr(i, "fixturenames", ())
-                                                    for i in kept))
+    # merged run's (compare.suite_z); a scenario test's throughput check is one more
+    config.stash[STATE].latency_checks = max(1, sum(
+        ("sdperf_gate" in getattr(i, "fixturenames", ())) * (1 + (i in scenarios)) for i in kept))
     if settings.shard is not None:
         kept, dropped = _shard(config.stash[STATE], kept)
         deselected += dropped
@@ -340,6 +345,9 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     marker = request.node.get_closest_marker("sdperf")
     protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
     s = state.settings
+    if protocol.sweep is not None:
+        raise pytest.UsageError(f"{request.node.nodeid}: sdperf marker sweep= is run by the "
+                                "sdperf_knee fixture; use sdperf_knee instead of sdperf_measurement")
     rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
     if protocol.scenario is not None:
         from .measure.loadgen import loadgen_missing
@@ -368,6 +376,87 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     m = measure(tmp_path)
     if isinstance(m, Measurement):
         m = _confirmed(m, sdperf_gate, state, measure, tmp_path / "confirmation")
+    if sdperf_variant.name != state.reference_name():
+        failed = state.ensure_references(sdperf_workload, tmp_path)
+        if failed is not None:
+            return failed
+    return m
+
+
+@pytest.fixture
+def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdperf_workload: Workload,
+                sdperf_gate: Gate, sdperf_sweep: dict[str, str], tmp_path: Path) -> Measurement | WorkerFailure:
+    """The latency-capped sweep of the marker's ``sweep=`` setting (sweep.py): the variant is
+    measured in a fresh worker per value, in increasing order, until a point's p90 passes
+    ``sweep_cap_ms`` or its throughput stops growing. Returns the knee's Measurement, its
+    ``throughput`` the knee's seconds per image (``sdperf_gate.check`` gates it) and
+    ``info["sweep"]`` the curve; with no point within the cap, the first point's (the gate
+    fails the test). A knee that reads as a throughput regression is measured again in fresh
+    workers before the test may fail, as any latency regression is."""
+    from .models.source import ModelError
+    from .results import Measurement, WorkerFailure
+    from .sweep import SweepResult, per_image, point_of, stop_reason
+
+    state = request.config.stash[STATE]
+    marker = request.node.get_closest_marker("sdperf")
+    protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
+    sweep = protocol.sweep
+    if sweep is None:
+        raise pytest.UsageError(f"{request.node.nodeid}: sdperf_knee needs the sdperf marker's "
+                                "sweep='SETTING', sweep_values=(...) and sweep_cap_ms=...")
+    if sweep.setting in sdperf_sweep:
+        pytest.skip(f"this sweep raises {sweep.setting} itself; --sdperf-set {sweep.setting}=... "
+                    "parametrizes the other tests")
+    try:
+        model = state.model()
+    except ModelError as exc:
+        return WorkerFailure(str(exc))
+    s = state.settings
+    rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
+
+    def measure(value: int, workdir: Path) -> Measurement | WorkerFailure:
+        outcome = state.run(sdperf_variant, sdperf_workload, workdir, rounds=rounds,
+                            warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given
+                            else None, warmup_steps=protocol.warmup_steps,
+                            extra_settings={**sdperf_sweep, sweep.setting: str(value)})
+        if outcome.skip_reason is not None:
+            pytest.skip(outcome.skip_reason)
+        if outcome.measured is None:
+            return WorkerFailure(f"sweep {sweep.setting}={value}: "
+                                 + outcome.failure_text(sdperf_variant.name, s.timeout_s),
+                                 outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
+        return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
+
+    def knee_of(m: Measurement, result: SweepResult) -> Measurement:
+        per_call = len(m.images) * int(m.info.get("requests", 1))
+        return dataclasses.replace(m, throughput=per_image(m.latency, per_call, max(len(m.images), 1)),
+                                   info={**m.info, "sweep": result.to_dict()})
+
+    measured: dict[int, Measurement] = {}
+    points = []
+    stopped = None
+    for value in sweep.values:
+        m = measure(value, tmp_path / f"{sweep.setting}-{value}")
+        if not isinstance(m, Measurement):
+            return m
+        measured[value] = m
+        points.append(point_of(value, m.latency.samples, len(m.images) * int(m.info.get("requests", 1))))
+        _live_line(request.config, request.config.pluginmanager.get_plugin("terminalreporter"),
+                   f"sweep {sdperf_variant.name} {sweep.setting}={value}: {points[-1].images_per_s:.3g} "
+                   f"images/s, p90 {points[-1].latency_s * 1000.0:.0f} ms")
+        stopped = stop_reason(points, sweep)
+        if stopped:
+            break
+    result = SweepResult(sweep, tuple(points), stopped or "")
+    knee = result.knee
+    m = knee_of(measured[knee.value if knee else sweep.values[0]], result)
+    first = sdperf_gate.latency_regression(m) if knee is not None else None
+    if knee is not None and first is not None:
+        again = measure(knee.value, tmp_path / "confirmation")
+        if not isinstance(again, Measurement):
+            return again
+        m = knee_of(again, result)
+        m = dataclasses.replace(m, info={**m.info, "first_measurement": first.message()})
     if sdperf_variant.name != state.reference_name():
         failed = state.ensure_references(sdperf_workload, tmp_path)
         if failed is not None:

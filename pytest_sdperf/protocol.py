@@ -158,6 +158,7 @@ class WorkerResult:
     device: str = "cpu"
     efficiency: Mapping[str, Any] = field(default_factory=dict)
     machine_peak: Mapping[str, Any] = field(default_factory=dict)
+    throughput: LatencyStats | None = None  # a LoadGen run's seconds per image (Bench.throughput)
 
     @classmethod
     def skipped(cls, reason: str) -> WorkerResult:
@@ -180,6 +181,7 @@ class WorkerResult:
             "environment": dict(self.environment), "latents_sha256": self.latents_sha256,
             "device": self.device, "efficiency": dict(self.efficiency),
             "machine_peak": dict(self.machine_peak),
+            "throughput": self.throughput.to_dict() if self.throughput else None,
         }
 
     @classmethod
@@ -196,4 +198,5 @@ class WorkerResult:
             latents_sha256=str(data.get("latents_sha256", "")), device=str(data.get("device", "cpu")),
             efficiency=dict(data.get("efficiency") or {}),
             machine_peak=dict(data.get("machine_peak") or {}),
+            throughput=LatencyStats.from_dict(data["throughput"]) if data.get("throughput") else None,
         )

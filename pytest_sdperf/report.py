@@ -148,13 +148,16 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
     if records:  # notes alone (no test measured through the gate) make no table
         for line in [*table(records, reference), *peak_lines(records)]:
             tr.write_line(line)
-        tr.write_line("vs baseline: latency now over the baseline (its sessions), in the gate's mode, "
+        tr.write_line("vs baseline: latency (a sweep: the knee's seconds per image) now over the "
+                      "baseline (its sessions), in the gate's mode, "
                       "with its interval (between-session spread and the session's number of "
                       "checks included); sees: the smallest slowdown this run would flag 19 times in 20")
         tr.write_line(counts_line(records))
     for name, r in zip(labels(records), records, strict=True):
         if r.info.get("scenario"):
             tr.write_line(f"LoadGen {name}: {r.info['scenario'].get('summary', '')}")
+        if r.info.get("sweep"):
+            tr.write_line(f"sweep {name}: {r.info['sweep'].get('summary', '')}")
     ups = [r for r in records if r.reason]
     for r in ups:
         tr.write_line(f"{r.variant}: {r.reason}")

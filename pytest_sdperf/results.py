@@ -37,6 +37,7 @@ class Measurement:
     latents_sha256: str
     device: str
     efficiency: Mapping[str, Any] = field(default_factory=dict)
+    throughput: LatencyStats | None = None  # a LoadGen run's seconds per image
 
     @classmethod
     def from_result(cls, spec: VariantSpec, model: ModelRef, wl: Workload, res: WorkerResult) -> Measurement:
@@ -47,7 +48,7 @@ class Measurement:
             variant=spec.name, model_key=model.key, workload=wl, latency=res.latency,
             memory=res.memory, images=res.images, info=res.info, environment=res.environment,
             build_s=res.build_s, latents_sha256=res.latents_sha256, device=res.device,
-            efficiency=res.efficiency,
+            efficiency=res.efficiency, throughput=res.throughput,
         )
 
 

@@ -145,6 +145,20 @@ def slow_later(pipeline: Pipeline, ctx: BuildContext) -> None:
     pipeline.pipe.later_delay = ctx.setting("fake_later_delay", 0.6, float)
 
 
+def in_flight(pipeline: Pipeline, ctx: BuildContext) -> None:
+    """Transform: a throughput pipeline with a known law (the sweep's test double). One call
+    makes an image for each of ``fake_requests`` requests in flight (default 1; ``info
+    ["requests"]``, as ov-async reports), and takes ``T1 * max(1 + a * (N - 1), N / c)``: T1 one
+    request's call, ``a`` = ``fake_inflight_cost`` (default 0: requests overlap for free) what
+    each further request adds, ``c`` = ``fake_cores`` (default 1000) requests the machine runs
+    at full speed at once. So throughput N / latency grows until N = c, then stays flat."""
+    n = ctx.setting("fake_requests", 1, int)
+    cost = ctx.setting("fake_inflight_cost", 0.0, float)
+    cores = ctx.setting("fake_cores", 1000.0, float)
+    pipeline.pipe.delay *= max(1.0 + cost * (n - 1), n / cores)
+    pipeline.info["requests"] = n
+
+
 crash = _mode("crash")
 hang = _mode("hang")
 hang_later = _mode("hang-later")
@@ -162,7 +176,8 @@ def fake_specs() -> list[VariantSpec]:
             spec("fake-noisy", "noisy"),
             spec("fake-hungry", "hungry"), spec("fake-crash", "crash"),
             spec("fake-hang", "hang"), spec("fake-raise", "fail"),
-            spec("fake-hang-later", "hang_later"), spec("fake-slow-later", "slow_later")]
+            spec("fake-hang-later", "hang_later"), spec("fake-slow-later", "slow_later"),
+            spec("fake-inflight", "in_flight")]
 
 
 def register_fake_variants(registry: VariantRegistry) -> None:

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 from .measure.scenario import KEYWORDS as SCENARIO_KEYWORDS
 from .measure.scenario import Scenario, scenario_from_marker
+from .sweep import KEYWORDS as SWEEP_KEYWORDS
+from .sweep import Sweep, SweepError, sweep_from_marker
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class Protocol:
         whose batch path differs.
     scenario: an MLPerf LoadGen scenario run after the timed rounds (keywords ``scenario``,
         ``target_qps``, ``latency_cap_ms``, ``duration_s``, ``min_queries``; measure/scenario.py).
+    sweep: a latency-capped sweep of one variant setting (keywords ``sweep``, ``sweep_values``,
+        ``sweep_cap_ms``; sweep.py), run by the ``sdperf_knee`` fixture.
     """
 
     protocol: str | None = None
@@ -119,6 +123,7 @@ class Protocol:
     warmup_steps: int | None = None
     variants: str | None = None
     scenario: Scenario | None = None
+    sweep: Sweep | None = None
 
     def runs(self, variant: str) -> bool:
         """Whether the test runs for ``variant`` (see ``variants``)."""
@@ -143,8 +148,8 @@ class MarkerArgs:
 
 _WORKLOAD_FIELDS = {f.name: f.type for f in dataclasses.fields(Workload)}
 _THRESHOLD_FIELDS = {f.name for f in dataclasses.fields(Thresholds)}
-_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(Protocol)} - {"scenario"}
-_SCENARIO_FIELDS = set(SCENARIO_KEYWORDS)
+_PROTOCOL_FIELDS = {f.name for f in dataclasses.fields(Protocol)} - {"scenario", "sweep"}
+_SCENARIO_FIELDS = set(SCENARIO_KEYWORDS) | set(SWEEP_KEYWORDS)
 ARCHS = ("sd", "sdxl")
 
 
@@ -227,7 +232,11 @@ def _protocol(kwargs: Mapping[str, Any], where: str) -> Protocol:
     label = fields.get("protocol")
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ValueError(f"{where}: sdperf marker protocol={label!r} must be a non-empty string")
-    return Protocol(**fields, scenario=scenario_from_marker(kwargs, where))
+    scenario, sweep = scenario_from_marker(kwargs, where), sweep_from_marker(kwargs, where)
+    if scenario is not None and sweep is not None:
+        raise SweepError(f"{where}: sdperf marker sweep= and scenario= do not combine: a sweep "
+                         "measures each point from its rounds; give one of them")
+    return Protocol(**fields, scenario=scenario, sweep=sweep)
 
 
 def resolve_workload(marker: MarkerArgs, model_defaults: Mapping[str, Any],

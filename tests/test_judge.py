@@ -269,3 +269,22 @@ def test_entries_of_the_old_rules_keep_their_hand_edits_only(tmp_path: Path) -> 
     state = _state(tmp_path)
     state.settings = replace(state.settings, latency_pct=5.0)
     assert _gate(state, tmp_path).check(_measurement(tmp_path, 1.2)).verdict == "pass"
+
+
+def test_a_scenarios_throughput_is_judged_per_image_by_the_latency_rule() -> None:
+    """Seconds per image 30% over the baseline's fail as throughput, naming both images/s;
+    the same figures pass; a side without a scenario run makes no throughput check."""
+    rng = np.random.default_rng(3)
+    base = LatencyStats.from_samples(list(0.5 * (1 + 0.01 * rng.standard_normal(30))))
+    slow = LatencyStats.from_samples(list(0.65 * (1 + 0.01 * rng.standard_normal(30))))
+    lat = LatencyStats.from_samples([1.0, 1.0, 1.0])
+    t = Thresholds()
+    verdict = judge(Figures(lat, throughput=slow), Figures(lat, throughput=base), t, "absolute")
+    bad = verdict.regressions()
+    assert [c.metric for c in bad] == ["throughput: seconds-per-image ratio"]
+    assert "1.54 vs 2 images/s" in bad[0].detail and "fall to 90.9%" in bad[0].detail
+    assert verdict.latency is not None and verdict.latency.metric == "latency ratio"
+    same = judge(Figures(lat, throughput=base), Figures(lat, throughput=base), t, "absolute")
+    assert not same.regressions()
+    assert [c.metric for c in judge(Figures(lat, throughput=slow), Figures(lat), t, "absolute").checks] \
+        == ["latency ratio"]

@@ -64,6 +64,7 @@ def test_loadgen_drives_the_call_and_its_figures_are_read_back(name: str, tmp_pa
                           0.02, tmp_path / "lg", images_per_sample=2)
     assert (tmp_path / "lg" / "mlperf_log_summary.txt").is_file()
     assert len(done) >= 5  # every sample went through the call
+    assert len(result.service_s) == len(done) and min(result.service_s) >= 0.02  # each call timed
     # one stream of 20 ms calls: about 50 samples/s (sleep overshoots; LoadGen adds its own)
     assert 25 < result.samples_per_s < 55
     assert result.images_per_s == pytest.approx(2 * result.samples_per_s)
@@ -129,3 +130,31 @@ def test_a_server_test_on_the_fake_pipeline_passes_then_fails_its_cap(pytester: 
                    "--sdperf-gate", "relative", "--sdperf-latency-pct", "1000")
     slow.assert_outcomes(failed=1)
     slow.stdout.fnmatch_lines(["*server p99 latency * ms exceeds latency_cap_ms=400*"])
+
+
+OFFLINE = ", scenario='offline', duration_s=2, min_queries=10"
+
+
+def test_throughput_is_recorded_in_the_baseline_and_a_drop_fails_the_test(pytester: pytest.Pytester) -> None:
+    """An offline run's seconds per image go into the baseline entry (``throughput``); an
+    unchanged run passes and adds a session; 3x slower per step, the test fails naming the
+    throughput check with both images/s (and the confirmation in fresh workers agrees)."""
+    pytest.importorskip("mlperf_loadgen")
+    run = SdperfRun(pytester)
+    run.write_suite(OFFLINE)
+    # seconds: other work on the machine slows the calibration workload, not the fake's sleeps
+    args = ("--sdperf-variants", "fake", "--sdperf-gate", "absolute")
+    first = run.run(*args)
+    first.assert_outcomes(passed=1)
+    entry = next(iter(json.loads(run.baseline_file().read_text())["entries"].values()))
+    # 5 steps x 10 ms a call, one image a call: about 20 images/s, one sample per call
+    assert len(entry["throughput"]["samples"]) >= 10
+    assert 0.045 < sorted(entry["throughput"]["samples"])[5] < 0.2
+    same = run.run(*args, "--sdperf-json", "r.json")
+    same.assert_outcomes(passed=1)
+    entry = next(iter(json.loads(run.baseline_file().read_text())["entries"].values()))
+    assert len(entry["throughput"]["sessions"]) == 2
+    slow = run.run(*args, "--sdperf-set", "fake_delay=0.03")
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(["*throughput: seconds-per-image ratio: measured *x*images/s*",
+                               "*confirmed in fresh workers*"])

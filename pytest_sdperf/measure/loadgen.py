@@ -4,8 +4,10 @@ The system under test (SUT) is the worker's pipeline: LoadGen's issue callback p
 sample on a queue, one thread takes them in arrival order, makes the sample's images with the
 variant's own call (its latents seeded per sample) and reports it complete. One stream: a
 Server query that arrives while another is being generated waits, and its latency counts the
-wait, as a deployed single-pipeline service's would. The query sample library (QSL) is
-``samples`` seeded latents of the workload's prompt (sample i: seed + i).
+wait, as a deployed single-pipeline service's would. Each sample's call is timed too
+(``ScenarioResult.service_s``): the samples of the throughput gate (``Bench.throughput``).
+The query sample library (QSL) is ``samples`` seeded latents of the workload's prompt (sample
+i: seed + i).
 
 LoadGen (``mlcommons-loadgen``, module ``mlperf_loadgen``) writes its logs into ``log_dir``;
 ``scenario.result_from_log`` reads its figures and verdict back from them. Usage::
@@ -53,16 +55,19 @@ def run_scenario(scenario: Scenario, calls: Sequence[Callable[[], Any]], expecte
     log_dir.mkdir(parents=True, exist_ok=True)
     work: queue.Queue[Any] = queue.Queue()
     failures: list[BaseException] = []
+    service: list[float] = []  # each sample's call, seconds (the throughput gate's samples)
 
     def serve() -> None:
         while True:
             item = work.get()
             if item is None:
                 return
+            start = time.perf_counter()
             try:
                 calls[item.index]()
             except BaseException as exc:  # reported after the run; LoadGen still needs the answer
                 failures.append(exc)
+            service.append(time.perf_counter() - start)
             lg.QuerySamplesComplete([lg.QuerySampleResponse(item.id, 0, 0)])
 
     def issue(samples: Any) -> None:
@@ -84,7 +89,7 @@ def run_scenario(scenario: Scenario, calls: Sequence[Callable[[], Any]], expecte
         lg.DestroySUT(sut)
     if failures:
         raise RuntimeError(f"the pipeline raised during the {scenario.name} run") from failures[0]
-    return result_from_log(scenario, log_dir, images_per_sample, elapsed)
+    return result_from_log(scenario, log_dir, images_per_sample, elapsed, tuple(service))
 
 
 def _settings(lg: Any, scenario: Scenario, expected_s: float) -> Any:

@@ -118,6 +118,8 @@ class ScenarioResult:
     queries per second (SingleStream: one sample a query). latency_s: percentile -> seconds
     (50, 90, 95, 97, 99, 99.9). valid: LoadGen's VALID/INVALID; ``why``: the conditions it
     found unmet. images_per_sample: images one sample makes (the pipeline's call).
+    service_s: each sample's call in seconds, in completion order (the SUT's own timing, the
+    throughput gate's samples; the queueing a Server query waited is not in it).
     """
 
     scenario: Scenario
@@ -130,6 +132,7 @@ class ScenarioResult:
     images_per_sample: int = 1
     log_dir: str = ""
     usage_error: str = ""
+    service_s: tuple[float, ...] = ()
 
     @property
     def images_per_s(self) -> float:
@@ -188,6 +191,7 @@ class ScenarioResult:
             query_count=int(data.get("query_count", 0)), duration_s=float(data.get("duration_s", 0.0)),
             images_per_sample=int(data.get("images_per_sample", 1)), log_dir=str(data.get("log_dir", "")),
             usage_error=str(data.get("usage_error", "")),
+            service_s=tuple(float(x) for x in data.get("service_s") or ()),
         )
 
     @classmethod
@@ -223,8 +227,9 @@ def read_detail_log(path: Path) -> dict[str, Any]:
 
 
 def result_from_log(scenario: Scenario, log_dir: Path, images_per_sample: int,
-                    duration_s: float) -> ScenarioResult:
-    """The ScenarioResult of a finished run, from ``log_dir/mlperf_log_detail.txt``."""
+                    duration_s: float, service_s: tuple[float, ...] = ()) -> ScenarioResult:
+    """The ScenarioResult of a finished run, from ``log_dir/mlperf_log_detail.txt`` (and the
+    SUT's own timing of each sample's call, ``service_s``)."""
     log = read_detail_log(log_dir / "mlperf_log_detail.txt")
     rate = next((float(log[k]) for k in ("result_completed_samples_per_sec", "result_samples_per_second",
                                           "result_qps_without_loadgen_overhead") if k in log), 0.0)
@@ -244,5 +249,5 @@ def result_from_log(scenario: Scenario, log_dir: Path, images_per_sample: int,
         scenario=scenario, samples_per_s=rate, latency_s=latency,
         valid=log.get("result_validity") == "VALID", why=tuple(why),
         query_count=int(log.get("result_query_count") or 0), duration_s=duration_s,
-        images_per_sample=images_per_sample, log_dir=str(log_dir),
+        images_per_sample=images_per_sample, log_dir=str(log_dir), service_s=service_s,
     )
