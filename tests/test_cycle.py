@@ -148,6 +148,7 @@ def test_similarity_gate_fails_a_noisy_variant(run: SdperfRun) -> None:
     assert "test_gen[fake-noisy]" in result.stdout.str().split("FAILED")[-1]
 
 
+@pytest.mark.slow
 def test_memory_gate_fails_when_a_call_holds_more(run: SdperfRun) -> None:
     slow = ("--sdperf-set", "fake_delay=0.1")  # so touching the pages is no latency change
     run.run("--sdperf-variants", "fake-hungry", *slow, "--sdperf-set", "fake_hold_mb=0").assert_outcomes(passed=1)

@@ -12,6 +12,9 @@ pytest.importorskip("diffusers")
 SUITE = Path(__file__).parents[1] / "suites" / "test_text_to_image.py"
 
 
+pytestmark = pytest.mark.slow  # real models end to end: pytest tests/ -m slow
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sdperf-cache")

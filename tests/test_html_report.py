@@ -106,6 +106,7 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> SdperfRun:
     return run
 
 
+@pytest.mark.slow
 def test_three_runs_give_a_report_with_trend_lines(three_runs: SdperfRun) -> None:
     root = three_runs.root
     html = (root / "report.html").read_text()
@@ -130,6 +131,7 @@ def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(three_runs: SdperfRun, tmp_path: Path) -> None:
     """The table and every embedded image render; the screenshot is kept as an artifact."""

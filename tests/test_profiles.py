@@ -135,6 +135,7 @@ def test_builder_writes_an_sdxl_pipeline_with_two_tokenizers(small_xl):
     assert (ref.kind, ref.arch) == ("diffusers", "sdxl")
 
 
+@pytest.mark.slow
 def test_sdxl_pipeline_runs_through_the_variants(pytester, small_xl):
     """torch-fp32, precomputed embeddings (pooled ones too) and OpenVINO static on SDXL."""
     pytest.importorskip("optimum.intel")

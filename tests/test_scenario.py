@@ -110,6 +110,7 @@ def test_detail_log_lines_are_read_as_key_values(tmp_path: Path) -> None:
 SERVER = ", scenario='server', target_qps={qps}, latency_cap_ms={cap}, duration_s=3, min_queries=8"
 
 
+@pytest.mark.slow
 def test_a_server_test_on_the_fake_pipeline_passes_then_fails_its_cap(pytester: pytest.Pytester) -> None:
     """LoadGen drives the fake pipeline inside its worker; the results JSON keeps LoadGen's
     figures and the log folder; made slower, the same Server test fails on its p99 cap."""
@@ -135,6 +136,7 @@ def test_a_server_test_on_the_fake_pipeline_passes_then_fails_its_cap(pytester: 
 OFFLINE = ", scenario='offline', duration_s=2, min_queries=10"
 
 
+@pytest.mark.slow
 def test_throughput_is_recorded_in_the_baseline_and_a_drop_fails_the_test(pytester: pytest.Pytester) -> None:
     """An offline run's seconds per image go into the baseline entry (``throughput``); an
     unchanged run passes and adds a session; 3x slower per step, the test fails naming the

@@ -88,6 +88,7 @@ def _results(path: Path) -> dict[str, str]:
     return {r["test_id"]: r["verdict"] for r in json.loads(path.read_text())["results"]}
 
 
+@pytest.mark.slow
 def test_three_shards_merge_into_what_one_run_gives(pytester: pytest.Pytester, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     run = SdperfRun(pytester, options=("--sdperf-gate", "absolute", "--sdperf-variants", VARIANTS,

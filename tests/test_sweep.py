@@ -104,6 +104,7 @@ def test_the_sweep_finds_the_known_knee_under_a_cap(pytester: pytest.Pytester) -
     assert "alt=\"throughput against p90 latency per sweep\"" in page
 
 
+@pytest.mark.slow
 def test_a_flat_top_stops_the_sweep_and_a_slower_knee_fails(pytester: pytest.Pytester) -> None:
     """Two requests run at full speed at once (c = 2): 10, 20, 20 images/s for 1-3 requests; the
     sweep stops at 3 (not growing) with the knee at 2. The same sweep 2x slower per step keeps

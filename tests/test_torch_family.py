@@ -187,6 +187,7 @@ def _worker_images(name: str, wl: Workload, tiny: tuple[ModelRef, Path], out: Pa
     return [load_png(path) for path in outcome.measured.images]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("images", [2, 4])
 def test_precomputed_embeds_with_several_images_per_prompt(
     tiny: tuple[ModelRef, Path], tmp_path: Path, images: int

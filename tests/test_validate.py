@@ -9,6 +9,9 @@ import pytest
 pytest.importorskip("diffusers")
 
 
+pytestmark = pytest.mark.slow  # real models end to end: pytest tests/ -m slow
+
+
 def test_harness_faults_trip_the_right_gates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pytest_sdperf import validate
 
