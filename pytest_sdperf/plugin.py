@@ -174,6 +174,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("sdperf_sweep", sweep, ids=ids, indirect=True)
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: the checks counted are the ones run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate ``sdperf`` markers; without --sdperf, skip the benchmark tests.
 

@@ -324,3 +324,15 @@ def test_a_transient_slowdown_is_not_confirmed_by_fresh_workers(run: SdperfRun) 
     (record,) = json.loads((run.root / "r.json").read_text())["results"]
     assert record["verdict"] == "pass" and "latency ratio" in record["info"]["first_measurement"]
     assert record["ratio"] < 1.5 and record["ratio_interval"][0] <= record["ratio"]
+
+
+def test_the_suite_correction_counts_the_tests_left_after_k(run: SdperfRun) -> None:
+    """-k deselects before the latency checks are counted: one test selected of two is one
+    check, not two (the count is in the check's detail)."""
+    run.options = ("--sdperf-gate", "absolute")
+    run.run("--sdperf-variants", "fake,fake-slow").assert_outcomes(passed=2)
+    both = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=9")
+    both.stdout.fnmatch_lines(["*(z=1.96 for 2 latency checks;*"])
+    one = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=9", "-k", "fake-slow")
+    one.assert_outcomes(failed=1)
+    one.stdout.fnmatch_lines(["*(z=1.96 for 1 latency check;*"])
