@@ -485,5 +485,5 @@ def _with_throughput(m: Measurement, sessions: int | None = None) -> dict[str, A
     if sessions is not None:
         info["baseline_sessions"] = sessions
     if "images_per_s" not in info and m.images and m.latency.p50 > 0:
-        info["images_per_s"] = len(m.images) * int(info.get("requests", 1)) / m.latency.p50
+        info["images_per_s"] = m.images_per_call / m.latency.p50
     return info

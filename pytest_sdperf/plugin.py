@@ -13,7 +13,7 @@ import pytest
 
 from . import hookspecs
 from .config import OPTIONS, Option, Settings, UsageError, settings_from_config
-from .workload import Workload, locate_init_image, parse_marker_kwargs, resolve_workload
+from .workload import Protocol, Workload, locate_init_image, parse_marker_kwargs, resolve_workload
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -349,7 +349,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     if protocol.sweep is not None:
         raise pytest.UsageError(f"{request.node.nodeid}: sdperf marker sweep= is run by the "
                                 "sdperf_knee fixture; use sdperf_knee instead of sdperf_measurement")
-    rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
+    rounds, warmup = _counts(protocol, s)
     if protocol.scenario is not None:
         from .measure.loadgen import loadgen_missing
 
@@ -360,8 +360,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     def measure(workdir: Path) -> Measurement | WorkerFailure:
         outcome = state.run(
             sdperf_variant, sdperf_workload, workdir, memray_capture=capture, rounds=rounds,
-            warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given else None,
-            warmup_steps=protocol.warmup_steps, extra_settings=sdperf_sweep,
+            warmup=warmup, warmup_steps=protocol.warmup_steps, extra_settings=sdperf_sweep,
             scenario=protocol.scenario,
             target=sdperf_gate.latency_target(model.key, sdperf_workload)
             if (s.rounds if rounds is None else rounds) == 0 else None,
@@ -413,12 +412,11 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
     except ModelError as exc:
         return WorkerFailure(str(exc))
     s = state.settings
-    rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
+    rounds, warmup = _counts(protocol, s)
 
     def measure(value: int, workdir: Path) -> Measurement | WorkerFailure:
-        outcome = state.run(sdperf_variant, sdperf_workload, workdir, rounds=rounds,
-                            warmup=protocol.warmup if protocol.warmup is not None and not s.warmup_given
-                            else None, warmup_steps=protocol.warmup_steps,
+        outcome = state.run(sdperf_variant, sdperf_workload, workdir, rounds=rounds, warmup=warmup,
+                            warmup_steps=protocol.warmup_steps,
                             extra_settings={**sdperf_sweep, sweep.setting: str(value)})
         if outcome.skip_reason is not None:
             pytest.skip(outcome.skip_reason)
@@ -429,8 +427,7 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
         return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
 
     def knee_of(m: Measurement, result: SweepResult) -> Measurement:
-        per_call = len(m.images) * int(m.info.get("requests", 1))
-        return dataclasses.replace(m, throughput=per_image(m.latency, per_call, max(len(m.images), 1)),
+        return dataclasses.replace(m, throughput=per_image(m.latency, m.images_per_call, max(len(m.images), 1)),
                                    info={**m.info, "sweep": result.to_dict()})
 
     measured: dict[int, Measurement] = {}
@@ -441,7 +438,7 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
         if not isinstance(m, Measurement):
             return m
         measured[value] = m
-        points.append(point_of(value, m.latency.samples, len(m.images) * int(m.info.get("requests", 1))))
+        points.append(point_of(value, m.latency.samples, m.images_per_call))
         _live_line(request.config, request.config.pluginmanager.get_plugin("terminalreporter"),
                    f"sweep {sdperf_variant.name} {sweep.setting}={value}: {points[-1].images_per_s:.3g} "
                    f"images/s, p90 {points[-1].latency_s * 1000.0:.0f} ms")
@@ -451,18 +448,26 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
     result = SweepResult(sweep, tuple(points), stopped or "")
     knee = result.knee
     m = knee_of(measured[knee.value if knee else sweep.values[0]], result)
-    first = sdperf_gate.latency_regression(m) if knee is not None else None
-    if knee is not None and first is not None:
-        again = measure(knee.value, tmp_path / "confirmation")
-        if not isinstance(again, Measurement):
-            return again
-        m = knee_of(again, result)
-        m = dataclasses.replace(m, info={**m.info, "first_measurement": first.message()})
+    found: Measurement | WorkerFailure = m
+    if knee is not None:  # a knee that reads as regressed is measured again, as in sdperf_measurement
+        def measure_knee(workdir: Path) -> Measurement | WorkerFailure:
+            again = measure(knee.value, workdir)
+            return knee_of(again, result) if isinstance(again, Measurement) else again
+
+        found = _confirmed(m, sdperf_gate, state, measure_knee, tmp_path / "confirmation")
     if sdperf_variant.name != state.reference_name():
         failed = state.ensure_references(sdperf_workload, tmp_path)
         if failed is not None:
             return failed
-    return m
+    return found
+
+
+def _counts(protocol: Protocol, s: Settings) -> tuple[int | None, int | None]:
+    """The protocol's rounds and warmup calls, unless the command line gave its own (None:
+    the options')."""
+    rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
+    warmup = protocol.warmup if protocol.warmup is not None and not s.warmup_given else None
+    return rounds, warmup
 
 
 def _confirmed(m: Measurement, gate: Gate, state: SdperfState,

@@ -39,6 +39,12 @@ class Measurement:
     efficiency: Mapping[str, Any] = field(default_factory=dict)
     throughput: LatencyStats | None = None  # a LoadGen run's seconds per image
 
+    @property
+    def images_per_call(self) -> int:
+        """The images one timed call makes: the saved images (one request's) times the requests
+        in flight (``info["requests"]``, ov-async's)."""
+        return len(self.images) * int(self.info.get("requests", 1))
+
     @classmethod
     def from_result(cls, spec: VariantSpec, model: ModelRef, wl: Workload, res: WorkerResult) -> Measurement:
         """Build from a worker's result (status ok: it carries latency and memory)."""
