@@ -393,6 +393,7 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
     ``info["sweep"]`` the curve; with no point within the cap, the first point's (the gate
     fails the test). A knee that reads as a throughput regression is measured again in fresh
     workers before the test may fail, as any latency regression is."""
+    from .host import usable_cpus
     from .models.source import ModelError
     from .results import Measurement, WorkerFailure
     from .sweep import SweepResult, per_image, point_of, stop_reason
@@ -414,26 +415,46 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
     s = state.settings
     rounds, warmup = _counts(protocol, s)
 
+    base = sdperf_workload
+
     def measure(value: int, workdir: Path) -> Measurement | WorkerFailure:
-        outcome = state.run(sdperf_variant, sdperf_workload, workdir, rounds=rounds, warmup=warmup,
-                            warmup_steps=protocol.warmup_steps,
-                            extra_settings={**sdperf_sweep, sweep.setting: str(value)})
+        # a batch point runs the workload at that batch, paired with the reference at the
+        # test's own workload; a setting point adds the setting as --sdperf-set would
+        # an instances point, that many pinned workers driven as one
+        wl = dataclasses.replace(base, images_per_prompt=value) if sweep.batch else base
+        own = sweep.batch or sweep.instances
+        extra = dict(sdperf_sweep) if own else {**sdperf_sweep, sweep.setting: str(value)}
+        outcome = state.run(sdperf_variant, wl, workdir, rounds=rounds, warmup=warmup,
+                            warmup_steps=protocol.warmup_steps, extra_settings=extra,
+                            reference_workload=base, instances=value if sweep.instances else 0)
         if outcome.skip_reason is not None:
             pytest.skip(outcome.skip_reason)
         if outcome.measured is None:
             return WorkerFailure(f"sweep {sweep.setting}={value}: "
                                  + outcome.failure_text(sdperf_variant.name, s.timeout_s),
-                                 outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
-        return Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
+                                 outcome.status, sdperf_variant.name, model.key, wl.key())
+        return Measurement.from_result(sdperf_variant, model, wl, outcome.measured)
 
     def knee_of(m: Measurement, result: SweepResult) -> Measurement:
-        return dataclasses.replace(m, throughput=per_image(m.latency, m.images_per_call, max(len(m.images), 1)),
-                                   info={**m.info, "sweep": result.to_dict()})
+        """The knee as the test's measurement: seconds per image as its throughput (the
+        reference's rounds, made at the test's workload, per image too); a batch knee is
+        judged as the test's workload, its first images against that workload's reference."""
+        info = {**m.info, "sweep": result.to_dict()}
+        if sweep.batch:
+            info.update(images_per_call=m.images_per_call, batch=m.workload.images_per_prompt)
+        return dataclasses.replace(
+            m, throughput=per_image(m.latency, m.images_per_call, base.images_per_prompt), info=info,
+            workload=base, images=m.images[:base.images_per_prompt])
 
     measured: dict[int, Measurement] = {}
     points = []
     stopped = None
+    cpus = len(usable_cpus())
     for value in sweep.values:
+        if sweep.instances and value > cpus:
+            stopped = (f"instances={value}: this machine offers {cpus} CPU(s), one instance each "
+                       "at most")
+            break
         m = measure(value, tmp_path / f"{sweep.setting}-{value}")
         if not isinstance(m, Measurement):
             return m
@@ -445,6 +466,8 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
         stopped = stop_reason(points, sweep)
         if stopped:
             break
+    if not points:
+        pytest.skip(f"sweep {sweep.setting}: {stopped}")
     result = SweepResult(sweep, tuple(points), stopped or "")
     knee = result.knee
     m = knee_of(measured[knee.value if knee else sweep.values[0]], result)

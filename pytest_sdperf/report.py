@@ -18,22 +18,33 @@ COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem",
 
 def speedups(records: Sequence[Record], reference: str = REFERENCE_VARIANT) -> dict[str, float | None]:
     """test_id -> the reference variant's seconds per image (same model and workload, this
-    session) / this test's: per image, so a call that makes several images (ov-async's requests
-    in flight) compares like with like."""
-    ref = {
-        (r.model_key, r.workload_key): per_image
-        for r in records
-        if r.variant == reference and (per_image := _seconds_per_image(r))
-    }
+    session; the same test function's where there is one) / this test's: per image, so a call
+    that makes several images (ov-async's requests in flight, a batch) compares like with like."""
+    ref: dict[tuple[str, ...], float] = {}
+    for r in records:
+        if r.variant == reference and (per_image := _seconds_per_image(r)):
+            ref[(r.model_key, r.workload_key, _function(r.test_id))] = per_image
+            ref.setdefault((r.model_key, r.workload_key), per_image)
     out: dict[str, float | None] = {}
     for r in records:
-        base, own = ref.get((r.model_key, r.workload_key)), _seconds_per_image(r)
+        base = ref.get((r.model_key, r.workload_key, _function(r.test_id)), ref.get((r.model_key, r.workload_key)))
+        own = _seconds_per_image(r)
         out[r.test_id] = base / own if base and own else None
     return out
 
 
+def _function(test_id: str) -> str:
+    """The test function of a parametrized id: 'suites/t.py::test_x[ov-static]' -> '...::test_x'
+    (the reference's row of the same function is a row's base: two sweeps of one workload)."""
+    return test_id.split("[", 1)[0]
+
+
 def _seconds_per_image(r: Record) -> float | None:
-    """The median call's seconds over the images it made (one where the record has none)."""
+    """The median call's seconds over the images it made: the record's images/s where it has
+    them (requests in flight and a batch knee's images counted), else its saved images."""
+    ips = r.info.get("images_per_s")
+    if isinstance(ips, (int, float)) and ips > 0:
+        return 1.0 / float(ips)
     return r.p50_s / max(len(r.images), 1) if r.p50_s else None
 
 

@@ -42,8 +42,13 @@ class Measurement:
     @property
     def images_per_call(self) -> int:
         """The images one timed call makes: the saved images (one request's) times the requests
-        in flight (``info["requests"]``, ov-async's)."""
-        return len(self.images) * int(self.info.get("requests", 1))
+        in flight (``info["requests"]``, ov-async's) times the instances driven as one
+        (``info["instances"]``); a batch sweep's knee, judged as its test's workload, states its
+        own (``info["images_per_call"]``)."""
+        stated = self.info.get("images_per_call")
+        if stated:
+            return int(stated)
+        return len(self.images) * int(self.info.get("requests", 1)) * int(self.info.get("instances", 1))
 
     @classmethod
     def from_result(cls, spec: VariantSpec, model: ModelRef, wl: Workload, res: WorkerResult) -> Measurement:

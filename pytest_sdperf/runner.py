@@ -246,6 +246,11 @@ class DrivenWorker:
 
     def ask(self, **cmd: Any) -> dict[str, Any]:
         """Send one command and wait for its reply."""
+        self.send(**cmd)
+        return self._await()
+
+    def send(self, **cmd: Any) -> None:
+        """Send one command without waiting (``reply`` waits): several workers driven at once."""
         assert self.proc.stdin is not None
         self.watchdog.resume()
         try:
@@ -253,6 +258,9 @@ class DrivenWorker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # it died: _await says how
+
+    def reply(self) -> dict[str, Any]:
+        """The reply to the command ``send`` sent (WorkerGone if the worker ended instead)."""
         return self._await()
 
     def finish(self, reference: list[float] | None = None) -> WorkerOutcome:

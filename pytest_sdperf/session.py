@@ -164,12 +164,17 @@ class SdperfState:
         warmup: int | None = None, memray_capture: Path | None = None,
         extra_settings: Mapping[str, str] | None = None, warmup_steps: int | None = None,
         target: AutoTarget | None = None, scenario: Scenario | None = None,
+        reference_workload: Workload | None = None, instances: int = 0,
     ) -> WorkerOutcome:
         """Measure one variant in a worker process (``extra_settings`` add to --sdperf-set).
 
         ``warmup_steps``: steps of the untimed first and warm-up calls (a protocol's).
         ``target``: with auto rounds, the baseline to sample towards (Gate.latency_target).
         ``scenario``: a LoadGen scenario the variant's worker runs after its rounds.
+        ``reference_workload``: the paired reference's, where it differs from ``wl`` (a batch
+        sweep's points: each against the reference at the test's own workload, one worker).
+        ``instances``: that many workers of the variant, each pinned to its share of the CPUs,
+        driven as one (instances.py; the sweep's ``instances`` axis).
         """
         s = self.settings
         request = WorkerRequest(
@@ -182,25 +187,41 @@ class SdperfState:
             memray_capture=memray_capture, measure_peak=not self.peak.measured,
             machine_cpus=tuple(sorted(usable_cpus())), scenario=scenario,
         )
-        if self.against is not None:
+        if instances:
+            outcome = self._run_instances(request, workdir, reference_workload or wl, instances)
+        elif self.against is not None:
             outcome = self._run_against(request, workdir, self.against)
         elif s.gate_mode != "paired" or spec.name == self.reference_name():
             outcome = run_worker(request, workdir, s.timeout_s, spec.env, s.hang_floor_s,
                                  self.fork_server())
         else:
-            outcome = self._run_paired(request, workdir)
+            outcome = self._run_paired(request, workdir, reference_workload or wl)
         self._take_peak(outcome)
         return outcome
 
-    def _run_paired(self, request: WorkerRequest, workdir: Path) -> WorkerOutcome:
-        """``request`` measured beside the session's reference worker for its workload (see
-        pairing.py); where it could not be paired, the result's info and the notes say why."""
+    def _run_instances(self, request: WorkerRequest, workdir: Path, ref_wl: Workload,
+                       instances: int) -> WorkerOutcome:
+        """``request`` as ``instances`` pinned workers driven as one: paired with the reference
+        as any variant is (paired gating, not the reference itself), else each round calibrated."""
         from .pairing import measure_paired
 
         s = self.settings
-        key = f"{request.model.key}/{request.workload.key()}/{request.warmup_steps}"
+        if s.gate_mode == "paired" and request.variant.name != self.reference_name():
+            return self._run_paired(request, workdir, ref_wl, instances)
+        return measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
+                              lambda: "instances measured alone", lambda why: None,
+                              instances=instances, cpus=sorted(usable_cpus())).outcome
+
+    def _run_paired(self, request: WorkerRequest, workdir: Path, ref_wl: Workload,
+                    instances: int = 0) -> WorkerOutcome:
+        """``request`` measured beside the session's reference worker for workload ``ref_wl``
+        (see pairing.py); where it could not be paired, the result's info and the notes say why."""
+        from .pairing import measure_paired
+
+        s = self.settings
+        key = f"{request.model.key}/{ref_wl.key()}/{request.warmup_steps}"
         ref_request = dataclasses.replace(
-            request, variant=self.reference_spec(), settings=s.fixed_sets(), rounds=0,
+            request, variant=self.reference_spec(), workload=ref_wl, settings=s.fixed_sets(), rounds=0,
             memray_capture=None, measure_peak=False, scenario=None)
 
         def reference() -> Any:
@@ -209,7 +230,8 @@ class SdperfState:
 
         paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
                                 reference, lambda why: self.references.drop(key, why),
-                                self.fork_server(), self.calibrate_paired)
+                                self.fork_server(), self.calibrate_paired, instances,
+                                sorted(usable_cpus()))
         result = paired.outcome.measured
         if result is None:
             return paired.outcome

@@ -15,6 +15,14 @@ Each point's figures come from its timed rounds: a round is one call of the pipe
 makes ``images per request x requests`` images at once (``ov-async``: one per request in
 flight); its throughput is those images over the median call, its latency the 90th
 percentile of the calls (the call ends with its last image: each image waited at most that).
+The swept setting is a variant setting (``ov_requests``, ``ov_streams``...), or the batch:
+``sweep="images_per_prompt"`` raises the workload's images per call instead (a PyTorch
+pipeline's throughput knob). A batch point is paired with the reference at the test's own
+workload, per image, and its knee is judged as that workload's entry (its first images
+against the reference images: every batch starts from the same seeded noise). ``sweep=
+"instances"`` raises worker processes, each pinned to its own share of the CPUs (Intel's
+multi-instance recipe, instances.py): one call is every instance's at once; a value above the
+CPUs this machine offers stops the sweep there.
 This module is pure (no pytest, no workers): ``Sweep`` (validated marker keywords),
 ``SweepPoint``, ``stop_reason``, ``SweepResult`` and ``per_image`` (the knee's figure, gated as
 throughput: ``compare.check_throughput``).
@@ -33,6 +41,10 @@ if TYPE_CHECKING:
 #: stops: "stopped growing" (the 2-core machines here read one setting 2-5% apart between runs).
 SWEEP_GROWTH = 0.05
 KEYWORDS = ("sweep", "sweep_values", "sweep_cap_ms")
+#: Workload fields a sweep may raise (the others name variant settings, except INSTANCES).
+WORKLOAD_SETTINGS = ("images_per_prompt",)
+#: The sweep over worker processes, each pinned to its own CPUs (instances.py).
+INSTANCES = "instances"
 #: The latency percentile a point is judged at (the call seconds' p90, as single-stream's).
 PERCENTILE = 90.0
 
@@ -52,6 +64,16 @@ class Sweep:
     cap_ms: float | None = None
     growth: float = SWEEP_GROWTH
     cap_factor: float | None = None
+
+    @property
+    def batch(self) -> bool:
+        """Whether the sweep raises the workload's images per call, not a variant setting."""
+        return self.setting in WORKLOAD_SETTINGS
+
+    @property
+    def instances(self) -> bool:
+        """Whether the sweep raises the worker processes (each pinned to its own CPUs)."""
+        return self.setting == INSTANCES
 
     def cap_of(self, first: SweepPoint) -> float:
         """The cap in ms, given the first point measured."""
@@ -89,7 +111,8 @@ def sweep_from_marker(fields: Mapping[str, Any], where: str) -> Sweep | None:
     setting = given["sweep"]
     if not isinstance(setting, str) or not setting.isidentifier():
         raise SweepError(f"{where}: sdperf marker sweep={setting!r} must name a variant setting "
-                         "(e.g. 'ov_requests', 'ov_streams'), as --sdperf-set takes it")
+                         "(e.g. 'ov_requests', 'ov_streams'), as --sdperf-set takes it, or "
+                         "'images_per_prompt' (the batch) or 'instances' (pinned worker processes)")
     values = given.get("sweep_values")
     if (not isinstance(values, (list, tuple)) or not values
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)

@@ -1,6 +1,7 @@
 """``sdperf sweep``: the latency-capped sweep of one variant from the command line.
 
     sdperf sweep ov-async --values 1,2,3,4 --cap-ms 2000 [--setting ov_requests] [-- PYTEST ARGS]
+    sdperf sweep torch-fp32 --setting images_per_prompt --values 1,2,4 --cap-ms 3x
 
 It writes a one-test suite, ``.sdperf-sweep/test_sweep.py`` under the current folder (so the
 folder's conftest.py, with any variants it registers, applies, and the test's id, hence its
@@ -58,7 +59,8 @@ def add_parser(sub: Any) -> None:
         "[--setting NAME] [-- PYTEST ARGS]")
     p.add_argument("variant", help="the variant to sweep, e.g. ov-async")
     p.add_argument("--setting", default="ov_requests",
-                   help="the variant setting to raise, as --sdperf-set names it (default ov_requests)")
+                   help="the variant setting to raise, as --sdperf-set names it (default ov_requests), "
+                   "or images_per_prompt: the batch")
     p.add_argument("--values", type=_values, required=True, help="increasing ints, e.g. 1,2,3,4")
     p.add_argument("--cap-ms", type=_cap, required=True,
                    help="the p90 latency bound of a call: ms, or Nx (N times the first value's p90)")

@@ -147,16 +147,19 @@ def slow_later(pipeline: Pipeline, ctx: BuildContext) -> None:
 
 def in_flight(pipeline: Pipeline, ctx: BuildContext) -> None:
     """Transform: a throughput pipeline with a known law (the sweep's test double). One call
-    makes an image for each of ``fake_requests`` requests in flight (default 1; ``info
-    ["requests"]``, as ov-async reports), and takes ``T1 * max(1 + a * (N - 1), N / c)``: T1 one
-    request's call, ``a`` = ``fake_inflight_cost`` (default 0: requests overlap for free) what
-    each further request adds, ``c`` = ``fake_cores`` (default 1000) requests the machine runs
-    at full speed at once. So throughput N / latency grows until N = c, then stays flat."""
-    n = ctx.setting("fake_requests", 1, int)
+    makes the workload's images for each of ``fake_requests`` requests in flight (default 1;
+    ``info["requests"]``, as ov-async reports): N = requests x images per prompt images at
+    once, in ``T1 * max(1 + a * (N - 1), N / c)``: T1 one image's call, ``a`` =
+    ``fake_inflight_cost`` (default 0: images overlap for free) what each further image adds,
+    ``c`` = ``fake_cores`` (default 1000) images the machine makes at full speed at once. So
+    throughput N / latency grows until N = c, then stays flat, whether N is raised by requests
+    or by the batch."""
+    requests = ctx.setting("fake_requests", 1, int)
+    n = requests * ctx.workload.images_per_prompt
     cost = ctx.setting("fake_inflight_cost", 0.0, float)
     cores = ctx.setting("fake_cores", 1000.0, float)
     pipeline.pipe.delay *= max(1.0 + cost * (n - 1), n / cores)
-    pipeline.info["requests"] = n
+    pipeline.info["requests"] = requests
 
 
 crash = _mode("crash")

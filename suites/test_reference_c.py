@@ -14,7 +14,10 @@ counted). Raise the requests in one run, each value its own test, with
 (deselected from ``pytest --sdperf suites/`` unless selected). ``test_reference_c_knee`` is
 the write-up's search itself: ov-async's requests in flight raised 1, 2, 3, 4, 6, 8 until a
 call's p90 passes three times one request's (a ceiling that scales with the model) or
-throughput stops growing; the knee's images/s are gated. LoadGen runs are 20 s, far below
+throughput stops growing; the knee's images/s are gated. ``test_reference_c_batch_knee`` raises
+the batch (images per call) the same way for the reference and the best latency variant, the
+knob a PyTorch pipeline has; ``test_reference_c_instances_knee`` raises PyTorch's instances
+(worker processes each pinned to its own CPUs, Intel's multi-instance recipe). LoadGen runs are 20 s, far below
 MLPerf's 600 s, and labelled "not a compliant run".
 """
 
@@ -55,4 +58,22 @@ def test_reference_c_img2img_throughput(sdperf_measurement, sdperf_gate):
 def test_reference_c_knee(sdperf_knee, sdperf_gate):
     """Text-to-image: raise the requests in flight under a latency ceiling until throughput
     stops growing; the knee's throughput against the baseline."""
+    sdperf_gate.check(sdperf_knee)
+
+
+@pytest.mark.sdperf(protocol="reference-c", prompt=PROMPT, negative_prompt=NEGATIVE,
+                    sweep="images_per_prompt", sweep_values=(1, 2, 3, 4, 6, 8), sweep_cap_ms="3x",
+                    variants="torch-fp32,ov-static")
+def test_reference_c_batch_knee(sdperf_knee, sdperf_gate):
+    """Text-to-image: raise the batch under the same ceiling; the knee's throughput against the
+    baseline (each image per second compared with the reference's one image at a time)."""
+    sdperf_gate.check(sdperf_knee)
+
+
+@pytest.mark.sdperf(protocol="reference-c", prompt=PROMPT, negative_prompt=NEGATIVE,
+                    sweep="instances", sweep_values=(1, 2, 4, 8), sweep_cap_ms="3x",
+                    variants="torch-fp32")
+def test_reference_c_instances_knee(sdperf_knee, sdperf_gate):
+    """Text-to-image: PyTorch's multi-instance recipe, N worker processes each pinned to its own
+    share of the CPUs, raised under the same ceiling (up to one instance a CPU)."""
     sdperf_gate.check(sdperf_knee)

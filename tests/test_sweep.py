@@ -5,6 +5,7 @@ sweep on the fake pipeline whose latency grows with requests in flight by a know
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -147,3 +148,73 @@ def test_sdperf_sweep_runs_the_knee_test_in_this_folder(pytester: pytest.Pyteste
     bad = subprocess.run([*base, "--values", "3,1", "--cap-ms", "100"], cwd=run.root,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "sweep_values=(3, 1) must be a list of increasing ints" in bad.stderr
+
+
+BATCH = """
+import pytest
+
+@pytest.mark.sdperf(steps=5, height=32, width=32, sweep="images_per_prompt", sweep_values=(1, 2, 3, 4, 5, 6),
+                    sweep_cap_ms=225, rounds=5)
+def test_knee(sdperf_knee, sdperf_gate):
+    sdperf_gate.check(sdperf_knee)
+"""
+
+
+def test_the_batch_sweep_finds_the_known_knee_paired_with_the_tests_own_workload(pytester: pytest.Pytester) -> None:
+    """sweep="images_per_prompt" raises the batch: each image of a call adds half an image's
+    time (100 ms an image), so under a 225 ms cap the knee is a batch of 3. Each point is paired
+    with the reference at the test's own workload (one image), and the knee is judged as that
+    workload's entry: its first image against the one reference image; a second run compares."""
+    run = SdperfRun(pytester)
+    pytester.makeconftest("from pytest_sdperf.testing import register_fake_variants\n\n"
+                          "def pytest_sdperf_add_variants(registry):\n    register_fake_variants(registry)\n")
+    pytester.makepyfile(test_knee=BATCH)
+    args = ("--sdperf-variants", "fake-inflight", "--sdperf-set", "fake_delay=0.02",
+            "--sdperf-set", "fake_inflight_cost=0.5")
+    run.run(*args, "--sdperf-json", "r.json").assert_outcomes(passed=1)
+    sweep = _sweep_of(run)
+    assert sweep["knee"] == 3 and [p["value"] for p in sweep["points"]] == [1, 2, 3, 4]
+    assert [p["images_per_call"] for p in sweep["points"]] == [1, 2, 3, 4]
+    record = json.loads((run.root / "r.json").read_text())["results"][0]
+    assert record["info"]["batch"] == 3 and record["info"]["images_per_call"] == 3
+    assert record["info"]["paired_with"]["variant"] == "fake"
+    entry = next(iter(json.loads(run.baseline_file().read_text())["entries"].values()))
+    assert entry["workload"]["images_per_prompt"] == 1 and entry["info"]["sweep"]["knee"] == 3
+    assert len(entry["throughput"]["reference"]) == 5
+    again = run.run(*args, "--sdperf-json", "s.json")
+    again.assert_outcomes(passed=1)
+    assert _sweep_of(run, "s.json")["knee"] == 3
+
+
+INSTANCES = """
+import pytest
+
+@pytest.mark.sdperf(steps=5, height=32, width=32, sweep="instances", sweep_values={values},
+                    sweep_cap_ms=10000, rounds=5)
+def test_knee(sdperf_knee, sdperf_gate):
+    sdperf_gate.check(sdperf_knee)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="instances need 2 CPUs")
+def test_the_instances_sweep_drives_pinned_workers_as_one(pytester: pytest.Pytester) -> None:
+    """sweep="instances" runs N workers of the variant, each pinned to its own CPUs, a round
+    being every instance's call at once: the fake pipeline's calls (sleeps) overlap, so two
+    instances make twice the images per second; a value above this machine's CPUs stops the
+    sweep, naming it."""
+    cpus = len(os.sched_getaffinity(0))
+    run = SdperfRun(pytester)
+    pytester.makeconftest("from pytest_sdperf.testing import register_fake_variants\n\n"
+                          "def pytest_sdperf_add_variants(registry):\n    register_fake_variants(registry)\n")
+    pytester.makepyfile(test_knee=INSTANCES.format(values=(1, 2, cpus + 1)))
+    out = run.run("--sdperf-variants", "fake-inflight", "--sdperf-set", "fake_delay=0.02",
+                  "--sdperf-json", "r.json")
+    out.assert_outcomes(passed=1)
+    sweep = _sweep_of(run)
+    assert sweep["knee"] == 2 and [p["value"] for p in sweep["points"]] == [1, 2]
+    assert f"instances={cpus + 1}: this machine offers {cpus} CPU(s)" in str(sweep["stopped"])
+    rates = [p["images_per_s"] for p in sweep["points"]]
+    assert rates[1] == pytest.approx(2 * rates[0], rel=0.25)
+    record = json.loads((run.root / "r.json").read_text())["results"][0]
+    assert record["info"]["instances"] == 2 and len(record["info"]["instance_cpus"]) == 2
+    assert record["info"]["paired_with"]["variant"] == "fake"

@@ -148,3 +148,35 @@ def test_each_option_is_declared_once_and_fills_a_settings_field() -> None:
     assert {f.name for f in dataclasses.fields(Settings)} - set(fields) == {"rounds_given", "warmup_given"}
     assert all(getattr(Settings(), name) == default_of(name) for name in fields)
     assert "(default 900)" in option_for("timeout_s").help_text and Settings().timeout_s == 900.0
+
+
+def test_speedup_is_per_image_counting_requests_in_flight_and_a_batch_knee() -> None:
+    """The speedup column divides seconds per image: a call of 4 requests (images/s in its
+    info) or a batch knee of 6 images compares per image with the reference's one image."""
+    from pytest_sdperf.report import speedups
+    from pytest_sdperf.results import Record
+
+    ref = Record("t::a[torch-fp32]", "torch-fp32", "m", "w", "pass", p50_s=1.0, images=("r.png",))
+    batch = Record("t::a[ov-static]", "ov-static", "m", "w", "pass", p50_s=3.0, images=("o.png",),
+                   info={"images_per_s": 6 / 3.0})
+    old = Record("t::a[tome]", "tome", "m", "w", "pass", p50_s=0.5, images=("t.png",))
+    ups = speedups([ref, batch, old])
+    assert ups["t::a[ov-static]"] == pytest.approx(2.0) and ups["t::a[tome]"] == pytest.approx(2.0)
+
+
+def test_speedup_base_is_the_reference_row_of_the_same_test_function() -> None:
+    """Two sweeps of one workload each have a torch-fp32 row: each row's base is its own
+    function's reference row; a function without one falls back to any of the workload's."""
+    from pytest_sdperf.report import speedups
+    from pytest_sdperf.results import Record
+
+    def rec(test: str, variant: str, ips: float) -> Record:
+        return Record(f"s.py::{test}[{variant}]", variant, "m", "w", "pass", p50_s=1.0, images=("x.png",),
+                      info={"images_per_s": ips})
+
+    rows = [rec("batch", "torch-fp32", 3.0), rec("batch", "ov-static", 4.5),
+            rec("inst", "torch-fp32", 2.0), rec("other", "ov-async", 6.0)]
+    ups = speedups(rows)
+    assert ups["s.py::batch[ov-static]"] == pytest.approx(1.5)
+    assert ups["s.py::inst[torch-fp32]"] == pytest.approx(1.0)
+    assert ups["s.py::other[ov-async]"] == pytest.approx(2.0)
