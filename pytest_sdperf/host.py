@@ -174,3 +174,14 @@ def source_commit(root: Path) -> str | None:
         return None
     head = done.stdout.strip()
     return head if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", head) else None
+
+
+def cpu_list(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (the worker's ``parse_cpus`` reads it back)."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)

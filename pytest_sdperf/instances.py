@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
+from .host import cpu_list
 from .measure.latency import LatencyStats
 from .protocol import WorkerRequest
 from .runner import DrivenWorker, WorkerOutcome
@@ -44,17 +45,6 @@ def split_cpus(cpus: list[int], count: int) -> list[list[int]]:
     return shares
 
 
-def cpu_text(cpus: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5' (the worker's ``parse_cpus`` reads it back)."""
-    runs: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
-
-
 class InstanceGroup:
     """``count`` pinned workers of ``request``'s variant driven together (see the module)."""
 
@@ -69,7 +59,7 @@ class InstanceGroup:
         self.last_reply: dict[str, Any] = {}
         try:
             for i, share in enumerate(self.shares):
-                text, threads = cpu_text(share), str(len(share))
+                text, threads = cpu_list(share), str(len(share))
                 req = dataclasses.replace(
                     request, variant=dataclasses.replace(request.variant, cpus=text),
                     out_dir=workdir / f"instance{i}" / "images",
@@ -118,7 +108,7 @@ class InstanceGroup:
         group = LatencyStats.from_samples(self.walls, lat.first_call_s, lat.stages, lat.calibration,
                                           lat.calibration_kernel, lat.reference)
         info = {**result.info, "instances": len(self.workers),
-                "instance_cpus": [cpu_text(s) for s in self.shares]}
+                "instance_cpus": [cpu_list(s) for s in self.shares]}
         return dataclasses.replace(outcome, result=dataclasses.replace(result, latency=group, info=info))
 
     def close(self) -> None:

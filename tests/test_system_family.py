@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_sdperf.host import cpu_list
 from pytest_sdperf.variants import system_family
 from pytest_sdperf.variants.availability import unavailable_reason
 from pytest_sdperf.variants.builtin import register_builtin
@@ -30,8 +31,8 @@ def registry() -> VariantRegistry:
 def test_cpu_list_round_trips_through_the_worker_parser() -> None:
     from pytest_sdperf.worker import parse_cpus
 
-    assert system_family.cpu_list([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
-    assert parse_cpus(system_family.cpu_list([0, 1, 2, 5, 7, 8])) == {0, 1, 2, 5, 7, 8}
+    assert cpu_list([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert parse_cpus(cpu_list([0, 1, 2, 5, 7, 8])) == {0, 1, 2, 5, 7, 8}
 
 
 def test_physical_cpus_keeps_one_cpu_per_core() -> None:

@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from ..host import physical_cpus
+from ..host import cpu_list, physical_cpus
 from .registry import VariantError, VariantPattern, VariantRegistry, VariantSpec
 
 MODULE = "pytest_sdperf.variants.system_family"
@@ -126,17 +126,6 @@ def check_jemalloc() -> str | None:
 def check_tcmalloc() -> str | None:
     """Availability probe: is libtcmalloc_minimal.so.4 installed?"""
     return _missing_reason("env-tcmalloc")
-
-
-def cpu_list(cpus: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5' (the worker's ``parse_cpus`` reads it back)."""
-    runs: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def threads_variant(count: int) -> VariantSpec:
