@@ -4,9 +4,9 @@ multi-instance recipe for PyTorch throughput: ``ipex.cpu.launch --ninstances N``
 The sweep's ``instances`` axis (``@pytest.mark.sdperf(sweep="instances", ...)``) measures a
 variant as ``InstanceGroup``: the usable CPUs are split into N contiguous shares, each worker
 pinned to its share (``sched_setaffinity``, as taskset does) with its OpenMP/MKL threads set to
-the share's size, built and warmed in turn. A round sends every instance its call at once and
-lasts until the last one answers (the slowest instance's seconds: the N images are all made
-then); only the first instance times the calibration workload, with the others idle. The
+the share's size, all started together (each builds and warms up in its own process). A round
+sends every instance its call at once and lasts until the last one answers (the slowest
+instance's seconds: the N images are all made then); only the first instance times the calibration workload, with the others idle. The
 result is the first instance's (its images, memory and environment: memory is per instance),
 its rounds replaced by the group's, ``info["instances"]`` and ``info["instance_cpus"]`` added.
 The group has ``DrivenWorker``'s interface, so ``pairing.measure_paired`` drives it beside the
