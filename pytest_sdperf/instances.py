@@ -6,10 +6,10 @@ variant as ``InstanceGroup``: the usable CPUs are split into N contiguous shares
 pinned to its share (``sched_setaffinity``, as taskset does) with its OpenMP/MKL threads set to
 the share's size, all started together (each builds and warms up in its own process). A round
 sends every instance its call at once and lasts until the last one answers (the slowest
-instance's seconds: the N images are all made then); only the first instance times the calibration workload, with the others idle. The
-result is the first instance's (its images, memory and environment: memory is per instance),
-its rounds replaced by the group's, ``info["instances"]`` and ``info["instance_cpus"]`` added.
-The group has ``DrivenWorker``'s interface, so ``pairing.measure_paired`` drives it beside the
+instance's seconds: the N images are all made then); only the first instance times the
+calibration workload, with the others idle. The result is the first instance's (its images,
+memory and environment: memory is per instance), its rounds replaced by the group's,
+``info["instances"]`` and ``info["instance_cpus"]`` added. The group has ``DrivenWorker``'s interface, so ``pairing.measure_paired`` drives it beside the
 reference worker as it drives one worker.
 """
 
