@@ -418,9 +418,9 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
     base = sdperf_workload
 
     def measure(value: int, workdir: Path) -> Measurement | WorkerFailure:
-        # a batch point runs the workload at that batch, paired with the reference at the
-        # test's own workload; a setting point adds the setting as --sdperf-set would
-        # an instances point, that many pinned workers driven as one
+        # a setting point adds the setting as --sdperf-set would; a batch point runs the
+        # workload at that batch; an instances point, that many pinned workers driven as one;
+        # each is paired with the reference at the test's own workload
         wl = dataclasses.replace(base, images_per_prompt=value) if sweep.batch else base
         own = sweep.batch or sweep.instances
         extra = dict(sdperf_sweep) if own else {**sdperf_sweep, sweep.setting: str(value)}
