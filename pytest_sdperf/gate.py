@@ -183,6 +183,7 @@ class Gate:
                 outcome.recordings.append(self._missing_text(stored.key))
         for c in verdict.inconclusive():
             outcome.verdict = "inconclusive"
+            outcome.reason = outcome.reason or c.message()  # why, in the summary and the JSON
             if s.strict:
                 outcome.problems.append(f"--sdperf-strict: inconclusive: {c.message()}")
             else:
@@ -305,6 +306,7 @@ class Gate:
                                     f"{other.python}:", *(f"  {c.message()}" for c in failed)]
         elif verdict.inconclusive() and outcome.verdict == "pass":
             outcome.verdict = "inconclusive"
+            outcome.reason = outcome.reason or verdict.inconclusive()[0].message()
         record = self._record(m, sim, outcome, verdict)
         self.state.records.append(record)
         if outcome.problems:

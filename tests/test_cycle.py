@@ -77,7 +77,11 @@ def test_strict_fails_a_recording_and_an_inconclusive_comparison(run: SdperfRun)
         entry["latency"].pop("calibration", None)
         entry["latency"].pop("sessions", None)  # the recording alone, as before sessions were kept
     path.write_text(json.dumps(doc))
-    run.run("--sdperf-variants", "fake", "--sdperf-gate", "absolute").assert_outcomes(passed=1)
+    loose = run.run("--sdperf-variants", "fake", "--sdperf-gate", "absolute", "--sdperf-json", "r.json")
+    loose.assert_outcomes(passed=1)
+    record = json.loads((run.root / "r.json").read_text())["results"][0]
+    assert record["verdict"] == "inconclusive" and record["reason"].startswith("latency ratio: measured")
+    loose.stdout.fnmatch_lines(["fake: latency ratio: measured *"])  # why, under the summary
     strict = run.run("--sdperf-variants", "fake", "--sdperf-gate", "absolute", "--sdperf-strict")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*--sdperf-strict: inconclusive: latency*"])
