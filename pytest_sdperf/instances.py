@@ -9,8 +9,9 @@ sends every instance its call at once and lasts until the last one answers (the 
 instance's seconds: the N images are all made then); only the first instance times the
 calibration workload, with the others idle. The result is the first instance's (its images,
 memory and environment: memory is per instance), its rounds replaced by the group's,
-``info["instances"]`` and ``info["instance_cpus"]`` added. The group has ``DrivenWorker``'s interface, so ``pairing.measure_paired`` drives it beside the
-reference worker as it drives one worker.
+``info["instances"]`` and ``info["instance_cpus"]`` added. The group has ``DrivenWorker``'s
+interface, so ``pairing.measure_paired`` drives it beside the reference worker as it drives
+one worker.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-from .host import cpu_list
+from .host import cpu_list, usable_cpus
 from .measure.latency import LatencyStats
 from .protocol import WorkerRequest
 from .runner import DrivenWorker, WorkerOutcome
@@ -46,14 +47,15 @@ def split_cpus(cpus: list[int], count: int) -> list[list[int]]:
 
 
 class InstanceGroup:
-    """``count`` pinned workers of ``request``'s variant driven together (see the module)."""
+    """``count`` pinned workers of ``request``'s variant driven together, on shares of the
+    request's ``machine_cpus`` (see the module)."""
 
     def __init__(self, request: WorkerRequest, workdir: Path, timeout_s: float, env: Mapping[str, str],
-                 hang_floor_s: float, count: int, cpus: list[int]) -> None:
+                 hang_floor_s: float, count: int) -> None:
         if request.variant.cpus:
             raise InstancesError(f"{request.variant.name} pins itself to CPUs {request.variant.cpus}; "
                                  "instances pin each worker to its own share")
-        self.shares = split_cpus(cpus, count)
+        self.shares = split_cpus(sorted(request.machine_cpus or usable_cpus()), count)
         self.walls: list[float] = []
         self.workers: list[DrivenWorker] = []
         self.last_reply: dict[str, Any] = {}

@@ -117,13 +117,13 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                    hang_floor_s: float, reference: Callable[[], DrivenWorker | str],
                    on_reference_failure: Callable[[str], None],
                    launcher: Zygote | None = None, calibrate: bool = False,
-                   instances: int = 0, cpus: list[int] | None = None) -> Paired:
+                   instances: int = 0) -> Paired:
     """Start the variant's worker (forked by ``launcher`` where it may be), then take rounds
     (``rounds.more_rounds``) paired with the reference worker ``reference()`` gives, ABBA;
     without one, rounds of the variant alone. ``calibrate``: time the calibration workload
     after paired rounds too (the validation harness judges every gate mode on the same data).
-    ``instances``: that many workers of the variant, pinned to shares of ``cpus``, driven as
-    one (instances.py); a refused split is the outcome's error."""
+    ``instances``: that many workers of the variant, pinned to shares of the request's
+    ``machine_cpus``, driven as one (instances.py); a refused split skips."""
     from .instances import InstanceGroup, InstancesError
     from .measure.latency import LatencyStats
     from .protocol import WorkerResult
@@ -131,7 +131,7 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
     variant: DrivenWorker | InstanceGroup
     if instances:
         try:
-            variant = InstanceGroup(request, workdir, timeout_s, env, hang_floor_s, instances, cpus or [])
+            variant = InstanceGroup(request, workdir, timeout_s, env, hang_floor_s, instances)
         except InstancesError as exc:
             return Paired(WorkerOutcome("skip", WorkerResult.skipped(str(exc))))
     else:

@@ -210,7 +210,7 @@ class SdperfState:
             return self._run_paired(request, workdir, ref_wl, instances)
         return measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
                               lambda: "instances measured alone", lambda why: None,
-                              instances=instances, cpus=sorted(usable_cpus())).outcome
+                              instances=instances).outcome
 
     def _run_paired(self, request: WorkerRequest, workdir: Path, ref_wl: Workload,
                     instances: int = 0) -> WorkerOutcome:
@@ -230,8 +230,7 @@ class SdperfState:
 
         paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
                                 reference, lambda why: self.references.drop(key, why),
-                                self.fork_server(), self.calibrate_paired, instances,
-                                sorted(usable_cpus()))
+                                self.fork_server(), self.calibrate_paired, instances)
         result = paired.outcome.measured
         if result is None:
             return paired.outcome

@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("variant", help="the variant to sweep, e.g. ov-async")
     p.add_argument("--setting", default="ov_requests",
                    help="the variant setting to raise, as --sdperf-set names it (default ov_requests), "
-                   "or images_per_prompt: the batch")
+                   "or images_per_prompt (the batch), or instances (pinned worker processes)")
     p.add_argument("--values", type=_values, required=True, help="increasing ints, e.g. 1,2,3,4")
     p.add_argument("--cap-ms", type=_cap, required=True,
                    help="the p90 latency bound of a call: ms, or Nx (N times the first value's p90)")
