@@ -141,6 +141,17 @@ def mem_available_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     return None
 
 
+def peak_resident_bytes(pid: int) -> int | None:
+    """Process ``pid``'s peak resident memory so far (VmHWM), or None where unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def package_version(name: str) -> str | None:
     """The installed version of distribution ``name``, or None where it is not installed."""
     try:

@@ -25,12 +25,11 @@ from typing import Callable, Mapping
 
 from .host import mem_available_bytes
 from .protocol import WorkerRequest
+from .replicas import MEMORY_HEADROOM, Probe, representative
 from .rounds import more_rounds
 from .runner import DrivenWorker, WorkerGone, WorkerOutcome
 from .zygote import Zygote
 
-# A pair is started only when this much of the reference's expected peak is free, beside it.
-MEMORY_HEADROOM = 1.25
 # A paired round is "disturbed" when one side took this many times its own median: other work
 # on a 2-core machine stalls a 2-thread OpenMP process far more than the other (a reference
 # round of 0.26 s took 3-12 s beside a test run here, while the OpenVINO variant's did not move).
@@ -46,6 +45,7 @@ class Paired:
     note: str = ""
     reference_pid: int | None = None  # the reference worker's process, when paired
     disturbed: int = 0  # paired rounds with one side over DISTURBED_FACTOR x its median
+    processes: str = ""  # where the variant's candidate processes disagreed (replicas.Probe.note)
 
 
 def disturbed_rounds(samples: list[float], reference: list[float]) -> int:
@@ -61,11 +61,13 @@ def disturbed_rounds(samples: list[float], reference: list[float]) -> int:
 
 
 class ReferencePool:
-    """Reference workers kept alive for the session, one per key (model, workload, warm-up)."""
+    """Reference workers kept alive for the session, one per key (model, workload, warm-up),
+    each the representative of two or three processes (``replicas.representative``)."""
 
     def __init__(self) -> None:
         self._workers: dict[str, DrivenWorker] = {}
         self._refused: dict[str, str] = {}
+        self.probes: dict[str, Probe] = {}  # how each key's worker was chosen (replicas.py)
         self._folder: Path | None = None
 
     def get(self, key: str, request: WorkerRequest, timeout_s: float, hang_floor_s: float,
@@ -77,6 +79,7 @@ class ReferencePool:
         if key in self._refused:
             return self._refused[key]
         available = mem_available_bytes()
+        # A pair is started only when this much of the reference's expected peak is free.
         if expected_peak and available is not None and available < MEMORY_HEADROOM * expected_peak:
             return (f"the paired reference would need about {expected_peak / 2**30:.1f} GiB beside "
                     f"this variant, {available / 2**30:.1f} GiB is available")
@@ -84,9 +87,12 @@ class ReferencePool:
             self._folder = Path(tempfile.mkdtemp(prefix="sdperf-reference-"))
         workdir = self._folder / f"ref{len(self._workers) + len(self._refused)}"
         request = dataclasses.replace(request, out_dir=workdir / "images")
-        worker = DrivenWorker(request, workdir, timeout_s, {}, hang_floor_s, launcher)
+
+        def make(i: int) -> DrivenWorker:
+            return DrivenWorker(request, workdir / f"process{i}", timeout_s, {}, hang_floor_s, launcher)
+
         try:
-            worker.start()
+            worker, self.probes[key] = representative(make)
         except WorkerGone as gone:
             why = gone.outcome.failure_text(request.variant.name, timeout_s).split("\n", 1)[0]
             if gone.outcome.skip_reason:
@@ -117,27 +123,38 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                    hang_floor_s: float, reference: Callable[[], DrivenWorker | str],
                    on_reference_failure: Callable[[str], None],
                    launcher: Zygote | None = None, calibrate: bool = False,
-                   instances: int = 0) -> Paired:
+                   instances: int = 0, replicas: bool = False) -> Paired:
     """Start the variant's worker (forked by ``launcher`` where it may be), then take rounds
     (``rounds.more_rounds``) paired with the reference worker ``reference()`` gives, ABBA;
     without one, rounds of the variant alone. ``calibrate``: time the calibration workload
     after paired rounds too (the validation harness judges every gate mode on the same data).
     ``instances``: that many workers of the variant, pinned to shares of the request's
-    ``machine_cpus``, driven as one (instances.py); a refused split skips."""
+    ``machine_cpus``, driven as one (instances.py); a refused split skips. ``replicas``: the
+    variant's worker is the representative of two or three processes (replicas.py: for a
+    recording, which later sessions are compared with), the probe in ``info["processes"]``."""
     from .instances import InstanceGroup, InstancesError
     from .measure.latency import LatencyStats
     from .protocol import WorkerResult
 
-    variant: DrivenWorker | InstanceGroup
+    def make(i: int) -> DrivenWorker:
+        return DrivenWorker(request, workdir / f"process{i}" if i else workdir, timeout_s, env,
+                            hang_floor_s, launcher)
+
+    variant: DrivenWorker | InstanceGroup | None = None
+    probe: Probe | None = None
     if instances:
         try:
             variant = InstanceGroup(request, workdir, timeout_s, env, hang_floor_s, instances)
         except InstancesError as exc:
             return Paired(WorkerOutcome("skip", WorkerResult.skipped(str(exc))))
-    else:
-        variant = DrivenWorker(request, workdir, timeout_s, env, hang_floor_s, launcher)
     try:
-        variant.start()
+        if variant is not None:
+            variant.start()
+        elif replicas:
+            variant, probe = representative(make)
+        else:
+            variant = make(0)
+            variant.start()
         ref = reference()
         note = ref if isinstance(ref, str) else ""
         samples: list[float] = []
@@ -167,11 +184,16 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
         pid = None if isinstance(ref, str) else ref.proc.pid
         disturbed = 0 if note else disturbed_rounds(samples, ref_samples)
-        return Paired(variant.finish([] if note else ref_samples), note, pid, disturbed)
+        outcome = variant.finish([] if note else ref_samples)
+        if probe is not None and outcome.result is not None:
+            info = {**outcome.result.info, "processes": probe.to_dict()}
+            outcome = dataclasses.replace(outcome, result=dataclasses.replace(outcome.result, info=info))
+        return Paired(outcome, note, pid, disturbed, probe.note(request.variant.name) if probe else "")
     except WorkerGone as gone:
         return Paired(gone.outcome)
     finally:
-        variant.close()
+        if variant is not None:
+            variant.close()
 
 
 def _reference_round(ref: DrivenWorker, ref_samples: list[float],

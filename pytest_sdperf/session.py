@@ -54,6 +54,7 @@ class SdperfState:
         self.latency_checks = 1  # benchmark tests selected (each one latency check; compare.suite_z)
         self._peak: MachinePeak | None = None
         self.references = ReferencePool()
+        self._probe_noted: set[str] = set()  # reference keys whose disagreeing probe is in notes
         self._model_bytes: int | None = None  # the model folder's size, walked once
         self.calibrate_paired = False  # the validation harness: paired rounds calibrated too
         self._zygote: Zygote | None = None
@@ -228,9 +229,19 @@ class SdperfState:
             return self.references.get(key, ref_request, s.timeout_s, s.hang_floor_s,
                                        self._expected_reference_peak(), self.fork_server())
 
+        # A recording under auto rounds (the entry later sessions are compared with) is made in
+        # the representative of two or three processes of the variant (replicas.py).
+        recording = request.rounds == 0 and request.auto.target is None
+        replicas = recording and not instances and request.memray_capture is None
         paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
                                 reference, lambda why: self.references.drop(key, why),
-                                self.fork_server(), self.calibrate_paired, instances)
+                                self.fork_server(), self.calibrate_paired, instances, replicas)
+        probe = self.references.probes.get(key)
+        if probe is not None and not probe.agreed and key not in self._probe_noted:
+            self._probe_noted.add(key)
+            self.notes.append(probe.note(f"the paired reference {self.reference_name()}"))
+        if paired.processes:
+            self.notes.append(paired.processes)
         result = paired.outcome.measured
         if result is None:
             return paired.outcome
@@ -238,8 +249,9 @@ class SdperfState:
             self.notes.append(f"{request.variant.name}: not paired: {paired.note}")
             info = {**result.info, "unpaired": paired.note}
         else:
-            info = {**result.info, "paired_with": {"variant": self.reference_name(),
-                                                   "pid": paired.reference_pid}}
+            info = {**result.info, "paired_with": {
+                "variant": self.reference_name(), "pid": paired.reference_pid,
+                **({"processes": probe.to_dict()} if probe is not None else {})}}
         if paired.disturbed:
             info["disturbed_rounds"] = paired.disturbed
             self.notes.append(

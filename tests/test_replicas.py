@@ -1,0 +1,112 @@
+"""The representative process (replicas.py): stand-in workers with set speeds, then a recording
+of the fake pipeline whose first process is 3x slower."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_sdperf import replicas
+from pytest_sdperf.runner import WorkerGone, WorkerOutcome
+from pytest_sdperf.testing import SdperfRun
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester) -> SdperfRun:
+    r = SdperfRun(pytester)
+    r.write_suite()
+    return r
+
+
+class Candidate:
+    """A started-on-demand stand-in worker whose every round takes ``seconds``."""
+
+    def __init__(self, seconds: float, fail: bool = False) -> None:
+        self.seconds, self.fail = seconds, fail
+        self.commands: list[str] = []
+        self.closed = False
+        self.proc = SimpleNamespace(pid=0)
+
+    def start(self) -> None:
+        if self.fail:
+            raise WorkerGone(WorkerOutcome("crash", stderr_tail="died", returncode=9))
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        self.commands.append(cmd["cmd"])
+        return {"seconds": self.seconds} if cmd["cmd"] == "round" else {"calibration": 0.1}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _choose(speeds: list[float], room: bool = True) -> tuple[int, replicas.Probe, list[Candidate]]:
+    made: list[Candidate] = []
+
+    def make(i: int) -> Any:
+        made.append(Candidate(speeds[i]))
+        return made[-1]
+
+    kept, probe = replicas.representative(make, lambda first: room)
+    return made.index(kept), probe, made  # type: ignore[arg-type]
+
+
+def test_two_processes_that_agree_keep_the_first() -> None:
+    kept, probe, made = _choose([1.0, 1.04])
+    assert kept == 0 and len(made) == 2 and probe.agreed and probe.note("v") == ""
+    assert made[1].closed and not made[0].closed
+    assert made[0].commands == ["round"] * replicas.PROBE_ROUNDS + ["restart"]  # probe forgotten
+
+
+@pytest.mark.parametrize("speeds, middle", [([1.25, 1.0, 1.02], 2), ([1.0, 1.25, 1.02], 2), ([1.0, 0.8, 0.99], 2)])
+def test_an_odd_process_out_is_left_out(speeds: list[float], middle: int) -> None:
+    kept, probe, made = _choose(speeds)
+    assert kept == middle and len(made) == 3 and not probe.agreed
+    assert [c.closed for c in made] == [i != middle for i in range(3)]
+    assert "ran at different speeds" in probe.note("v") and f"process {middle + 1} was kept" in probe.note("v")
+    assert probe.to_dict()["kept"] == middle and len(probe.to_dict()["medians_s"]) == 3
+
+
+def test_without_room_for_another_process_the_first_is_kept_and_said_so() -> None:
+    kept, probe, made = _choose([1.0], room=False)
+    assert kept == 0 and len(made) == 1 and probe.agreed and made[0].commands == []
+
+
+def test_a_candidate_that_fails_closes_the_others() -> None:
+    made: list[Candidate] = []
+
+    def make(i: int) -> Any:
+        made.append(Candidate(1.0, fail=i == 1))
+        return made[-1]
+
+    with pytest.raises(WorkerGone):
+        replicas.representative(make, lambda first: True)
+    assert all(c.closed for c in made)
+
+
+def test_middle_and_agree() -> None:
+    assert replicas.middle([3.0, 1.0, 2.0]) == 2 and replicas.middle([1.0, 2.0]) == 0
+    assert replicas.agree([1.0, 1.06]) and not replicas.agree([1.0, 1.07])
+
+
+def test_a_recording_is_made_in_the_representative_process(run: SdperfRun) -> None:
+    """The first process of fake-slow-once is 3x slower: the recording's probe sees it, keeps
+    a normal one, and says so; the next run (normal speed) compares at about 1x."""
+    once = run.root / "slow-once"
+    args = ("--sdperf-variants", "fake,fake-slow-once", "--sdperf-set", f"fake_once_file={once}",
+            "--sdperf-rounds", "auto", "--sdperf-json", str(run.root / "r.json"))
+    first = run.run(*args)
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["*fake-slow-once: its worker processes ran at different speeds*"])
+    record = next(r for r in json.loads((run.root / "r.json").read_text())["results"]
+                  if r["variant"] == "fake-slow-once")
+    medians = record["info"]["processes"]["medians_s"]
+    assert len(medians) == 3 and record["info"]["processes"]["kept"] != 0
+    assert medians[0] > 2 * max(medians[1:])
+    second = run.run(*args)
+    second.assert_outcomes(passed=2)
+    record = next(r for r in json.loads((run.root / "r.json").read_text())["results"]
+                  if r["variant"] == "fake-slow-once")
+    assert 0.6 < record["ratio"] < 1.5 and "processes" not in record["info"]  # a comparison: one
