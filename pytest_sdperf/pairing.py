@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 
 from .host import mem_available_bytes
 from .protocol import WorkerRequest
-from .replicas import MEMORY_HEADROOM, Probe, representative
+from .replicas import MEMORY_HEADROOM, Probe, Replicas, representative
 from .rounds import more_rounds
 from .runner import DrivenWorker, WorkerGone, WorkerOutcome
 from .zygote import Zygote
@@ -140,23 +140,20 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
         return DrivenWorker(request, workdir / f"process{i}" if i else workdir, timeout_s, env,
                             hang_floor_s, launcher)
 
-    variant: DrivenWorker | InstanceGroup | None = None
-    probe: Probe | None = None
+    variant: DrivenWorker | InstanceGroup | Replicas
     if instances:
         try:
             variant = InstanceGroup(request, workdir, timeout_s, env, hang_floor_s, instances)
         except InstancesError as exc:
             return Paired(WorkerOutcome("skip", WorkerResult.skipped(str(exc))))
+    else:
+        variant = Replicas(make) if replicas else make(0)
     try:
-        if variant is not None:
-            variant.start()
-        elif replicas:
-            variant, probe = representative(make)
-        else:
-            variant = make(0)
-            variant.start()
+        variant.start()
         ref = reference()
         note = ref if isinstance(ref, str) else ""
+        if isinstance(variant, Replicas) and (note or calibrate):
+            variant.single()  # unpaired or calibrated rounds: one process, as before
         samples: list[float] = []
         ref_samples: list[float] = []
         marks = [float(variant.last_reply.get("calibration", 0.0))]
@@ -178,22 +175,23 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                 marks = [float(variant.ask(cmd="restart")["calibration"])]
             reply = variant.ask(cmd="round", calibrate=calibrate or not paired)
             samples.append(float(reply["seconds"]))
+            if isinstance(variant, Replicas) and (dropped := set(variant.take_dropped())):
+                # an odd process out: its rounds, and the reference's beside them, left out
+                samples = [x for k, x in enumerate(samples) if k not in dropped]
+                ref_samples = [x for k, x in enumerate(ref_samples) if k not in dropped]
             if calibrate or not paired:
                 marks.append(float(reply["calibration"]))
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
         pid = None if isinstance(ref, str) else ref.proc.pid
         disturbed = 0 if note else disturbed_rounds(samples, ref_samples)
-        outcome = variant.finish([] if note else ref_samples)
-        if probe is not None and outcome.result is not None:
-            info = {**outcome.result.info, "processes": probe.to_dict()}
-            outcome = dataclasses.replace(outcome, result=dataclasses.replace(outcome.result, info=info))
-        return Paired(outcome, note, pid, disturbed, probe.note(request.variant.name) if probe else "")
+        probe = variant.probe if isinstance(variant, Replicas) else None
+        return Paired(variant.finish([] if note else ref_samples), note, pid, disturbed,
+                      probe.note(request.variant.name) if probe else "")
     except WorkerGone as gone:
         return Paired(gone.outcome)
     finally:
-        if variant is not None:
-            variant.close()
+        variant.close()
 
 
 def _reference_round(ref: DrivenWorker, ref_samples: list[float],

@@ -7,22 +7,32 @@ tiny model, rounds of eight processes interleaved), three ``torch-default-attn``
 paired reference, moves every paired ratio of the session; recorded as a variant's baseline, it
 moves every later comparison of that test until the entry is re-recorded.
 
-``representative`` starts two workers of one variant, times ``PROBE_ROUNDS`` calls in each,
+Two forms. ``representative`` (the session's paired reference) starts two workers of one variant, times ``PROBE_ROUNDS`` calls in each,
 interleaved (so a drift of the machine hits both), and keeps the first when their medians agree
 within ``TOLERANCE``; otherwise it starts a third (where ``room`` says one fits), probes all
 three again and keeps the one whose median lies between the other two (without room, the
 first, saying so). The others are closed.
 The kept worker is built and warm, and has forgotten the probe's calls (``restart``): they are
 not part of any measurement.
+
+``Replicas`` (a recording's variant) does the same inside the measurement, so that agreeing
+processes cost only their start: it has ``DrivenWorker``'s interface, and ``pairing``'s paired
+rounds go to its candidates in turn. Once each has ``PROBE_ROUNDS``, they are compared; when two
+agree, both processes' rounds are kept and the second is closed (the recording spans two
+processes); otherwise a third takes its rounds, the middle one is kept and the other two's
+rounds are dropped (``take_dropped``: the round indices, for the pairing to drop its reference
+rounds too). The result is the kept worker's (images, memory, stages), its latency the kept
+rounds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .runner import DrivenWorker
+from .runner import DrivenWorker, WorkerOutcome
 
 #: Calls timed in each candidate process.
 PROBE_ROUNDS = 5
@@ -54,11 +64,13 @@ class Probe:
         """A line for the summary where the processes disagreed, else ''."""
         if self.agreed:
             return ""
-        shown = ", ".join(f"{m:.3f}" for m in self.medians)
-        return (f"{variant}: its worker processes ran at different speeds (median {shown} s a "
-                f"call, more than {TOLERANCE:.0%} apart); process {self.kept + 1} was kept"
-                + (" (the middle one)" if len(self.medians) == 3 else
-                   " (no room for a third process)"))
+        first = ", ".join(f"{m:.3f}" for m in self.medians[:2])
+        head = (f"{variant}: its first two worker processes differed by more than {TOLERANCE:.0%} "
+                f"(median {first} s a call)")
+        if len(self.medians) < 3:
+            return f"{head}; no room for a third, process 1 was kept"
+        return (f"{head}; a third ran {self.medians[2]:.3f} s, and process {self.kept + 1}, the "
+                "middle one, was kept")
 
 
 def agree(medians: tuple[float, ...] | list[float], tolerance: float = TOLERANCE) -> bool:
@@ -119,3 +131,134 @@ def representative(make: Callable[[int], DrivenWorker],
         for worker in workers:
             worker.close()
         raise
+
+
+class Replicas:
+    """A recording's variant in two or three processes, driven as one (see the module)."""
+
+    def __init__(self, make: Callable[[int], DrivenWorker],
+                 room: Callable[[DrivenWorker], bool] = room_for_another, rounds: int = PROBE_ROUNDS) -> None:
+        self._make, self._room, self._probe_rounds = make, room, rounds
+        self.workers: list[DrivenWorker] = []
+        self.live: list[int] = []  # candidates still taking rounds
+        self.rounds: list[int] = []  # the candidate of each round so far
+        self.seconds: list[float] = []
+        self.dropped: set[int] = set()  # candidates whose rounds were left out
+        self._pending: list[int] = []  # round indices dropped since take_dropped
+        self.probe: Probe | None = None
+        self.last_reply: dict[str, Any] = {}
+
+    @property
+    def proc(self) -> Any:
+        """The first candidate's process."""
+        return self.workers[0].proc
+
+    @property
+    def kept(self) -> int:
+        """The candidate whose result stands (its images, memory, stages)."""
+        return self.probe.kept if self.probe is not None else 0
+
+    def _add(self) -> None:
+        worker = self._make(len(self.workers))
+        self.workers.append(worker)
+        worker.start()
+        self.live.append(len(self.workers) - 1)
+
+    def start(self) -> None:
+        """Start the first candidate, and the second where there is room for it."""
+        try:
+            self._add()
+            self.last_reply = self.workers[0].last_reply
+            if self._room(self.workers[0]):
+                self._add()
+            else:
+                self.probe = Probe((), 0)
+        except BaseException:
+            self.close()
+            raise
+
+    def single(self) -> None:
+        """Drive the first candidate alone from here on (unpaired rounds, a restart)."""
+        for i in self.live[1:]:
+            self.workers[i].close()
+        self.live = self.live[:1]
+        if self.probe is None:
+            self.probe = Probe((), self.live[0])
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        """A round goes to the live candidate with the fewest rounds; a restart drives the
+        kept one alone and forgets every round."""
+        if cmd.get("cmd") != "round":
+            self.single()
+            if cmd.get("cmd") == "restart":
+                self.rounds, self.seconds, self._pending = [], [], []
+            self.last_reply = self.workers[self.live[0]].ask(**cmd)
+            return self.last_reply
+        turn = min(self.live, key=lambda i: (self.rounds.count(i), i))
+        self.last_reply = self.workers[turn].ask(**cmd)
+        self.rounds.append(turn)
+        self.seconds.append(float(self.last_reply["seconds"]))
+        if self.probe is None and all(self.rounds.count(i) >= self._probe_rounds for i in self.live):
+            self._decide()
+        return self.last_reply
+
+    def _median(self, i: int) -> float:
+        return statistics.median(s for c, s in zip(self.rounds, self.seconds, strict=True) if c == i)
+
+    def _decide(self) -> None:
+        medians = tuple(self._median(i) for i in range(len(self.workers)))
+        if len(medians) == 2 and agree(medians):
+            self.probe = Probe(medians, 0)
+            self.single()
+        elif len(medians) == 2 and not self._room(self.workers[0]):
+            self.probe = Probe(medians, 0)
+            self._drop({1})
+        elif len(medians) == 2:
+            self._add()
+        else:
+            self.probe = Probe(medians, middle(medians))
+            self._drop({0, 1, 2} - {self.probe.kept})
+
+    def _drop(self, candidates: set[int]) -> None:
+        """Close ``candidates`` and leave their rounds out (``take_dropped`` says which)."""
+        for i in candidates:
+            self.workers[i].close()
+        self.live = [c for c in self.live if c not in candidates]
+        self.dropped |= candidates
+        self._pending = [k for k, c in enumerate(self.rounds) if c in candidates]
+        self.rounds = [c for c in self.rounds if c not in candidates]
+        self.seconds = [s for k, s in enumerate(self.seconds) if k not in self._pending]
+
+    def take_dropped(self) -> list[int]:
+        """The indices of the rounds just dropped, among the rounds before they were (the
+        caller drops its own rounds at the same indices, keeping both in step)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def finish(self, reference: list[float] | None = None) -> WorkerOutcome:
+        """The kept candidate's result, its latency the kept rounds (``reference``: the paired
+        reference's rounds beside the kept rounds, in order)."""
+        from .measure.latency import LatencyStats
+
+        kept = self.kept
+        for i in self.live:
+            if i != kept:
+                self.workers[i].close()
+        outcome = self.workers[kept].finish([])
+        result = outcome.measured
+        if result is None or result.latency is None:
+            return outcome
+        lat = result.latency
+        samples = self.seconds
+        if not samples:
+            return outcome
+        group = LatencyStats.from_samples(samples, lat.first_call_s, lat.stages, lat.calibration,
+                                          lat.calibration_kernel, reference or [])
+        info = {**result.info, "processes": {**(self.probe or Probe((), kept)).to_dict(),
+                                             "rounds": list(self.rounds)}}
+        return dataclasses.replace(outcome, result=dataclasses.replace(result, latency=group, info=info))
+
+    def close(self) -> None:
+        """End every candidate."""
+        for worker in self.workers:
+            worker.close()

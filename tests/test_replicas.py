@@ -29,6 +29,7 @@ class Candidate:
         self.commands: list[str] = []
         self.closed = False
         self.proc = SimpleNamespace(pid=0)
+        self.last_reply: dict[str, Any] = {"ready": True, "calibration": 0.1}
 
     def start(self) -> None:
         if self.fail:
@@ -65,7 +66,8 @@ def test_an_odd_process_out_is_left_out(speeds: list[float], middle: int) -> Non
     kept, probe, made = _choose(speeds)
     assert kept == middle and len(made) == 3 and not probe.agreed
     assert [c.closed for c in made] == [i != middle for i in range(3)]
-    assert "ran at different speeds" in probe.note("v") and f"process {middle + 1} was kept" in probe.note("v")
+    assert "first two worker processes differed" in probe.note("v")
+    assert f"process {middle + 1}, the middle one, was kept" in probe.note("v")
     assert probe.to_dict()["kept"] == middle and len(probe.to_dict()["medians_s"]) == 3
 
 
@@ -86,6 +88,68 @@ def test_a_candidate_that_fails_closes_the_others() -> None:
     assert all(c.closed for c in made)
 
 
+class Driven(Candidate):
+    """A candidate that can finish (its own rounds as a result)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.finished = False
+
+    def finish(self, reference: list[float] | None = None) -> Any:
+        from pytest_sdperf.measure.latency import LatencyStats
+        from pytest_sdperf.protocol import WorkerResult
+
+        self.finished = True
+        result = WorkerResult(status="ok", latency=LatencyStats.from_samples([self.seconds]),
+                              info={"me": self.seconds})
+        return WorkerOutcome("ok", result)
+
+
+def _drive(speeds: list[float], rounds: int) -> tuple[replicas.Replicas, list[Driven], list[float], list[int]]:
+    made: list[Driven] = []
+
+    def make(i: int) -> Any:
+        made.append(Driven(speeds[i]))
+        return made[-1]
+
+    group = replicas.Replicas(make, lambda first: True)
+    group.start()
+    samples: list[float] = []
+    dropped: list[int] = []
+    for _ in range(rounds):
+        samples.append(group.ask(cmd="round", calibrate=False)["seconds"])
+        gone = set(group.take_dropped())
+        dropped += sorted(gone)
+        samples = [x for k, x in enumerate(samples) if k not in gone]
+    return group, made, samples, dropped
+
+
+def test_replicas_that_agree_keep_both_processes_rounds() -> None:
+    group, made, samples, dropped = _drive([1.0, 1.02], 14)
+    assert len(made) == 2 and dropped == [] and made[1].closed and not made[0].closed
+    assert samples.count(1.02) == replicas.PROBE_ROUNDS and len(samples) == 14
+    outcome = group.finish([0.5] * 14)
+    assert made[0].finished and not made[1].finished
+    assert list(outcome.result.latency.samples) == samples and len(outcome.result.latency.reference) == 14
+    assert outcome.result.info["processes"]["kept"] == 0 and outcome.result.info["me"] == 1.0
+
+
+def test_replicas_drop_the_odd_process_and_the_far_one() -> None:
+    group, made, samples, dropped = _drive([1.3, 1.0, 1.02], 20)
+    assert len(made) == 3 and group.kept == 2 and made[0].closed and made[1].closed
+    assert len(dropped) == 2 * replicas.PROBE_ROUNDS and set(samples) == {1.02}
+    outcome = group.finish([0.5] * len(samples))
+    assert made[2].finished and set(outcome.result.info["processes"]["rounds"]) == {2}
+    assert "process 3, the middle one, was kept" in group.probe.note("v")
+
+
+def test_replicas_driven_alone_after_a_restart() -> None:
+    group, made, samples, _ = _drive([1.0, 1.3], 3)
+    group.ask(cmd="restart")
+    assert made[1].closed and group.rounds == [] and group.kept == 0
+    assert group.ask(cmd="round")["seconds"] == 1.0
+
+
 def test_middle_and_agree() -> None:
     assert replicas.middle([3.0, 1.0, 2.0]) == 2 and replicas.middle([1.0, 2.0]) == 0
     assert replicas.agree([1.0, 1.06]) and not replicas.agree([1.0, 1.07])
@@ -99,12 +163,14 @@ def test_a_recording_is_made_in_the_representative_process(run: SdperfRun) -> No
             "--sdperf-rounds", "auto", "--sdperf-json", str(run.root / "r.json"))
     first = run.run(*args)
     first.assert_outcomes(passed=2)
-    first.stdout.fnmatch_lines(["*fake-slow-once: its worker processes ran at different speeds*"])
+    first.stdout.fnmatch_lines(["*fake-slow-once: its first two worker processes differed by more than 6%*"])
     record = next(r for r in json.loads((run.root / "r.json").read_text())["results"]
                   if r["variant"] == "fake-slow-once")
-    medians = record["info"]["processes"]["medians_s"]
-    assert len(medians) == 3 and record["info"]["processes"]["kept"] != 0
-    assert medians[0] > 2 * max(medians[1:])
+    processes = record["info"]["processes"]
+    medians, kept = processes["medians_s"], processes["kept"]
+    assert len(medians) == 3 and kept != 0 and medians[0] > 2 * max(medians[1:])
+    # only the kept process's rounds, each paired with a reference round
+    assert set(processes["rounds"]) == {kept} and len(processes["rounds"]) == len(record["samples"])
     second = run.run(*args)
     second.assert_outcomes(passed=2)
     record = next(r for r in json.loads((run.root / "r.json").read_text())["results"]
