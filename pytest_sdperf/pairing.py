@@ -175,14 +175,15 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                 marks = [float(variant.ask(cmd="restart")["calibration"])]
             reply = variant.ask(cmd="round", calibrate=calibrate or not paired)
             samples.append(float(reply["seconds"]))
-            if isinstance(variant, Replicas) and (dropped := set(variant.take_dropped())):
-                # an odd process out: its rounds, and the reference's beside them, left out
-                samples = [x for k, x in enumerate(samples) if k not in dropped]
-                ref_samples = [x for k, x in enumerate(ref_samples) if k not in dropped]
             if calibrate or not paired:
                 marks.append(float(reply["calibration"]))
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
+            if isinstance(variant, Replicas) and (dropped := set(variant.take_dropped())):
+                # An odd process out: its rounds, and the reference's beside them, left out
+                # (here, once this round's reference round is in: the two lists are in step).
+                samples = [x for k, x in enumerate(samples) if k not in dropped]
+                ref_samples = [x for k, x in enumerate(ref_samples) if k not in dropped]
         pid = None if isinstance(ref, str) else ref.proc.pid
         disturbed = 0 if note else disturbed_rounds(samples, ref_samples)
         probe = variant.probe if isinstance(variant, Replicas) else None

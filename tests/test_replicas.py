@@ -4,6 +4,7 @@ of the fake pipeline whose first process is 3x slower."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -176,3 +177,36 @@ def test_a_recording_is_made_in_the_representative_process(run: SdperfRun) -> No
     record = next(r for r in json.loads((run.root / "r.json").read_text())["results"]
                   if r["variant"] == "fake-slow-once")
     assert 0.6 < record["ratio"] < 1.5 and "processes" not in record["info"]  # a comparison: one
+
+
+def test_paired_rounds_stay_in_step_when_an_odd_process_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through pairing.measure_paired: the first two processes differ by 7.5%, the third is
+    slower still, so the first is kept and the others' rounds go, with the reference rounds
+    beside them; every kept round keeps the reference round next to it (ABBA)."""
+    from pytest_sdperf import pairing
+
+    steps: list[str] = []
+
+    class Timed(Driven):
+        def ask(self, **cmd: Any) -> dict[str, Any]:
+            reply = super().ask(**cmd)
+            if cmd["cmd"] == "round":
+                steps.append("v")
+                reply = {"seconds": self.seconds + len(steps) * 1e-6}
+            return reply
+
+    class Reference(Candidate):
+        def ask(self, **cmd: Any) -> dict[str, Any]:
+            steps.append("r")
+            return {"seconds": float(len(steps))}
+
+    speeds = iter([1.0, 0.93, 1.3])
+    monkeypatch.setattr(pairing, "DrivenWorker", lambda *a, **k: Timed(next(speeds)))
+    request: Any = SimpleNamespace(rounds=24, auto=None, variant=SimpleNamespace(name="v"))
+    paired = pairing.measure_paired(request, Path("unused"), 60.0, {}, 0.0, lambda: Reference(1.0),
+                                    lambda why: None, replicas=True)
+    latency = paired.outcome.result.latency
+    assert len(latency.samples) == len(latency.reference) > 0
+    for v, r in zip(latency.samples, latency.reference, strict=True):
+        assert round(v, 3) == 1.0 and abs(round((v - 1.0) * 1e6) - r) == 1  # beside each other
+    assert paired.outcome.result.info["processes"]["kept"] == 0 and "a third ran" in paired.processes
