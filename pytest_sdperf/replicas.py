@@ -143,7 +143,6 @@ class Replicas:
         self.live: list[int] = []  # candidates still taking rounds
         self.rounds: list[int] = []  # the candidate of each round so far
         self.seconds: list[float] = []
-        self.dropped: set[int] = set()  # candidates whose rounds were left out
         self._pending: list[int] = []  # round indices dropped since take_dropped
         self.probe: Probe | None = None
         self.last_reply: dict[str, Any] = {}
@@ -224,7 +223,6 @@ class Replicas:
         for i in candidates:
             self.workers[i].close()
         self.live = [c for c in self.live if c not in candidates]
-        self.dropped |= candidates
         self._pending = [k for k, c in enumerate(self.rounds) if c in candidates]
         self.rounds = [c for c in self.rounds if c not in candidates]
         self.seconds = [s for k, s in enumerate(self.seconds) if k not in self._pending]
