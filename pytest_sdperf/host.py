@@ -141,11 +141,12 @@ def mem_available_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     return None
 
 
-def peak_resident_bytes(pid: int) -> int | None:
-    """Process ``pid``'s peak resident memory so far (VmHWM), or None where unknown."""
+def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A memory field of ``/proc/PID/status`` (``VmHWM``, ``VmRSS``, ``RssFile``...: reported
+    in kB) in bytes, or None where the file or the field is missing."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None

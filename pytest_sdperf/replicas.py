@@ -49,6 +49,9 @@ class Probe:
 
     medians: tuple[float, ...]
     kept: int
+    #: The first two processes' medians where all were timed again beside a third (the session
+    #: reference's probe); () where ``medians`` holds them (a recording's rounds are not re-timed).
+    first: tuple[float, ...] = ()
 
     @property
     def agreed(self) -> bool:
@@ -58,17 +61,24 @@ class Probe:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a result's info."""
-        return {"medians_s": [round(m, 6) for m in self.medians], "kept": self.kept}
+        out: dict[str, Any] = {"medians_s": [round(m, 6) for m in self.medians], "kept": self.kept}
+        if self.first:
+            out["first_medians_s"] = [round(m, 6) for m in self.first]
+        return out
 
     def note(self, variant: str) -> str:
         """A line for the summary where the processes disagreed, else ''."""
         if self.agreed:
             return ""
-        first = ", ".join(f"{m:.3f}" for m in self.medians[:2])
+        first = ", ".join(f"{m:.3f}" for m in (self.first or self.medians[:2]))
         head = (f"{variant}: its first two worker processes differed by more than {TOLERANCE:.0%} "
                 f"(median {first} s a call)")
         if len(self.medians) < 3:
             return f"{head}; no room for a third, process 1 was kept"
+        if self.first:
+            again = ", ".join(f"{m:.3f}" for m in self.medians)
+            return (f"{head}; timed again beside a third: {again} s, and process {self.kept + 1}, "
+                    "the middle one, was kept")
         return (f"{head}; a third ran {self.medians[2]:.3f} s, and process {self.kept + 1}, the "
                 "middle one, was kept")
 
@@ -95,9 +105,9 @@ def _probe(workers: list[DrivenWorker], rounds: int) -> tuple[float, ...]:
 def room_for_another(worker: DrivenWorker) -> bool:
     """Whether one more process of ``worker``'s size (its peak resident memory so far) fits in
     the memory available now, with ``pairing``'s headroom."""
-    from .host import mem_available_bytes, peak_resident_bytes
+    from .host import mem_available_bytes, proc_status_bytes
 
-    needed, available = peak_resident_bytes(worker.proc.pid), mem_available_bytes()
+    needed, available = proc_status_bytes("VmHWM", worker.proc.pid), mem_available_bytes()
     return needed is None or available is None or available >= MEMORY_HEADROOM * needed
 
 
@@ -116,17 +126,18 @@ def representative(make: Callable[[int], DrivenWorker],
         workers.append(make(1))
         workers[1].start()
         medians = _probe(workers, rounds)
+        first: tuple[float, ...] = ()
         kept = 0
         if not agree(medians) and room(workers[0]):
             workers.append(make(2))
             workers[2].start()
-            medians = _probe(workers, rounds)
+            medians, first = _probe(workers, rounds), medians
             kept = middle(medians)
         for i, worker in enumerate(workers):
             if i != kept:
                 worker.close()
         workers[kept].ask(cmd="restart")  # the probe's calls forgotten, the calibration afresh
-        return workers[kept], Probe(medians, kept)
+        return workers[kept], Probe(medians, kept, first)
     except BaseException:
         for worker in workers:
             worker.close()

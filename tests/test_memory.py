@@ -69,9 +69,10 @@ def test_memory_an_allocator_kept_is_released_before_the_call() -> None:
         pytest.skip("libjemalloc.so.2 is not installed (apt install libjemalloc2)")
     code = (
         "import numpy as np\n"
-        "from pytest_sdperf.measure.memory import _status_kib, peak_rss_of, release_free_memory\n"
+        "from pytest_sdperf.host import proc_status_bytes\n"
+        "from pytest_sdperf.measure.memory import peak_rss_of, release_free_memory\n"
         "a = np.ones(300 * 2**20 // 8); del a\n"
-        "kept = _status_kib('RssAnon')\n"
+        "kept = proc_status_bytes('RssAnon')\n"
         "print(kept, peak_rss_of(lambda: None).peak_anon, release_free_memory())\n"
     )
     # decay off: this jemalloc keeps every freed page (reference B's own conf gives pages back

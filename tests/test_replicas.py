@@ -72,6 +72,28 @@ def test_an_odd_process_out_is_left_out(speeds: list[float], middle: int) -> Non
     assert probe.to_dict()["kept"] == middle and len(probe.to_dict()["medians_s"]) == 3
 
 
+def test_the_note_shows_the_medians_that_differed_and_those_timed_again() -> None:
+    """A difference that was gone when the three were timed again (the machine, not the process)
+    is shown as it was: the first two medians that differed, then the three re-timed."""
+    made: list[Candidate] = []
+
+    class Passing(Candidate):  # slow for the first probe's rounds only
+        def ask(self, **cmd: Any) -> dict[str, Any]:
+            reply = super().ask(**cmd)
+            slow = self.commands.count("round") <= replicas.PROBE_ROUNDS
+            return {"seconds": 1.3} if cmd["cmd"] == "round" and slow else reply
+
+    def make(i: int) -> Any:
+        made.append(Passing(1.0) if i == 0 else Candidate(1.0 + i / 100))
+        return made[-1]
+
+    _, probe = replicas.representative(make, lambda first: True)
+    assert probe.first == (1.3, 1.01) and probe.medians == (1.0, 1.01, 1.02)
+    note = probe.note("v")
+    assert "(median 1.300, 1.010 s a call); timed again beside a third: 1.000, 1.010, 1.020 s" in note
+    assert probe.to_dict()["first_medians_s"] == [1.3, 1.01]
+
+
 def test_without_room_for_another_process_the_first_is_kept_and_said_so() -> None:
     kept, probe, made = _choose([1.0], room=False)
     assert kept == 0 and len(made) == 1 and probe.agreed and made[0].commands == []

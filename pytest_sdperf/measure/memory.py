@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeGuard
 
+from ..host import proc_status_bytes
+
 #: The figures the memory gate can compare, in order of preference: the first one both the run
 #: and the baseline have is compared (baselines recorded before ``peak_anon`` have ``peak_rss``).
 GATED_FIGURES = ("cuda_peak", "peak_anon", "peak_rss")
@@ -74,16 +76,6 @@ def common_figure(
 
 def _positive(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _reset_peak_rss() -> bool:
@@ -149,9 +141,9 @@ def peak_rss_of(call: Callable[[], Any]) -> RssPeak:
     if not _reset_peak_rss():
         call()
         return RssPeak(None, None, None)
-    before = _status_kib("VmRSS")
+    before = proc_status_bytes("VmRSS")
     call()
-    return RssPeak(before, _status_kib("VmHWM"), _status_kib("RssFile"))
+    return RssPeak(before, proc_status_bytes("VmHWM"), proc_status_bytes("RssFile"))
 
 
 def memray_peak_of(call: Callable[[], Any], keep_to: Path | None = None) -> int | None:
