@@ -184,6 +184,11 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                 # (here, once this round's reference round is in: the two lists are in step).
                 samples = [x for k, x in enumerate(samples) if k not in dropped]
                 ref_samples = [x for k, x in enumerate(ref_samples) if k not in dropped]
+        if isinstance(variant, Replicas):  # a probe the rounds ran out on is decided now
+            variant.settle()
+            if dropped := set(variant.take_dropped()):
+                samples = [x for k, x in enumerate(samples) if k not in dropped]
+                ref_samples = [x for k, x in enumerate(ref_samples) if k not in dropped]
         pid = None if isinstance(ref, str) else ref.proc.pid
         disturbed = 0 if note else disturbed_rounds(samples, ref_samples)
         probe = variant.probe if isinstance(variant, Replicas) else None

@@ -52,6 +52,8 @@ class Probe:
     #: The first two processes' medians where all were timed again beside a third (the session
     #: reference's probe); () where ``medians`` holds them (a recording's rounds are not re-timed).
     first: tuple[float, ...] = ()
+    #: Decided on fewer than ``PROBE_ROUNDS`` rounds a process: the rounds ran out first.
+    short: bool = False
 
     @property
     def agreed(self) -> bool:
@@ -64,6 +66,8 @@ class Probe:
         out: dict[str, Any] = {"medians_s": [round(m, 6) for m in self.medians], "kept": self.kept}
         if self.first:
             out["first_medians_s"] = [round(m, 6) for m in self.first]
+        if self.short:
+            out["short"] = True
         return out
 
     def note(self, variant: str) -> str:
@@ -73,7 +77,11 @@ class Probe:
         first = ", ".join(f"{m:.3f}" for m in (self.first or self.medians[:2]))
         head = (f"{variant}: its first two worker processes differed by more than {TOLERANCE:.0%} "
                 f"(median {first} s a call)")
+        if self.short:
+            head += f" over fewer than {PROBE_ROUNDS} rounds each, as the rounds ran out"
         if len(self.medians) < 3:
+            if self.short:
+                return f"{head}; no time for a third: both processes' rounds were kept"
             return f"{head}; no room for a third, process 1 was kept"
         if self.first:
             again = ", ".join(f"{m:.3f}" for m in self.medians)
@@ -211,6 +219,27 @@ class Replicas:
         if self.probe is None and all(self.rounds.count(i) >= self._probe_rounds for i in self.live):
             self._decide()
         return self.last_reply
+
+    def settle(self) -> None:
+        """Decide a probe the rounds ran out on (call after the last round, then
+        ``take_dropped``): two processes are compared on the rounds they have and both kept
+        (which one is odd needs a third); of three, the middle one is kept and the other two's
+        rounds dropped, as when the probe completes. A candidate without rounds is left out."""
+        if self.probe is not None:
+            return
+        timed = [i for i in self.live if i in self.rounds]
+        if len(timed) < 2:
+            self.probe = Probe((), timed[0] if timed else self.live[0])
+            self._drop(set(self.live) - set(timed[:1] or self.live[:1]))
+            return
+        medians = tuple(self._median(i) for i in timed)
+        if len(timed) == 2:
+            self.probe = Probe(medians, timed[0], short=True)
+            self._drop(set(self.live) - set(timed))
+        else:
+            kept = timed[middle(medians)]
+            self.probe = Probe(medians, kept, short=True)
+            self._drop(set(self.live) - {kept})
 
     def _median(self, i: int) -> float:
         return statistics.median(s for c, s in zip(self.rounds, self.seconds, strict=True) if c == i)

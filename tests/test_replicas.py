@@ -232,3 +232,28 @@ def test_paired_rounds_stay_in_step_when_an_odd_process_is_dropped(monkeypatch: 
     for v, r in zip(latency.samples, latency.reference, strict=True):
         assert round(v, 3) == 1.0 and abs(round((v - 1.0) * 1e6) - r) == 1  # beside each other
     assert paired.outcome.result.info["processes"]["kept"] == 0 and "a third ran" in paired.processes
+
+
+def test_a_probe_the_rounds_ran_out_on_is_decided_on_what_it_has() -> None:
+    """The budget ended after the third process took 2 of its 5 rounds (a recording here mixed
+    three processes' rounds, two of which had disagreed): the middle one is kept, the other two's
+    rounds are dropped, and the probe says it was short."""
+    group, made, samples, dropped = _drive([1.3, 1.0, 1.02], 2 * replicas.PROBE_ROUNDS + 2)
+    assert len(made) == 3 and group.probe is None and dropped == []
+    group.settle()
+    gone = group.take_dropped()
+    assert len(gone) == 2 * replicas.PROBE_ROUNDS and group.kept == 2 and group.probe.short
+    assert [x for k, x in enumerate(samples) if k not in set(gone)] == [1.02, 1.02]
+    assert "over fewer than 5 rounds each" in group.probe.note("v")
+    assert group.finish([0.5, 0.5]).result.info["processes"]["short"] is True
+
+
+def test_two_processes_cut_short_keep_both_and_say_so() -> None:
+    group, made, samples, _ = _drive([1.3, 1.0], 5)
+    group.settle()
+    assert group.take_dropped() == [] and group.kept == 0 and group.probe.short
+    assert group.probe.medians == (1.3, 1.0)
+    assert "no time for a third: both processes' rounds were kept" in group.probe.note("v")
+    agreeing, _, _, _ = _drive([1.0, 1.01], 3)
+    agreeing.settle()
+    assert agreeing.probe.agreed and agreeing.probe.note("v") == ""
