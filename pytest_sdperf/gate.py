@@ -237,9 +237,10 @@ class Gate:
         self._queue(stored, replace(entry, latency=latency, throughput=throughput))
 
     def _missing_text(self, key: str) -> str:
-        others = self.state.other_keys()
+        machine, others = self.state.machine, self.state.other_keys()
         seen = f" (baselines exist for other machines: {', '.join(others)}; they are " \
             "never compared silently, see --sdperf-machine-key)" if others else ""
+        seen += machine.legacy_note(others)
         return (f"no baseline entry for {key} in {self.state.store.path}: "
                 f"recorded now; the next run compares with it{seen}")
 

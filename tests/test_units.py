@@ -81,6 +81,32 @@ def test_machine_key() -> None:
     assert m.key == "x86_64-amd-epyc-7b13-avx2-2c"
     assert isa_level({"avx2", "avx512f", "amx_tile"}) == "amx"
     assert isa_level({"sse2"}) == "base"
+    assert m.legacy_key is None and m.legacy_note([m.key]) == ""
+
+
+def test_machine_key_names_the_microarchitecture_where_the_model_name_does_not() -> None:
+    zen1 = Machine("x86_64", "AMD EPYC", "avx2", 2, None, uarch="zen")
+    zen2 = Machine("x86_64", "AMD EPYC", "avx2", 2, None, uarch="zen2")
+    assert zen1.key == "x86_64-amd-epyc-zen-avx2-2c" != zen2.key == "x86_64-amd-epyc-zen2-avx2-2c"
+    assert zen1.legacy_key == "x86_64-amd-epyc-avx2-2c"
+    note = zen1.legacy_note(["x86_64-amd-epyc-avx2-2c", "x86_64-other-avx512-4c"])
+    assert "x86_64-amd-epyc-avx2-2c.json" in note and "rename it to x86_64-amd-epyc-zen-avx2-2c.json" in note
+    assert zen1.legacy_note(["x86_64-other-avx512-4c"]) == ""
+    # a clock is not a model number; a name that already says the microarchitecture keeps its key
+    clocked = Machine("x86_64", "Intel(R) Xeon(R) CPU @ 2.20GHz", "avx512", 4, None, uarch="skylake_avx512")
+    assert clocked.key == "x86_64-intel-xeon-2-20ghz-skylake-avx512-avx512-4c"
+    named = Machine("x86_64", "Intel Xeon Processor (Cascadelake)", "avx512", 4, None, uarch="cascadelake")
+    assert named.key == "x86_64-intel-xeon-cascadelake-avx512-4c" and named.legacy_key is None
+    unknown = Machine("x86_64", "AMD EPYC", "avx2", 2, None)
+    assert unknown.key == "x86_64-amd-epyc-avx2-2c" and unknown.legacy_key is None
+
+
+def test_this_machine_reads_the_microarchitecture() -> None:
+    from pytest_sdperf.machine import microarchitecture, this_machine
+
+    uarch = microarchitecture()
+    assert uarch is None or (uarch and uarch != "x86_64")
+    assert this_machine().uarch == uarch
 
 
 def test_latency_stats() -> None:
