@@ -179,16 +179,13 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                 marks.append(float(reply["calibration"]))
             if not isinstance(ref, str) and len(samples) % 2:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
-            if isinstance(variant, Replicas) and (dropped := set(variant.take_dropped())):
+            if isinstance(variant, Replicas):
                 # An odd process out: its rounds, and the reference's beside them, left out
                 # (here, once this round's reference round is in: the two lists are in step).
-                samples = [x for k, x in enumerate(samples) if k not in dropped]
-                ref_samples = [x for k, x in enumerate(ref_samples) if k not in dropped]
+                samples, ref_samples = _without_dropped(variant, samples, ref_samples)
         if isinstance(variant, Replicas):  # a probe the rounds ran out on is decided now
             variant.settle()
-            if dropped := set(variant.take_dropped()):
-                samples = [x for k, x in enumerate(samples) if k not in dropped]
-                ref_samples = [x for k, x in enumerate(ref_samples) if k not in dropped]
+            samples, ref_samples = _without_dropped(variant, samples, ref_samples)
         pid = None if isinstance(ref, str) else ref.proc.pid
         disturbed = 0 if note else disturbed_rounds(samples, ref_samples)
         probe = variant.probe if isinstance(variant, Replicas) else None
@@ -198,6 +195,14 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
         return Paired(gone.outcome)
     finally:
         variant.close()
+
+
+def _without_dropped(variant: Replicas, samples: list[float],
+                     ref_samples: list[float]) -> tuple[list[float], list[float]]:
+    """The variant's and the reference's rounds less those ``variant`` just dropped."""
+    dropped = set(variant.take_dropped())
+    return ([x for k, x in enumerate(samples) if k not in dropped],
+            [x for k, x in enumerate(ref_samples) if k not in dropped])
 
 
 def _reference_round(ref: DrivenWorker, ref_samples: list[float],

@@ -229,8 +229,9 @@ class Replicas:
             return
         timed = [i for i in self.live if i in self.rounds]
         if len(timed) < 2:
-            self.probe = Probe((), timed[0] if timed else self.live[0])
-            self._drop(set(self.live) - set(timed[:1] or self.live[:1]))
+            kept = (timed or self.live)[0]
+            self.probe = Probe((), kept)
+            self._drop(set(self.live) - {kept})
             return
         medians = tuple(self._median(i) for i in timed)
         if len(timed) == 2:
