@@ -77,18 +77,18 @@ class Probe:
         first = ", ".join(f"{m:.3f}" for m in (self.first or self.medians[:2]))
         head = (f"{variant}: its first two worker processes differed by more than {TOLERANCE:.0%} "
                 f"(median {first} s a call)")
-        if self.short:
-            head += f" over fewer than {PROBE_ROUNDS} rounds each, as the rounds ran out"
         if len(self.medians) < 3:
             if self.short:
-                return f"{head}; no time for a third: both processes' rounds were kept"
+                return (f"{head} over fewer than {PROBE_ROUNDS} rounds each, as the rounds ran "
+                        "out; no time for a third: both processes' rounds were kept")
             return f"{head}; no room for a third, process 1 was kept"
         if self.first:
             again = ", ".join(f"{m:.3f}" for m in self.medians)
             return (f"{head}; timed again beside a third: {again} s, and process {self.kept + 1}, "
                     "the middle one, was kept")
-        return (f"{head}; a third ran {self.medians[2]:.3f} s, and process {self.kept + 1}, the "
-                "middle one, was kept")
+        short = f" over fewer than {PROBE_ROUNDS} rounds, as the rounds ran out" if self.short else ""
+        return (f"{head}; a third ran {self.medians[2]:.3f} s{short}, and process "
+                f"{self.kept + 1}, the middle one, was kept")
 
 
 def agree(medians: tuple[float, ...] | list[float], tolerance: float = TOLERANCE) -> bool:

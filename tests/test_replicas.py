@@ -244,7 +244,8 @@ def test_a_probe_the_rounds_ran_out_on_is_decided_on_what_it_has() -> None:
     gone = group.take_dropped()
     assert len(gone) == 2 * replicas.PROBE_ROUNDS and group.kept == 2 and group.probe.short
     assert [x for k, x in enumerate(samples) if k not in set(gone)] == [1.02, 1.02]
-    assert "over fewer than 5 rounds each" in group.probe.note("v")
+    note = group.probe.note("v")
+    assert "(median 1.300, 1.000 s a call); a third ran 1.020 s over fewer than 5 rounds" in note
     assert group.finish([0.5, 0.5]).result.info["processes"]["short"] is True
 
 
@@ -253,7 +254,8 @@ def test_two_processes_cut_short_keep_both_and_say_so() -> None:
     group.settle()
     assert group.take_dropped() == [] and group.kept == 0 and group.probe.short
     assert group.probe.medians == (1.3, 1.0)
-    assert "no time for a third: both processes' rounds were kept" in group.probe.note("v")
+    assert ("over fewer than 5 rounds each, as the rounds ran out; no time for a third: both "
+            "processes' rounds were kept") in group.probe.note("v")
     agreeing, _, _, _ = _drive([1.0, 1.01], 3)
     agreeing.settle()
     assert agreeing.probe.agreed and agreeing.probe.note("v") == ""
