@@ -252,6 +252,12 @@ def test_a_variant_is_held_to_the_peak_of_its_compute_type() -> None:
     ({}, "float32"),
     ({"ov_precision": "bf16", "weights": "fp32"}, "bfloat16"),
     ({"ov_precision": "f32", "weights": "int8"}, "float32"),  # weights decompressed: not int8
+    # ... unless the plugin runs its FullyConnected layers in u8 (dynamic quantization on VNNI:
+    # ov-int8-weights read 107% of the float32 peak on sd15-arch here, 2026-12-05)
+    ({"ov_precision": "f32", "weights": "int8",
+      "ov_unet_layers": {"Convolution": "f32", "FullyConnected": "u8"}}, "int8"),
+    ({"ov_precision": "bf16", "ov_unet_layers": {"Convolution": "bf16", "FullyConnected": "bf16"}},
+     "bfloat16"),
     ({"ov_precision": "text_encoder=f32 unet=bf16 vae_decoder=f32"}, "bfloat16"),
     ({"ov_precision": "bf16", "weights": "hybrid"}, "int8"),
     ({"dtype": "float32", "tf32": "convolutions"}, "tfloat32"),  # CUDA's default for convs

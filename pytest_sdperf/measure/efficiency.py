@@ -169,9 +169,13 @@ def compute_type(info: Mapping[str, Any]) -> str:
     torch dtype (``float32``, ``bfloat16`` for bf16 weights or autocast, ``float16``), where
     ``tfloat32`` is float32 on CUDA with TF32 allowed (``tf32``: PyTorch's default lets
     convolutions use it, so a float32 model can pass the strict float32 GEMM peak).
-    8-bit weight compression alone computes in the compiled precision (weights are
-    decompressed), so it is not int8."""
-    if info.get("weights") == "hybrid":
+    8-bit weight compression alone is ``int8`` where the compiled UNet's FullyConnected layers
+    run in u8/i8 (``ov_unet_layers``, read back from the CPU plugin: it quantizes their
+    activations at run time on CPUs with VNNI), else the compiled precision (weights
+    decompressed). A variant whose layers mix types is held to the fastest type any of them
+    computes in, so its percentage is a lower bound, never above 100% of a type it does use."""
+    layers = info.get("ov_unet_layers") or {}
+    if info.get("weights") == "hybrid" or any(p in ("u8", "i8") for p in layers.values()):
         return "int8"
     precision = str(info.get("ov_precision") or "")
     if precision:

@@ -34,6 +34,7 @@ Settings (``--sdperf-set NAME=VALUE``):
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -140,7 +141,7 @@ def load_openvino(ctx: BuildContext) -> Pipeline:
     pipe.compile()
     info.update(compile_s=time.perf_counter() - start, model_size_bytes=ir_size_bytes(folder),
                 ir=str(folder), weights=recipe.weights, static=recipe.static,
-                ov_precision=compiled_precision(pipe))
+                ov_precision=compiled_precision(pipe), ov_unet_layers=unet_layer_precisions(pipe))
     if ctx.workload.task != "txt2img":
         info["task"] = ctx.workload.task
     if recipe.mmap is not None:
@@ -167,6 +168,27 @@ def compiled_precision(pipe: Any) -> str:
     if len(set(found.values())) == 1:
         return next(iter(found.values()))
     return " ".join(f"{name}={value}" for name, value in found.items())
+
+
+def unet_layer_precisions(pipe: Any) -> dict[str, str]:
+    """The precision the compiled UNet's weighted layers run in, read from the CPU plugin's
+    runtime model: the most common ``runtimePrecision`` of its ``FullyConnected`` and of its
+    ``Convolution`` layers, e.g. ``{"FullyConnected": "u8", "Convolution": "bf16"}``. ``u8`` for
+    FullyConnected layers of 8-bit compressed weights means the plugin quantizes their
+    activations at run time (dynamic quantization, on CPUs with VNNI or AMX): they compute in
+    int8 although the model is "weights only". {} where the plugin gives no runtime model."""
+    compiled = getattr(getattr(pipe, "unet", None), "request", None)
+    try:
+        nodes = compiled.get_runtime_model().get_ops() if compiled is not None else []
+    except Exception:  # a device without a runtime model (GPU) or an older runtime
+        return {}
+    seen: dict[str, Counter[str]] = {}
+    for node in nodes:
+        info = node.get_rt_info()
+        kind = info["layerType"].astype(str) if "layerType" in info else ""
+        if kind in ("FullyConnected", "Convolution") and "runtimePrecision" in info:
+            seen.setdefault(kind, Counter())[info["runtimePrecision"].astype(str)] += 1
+    return {kind: counts.most_common(1)[0][0] for kind, counts in sorted(seen.items())}
 
 
 def torch_latents(latents: Any, pipeline: Pipeline, ctx: BuildContext) -> Any:
