@@ -2,8 +2,12 @@
 detections, with the default options.
 
 ``python -m pytest_sdperf.validate_suite --runs 10`` records the suite once into a fresh
-baseline folder (``pytest --sdperf suites/``, as the README's main job), then runs the whole
-suite ``runs`` times against it, each run one condition, in a seeded shuffled order:
+baseline folder (``pytest --sdperf suites/``, as the README's main job), or with ``--from DIR``
+starts from a copy of a baseline folder (``--from baselines`` as committed: the baseline a nightly
+job meets, its entries holding several sessions), then runs the whole suite ``runs`` times
+against it, each run one condition, in a seeded shuffled order. Every run starts from the same
+baseline (restored from a snapshot before it, as a nightly job checks out the same committed
+file each night): a run's own session, faulted or not, never reaches the next run's baseline.
 
 - ``A/A``: nothing changed; a run in which any test fails on latency is a false alarm;
 - ``+10%`` / ``+25%``: one variant, chosen at random, does that much extra work in every call
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 FAULT_KINDS = ("quality", "memory")
+RAN = ("recorded", "pass", "inconclusive", "regression")  # verdicts of a test that was measured
 
 
 @dataclass
@@ -82,19 +88,64 @@ def _count(tally: Tally, condition: str, target: str, records: list[dict[str, An
     tally.others_failed += any(r["verdict"] == "regression" for r in others)
 
 
+def _restore(snapshot: Path, baselines: Path) -> None:
+    """The baseline folder as the snapshot holds it (a run's writes undone)."""
+    shutil.rmtree(baselines, ignore_errors=True)
+    shutil.copytree(snapshot, baselines)
+
+
+def _start(args: argparse.Namespace, common: Sequence[str], work: Path,
+           env: dict[str, str]) -> tuple[list[dict[str, Any]], float | None]:
+    """The baseline the runs meet, in ``work/baselines``: recorded now, or copied from ``--from``.
+    The records of the recording, or of a first run against the copy, and that run's wall time
+    where it was an A/A run to count (it recorded nothing: the copy held every test)."""
+    baselines = work / "baselines"
+    if args.baselines_from is None:
+        records, took = _pytest(args.suite, common, work / "record.json", env)
+        print(f"recorded: {len(records)} tests in {took:.0f} s", file=sys.stderr, flush=True)
+        return records, None
+    shutil.copytree(args.baselines_from, baselines, ignore=shutil.ignore_patterns("runs"))
+    records, took = _pytest(args.suite, common, work / "first.json", env)
+    recorded = sum(r["verdict"] == "recorded" for r in records)
+    print(f"first run against {args.baselines_from}: {len(records)} tests in {took:.0f} s, "
+          f"{recorded} recorded (no entry)", file=sys.stderr, flush=True)
+    _restore_keep_recorded(baselines, args.baselines_from)
+    return records, (took if recorded == 0 else None)
+
+
+def _restore_keep_recorded(baselines: Path, source: Path) -> None:
+    """After the first run against a copied baseline: entries it recorded (the copy had none for
+    them) stay; every entry the copy had is put back as it was."""
+    for path in baselines.glob("*.json"):
+        original = source / path.name
+        if not original.exists():
+            continue
+        now, before = json.loads(path.read_text()), json.loads(original.read_text())
+        now["entries"] = {**now.get("entries", {}), **before.get("entries", {})}
+        path.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+
+
 def run(args: argparse.Namespace, extra: Sequence[str]) -> dict[str, Tally]:
-    """Record once, then ``args.runs`` runs of shuffled conditions; the tallies by condition."""
+    """Record once (or copy ``--from``), then ``args.runs`` runs of shuffled conditions, each
+    from the same baseline; the tallies by condition."""
     work = Path(tempfile.mkdtemp(prefix="sdperf-validate-suite-"))
+    print(f"runs' results: {work}", file=sys.stderr, flush=True)
     env = dict(os.environ)
-    common = ["--sdperf-baselines", str(work / "baselines"), *extra]
-    records, took = _pytest(args.suite, common, work / "record.json", env)
-    print(f"recorded: {len(records)} tests in {took:.0f} s", file=sys.stderr, flush=True)
-    variants = sorted({r["variant"] for r in records if r["verdict"] in ("recorded", "pass")})
+    # one argument: a separate path argument would count in pytest's rootdir (the common
+    # ancestor of the path arguments that exist), and the test ids would change once it exists
+    common = [f"--sdperf-baselines={work / 'baselines'}", *extra]
+    records, first_aa = _start(args, common, work, env)
+    shutil.copytree(work / "baselines", work / "snapshot")
+    tallies: dict[str, Tally] = {}
+    if first_aa is not None:
+        _count(tallies.setdefault("A/A", Tally()), "A/A", "", records, first_aa)
+        print(f"run 0 A/A (the first run against the copy): {first_aa:.0f} s, "
+              f"{_outcome(records, '')}", file=sys.stderr, flush=True)
+    variants = sorted({r["variant"] for r in records if r["verdict"] in RAN})
     torch_variants = [v for v in variants if v.startswith("torch-") and v != "torch-fp32"] or variants
     conditions = [args.conditions[i % len(args.conditions)] for i in range(args.runs)]
     rng = random.Random(args.seed)
     rng.shuffle(conditions)
-    tallies: dict[str, Tally] = {}
     for i, condition in enumerate(conditions):
         target = rng.choice(torch_variants if condition in FAULT_KINDS else variants)
         run_env, run_args = dict(env), list(common)
@@ -103,12 +154,22 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> dict[str, Tally]:
             run_env["SDPERF_FAULT"] = f"{target}:{fault}"
             if fault == "slow":
                 run_args += ["--sdperf-set", f"extra_work_pct={condition.strip('+%')}"]
+        _restore(work / "snapshot", work / "baselines")
         records, took = _pytest(args.suite, run_args, work / f"run{i}.json", run_env)
         _count(tallies.setdefault(condition, Tally()), condition, target, records, took)
-        failed = [r["variant"] for r in records if r["verdict"] == "regression"]
-        print(f"run {i + 1}/{len(conditions)} {condition} on {target}: {took:.0f} s, failed: "
-              f"{', '.join(failed) or 'none'}", file=sys.stderr, flush=True)
+        print(f"run {i + 1}/{len(conditions)} {condition} on {target}: {took:.0f} s, "
+              f"{_outcome(records, target)}", file=sys.stderr, flush=True)
     return tallies
+
+
+def _outcome(records: list[dict[str, Any]], target: str) -> str:
+    """A run in one line: the failed tests, the inconclusive count, the target's readings."""
+    failed = [r["variant"] for r in records if r["verdict"] == "regression"]
+    inconclusive = sum(r["verdict"] == "inconclusive" for r in records)
+    mine = [f"{r['verdict']} {r['ratio']:.3f}x" for r in records
+            if r["variant"] == target and r.get("ratio") is not None]
+    return (f"failed: {', '.join(failed) or 'none'}; {inconclusive} inconclusive"
+            + (f"; {target}: {', '.join(mine)}" if mine else ""))
 
 
 def table(tallies: dict[str, Tally]) -> list[str]:
@@ -149,8 +210,14 @@ def main(argv: list[str] | None = None) -> int:
                              "quality, memory (default A/A)")
     parser.add_argument("--suite", default="suites/", help="the suite to run (default suites/)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from", dest="baselines_from", type=Path, default=None, metavar="DIR",
+                        help="start from a copy of this baseline folder (e.g. baselines, as "
+                             "committed) instead of recording one")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.baselines_from is not None and not args.baselines_from.is_dir():
+        parser.error(f"--from {args.baselines_from}: not a folder; give a baseline folder such as "
+                     "baselines")
     tallies = run(args, extra)
     print("\n".join(table(tallies)))
     if args.json:

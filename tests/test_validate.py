@@ -53,3 +53,41 @@ def test_suite_harness_injects_one_slow_variant_and_counts_the_runs(
     assert tallies["+200%"]["runs"] == 1 and tallies["+200%"]["target_failed"] == 1
     assert tallies["+200%"]["others_failed"] == 0
     assert "| +200% | 1 | 1 | 0 |" in capsys.readouterr().out
+
+
+def test_suite_harness_starts_from_a_committed_baseline_and_leaves_it_as_it_was(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--from baselines``: the runs meet a copy of the folder; the first run against it is an
+    A/A run (it recorded nothing), every run starts from the same copy, and the folder itself
+    is not written."""
+    from pytest_sdperf import validate_suite
+    from pytest_sdperf.testing import SdperfRun
+
+    run = SdperfRun(pytester)
+    run.write_suite()
+    variants = ("--sdperf-variants", "fake,fake-slow")
+    run.run(*variants).assert_outcomes(passed=2)  # the recording, into ./baselines
+    committed = run.baseline_file()
+    before = committed.read_bytes()
+    monkeypatch.chdir(pytester.path)
+    json_out = pytester.path / "suite.json"
+    args = ["--from", "baselines", "--runs", "1", "--conditions", "+200%", "--suite", "test_suite.py",
+            "--json", str(json_out), "--", *[a for a in run.args(*variants) if a != "--sdperf"]]
+    assert validate_suite.main(args) == 0
+    import json
+
+    tallies = json.loads(json_out.read_text())
+    printed = capsys.readouterr().err
+    assert "run 0 A/A (the first run against the copy)" in printed
+    assert tallies["A/A"]["runs"] == 1 and tallies["A/A"]["target_failed"] == 0, printed
+    assert tallies["+200%"]["target_failed"] == 1 and tallies["+200%"]["others_failed"] == 0, printed
+    assert committed.read_bytes() == before
+
+
+def test_suite_harness_refuses_a_missing_baseline_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_sdperf import validate_suite
+
+    with pytest.raises(SystemExit):
+        validate_suite.main(["--from", "no-such-folder"])
+    assert "--from no-such-folder: not a folder" in capsys.readouterr().err
