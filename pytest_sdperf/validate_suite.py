@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .atomic import atomic_write_text
+
 FAULT_KINDS = ("quality", "memory")
 RAN = ("recorded", "pass", "inconclusive", "regression")  # verdicts of a test that was measured
 
@@ -122,7 +124,7 @@ def _restore_keep_recorded(baselines: Path, source: Path) -> None:
             continue
         now, before = json.loads(path.read_text()), json.loads(original.read_text())
         now["entries"] = {**now.get("entries", {}), **before.get("entries", {})}
-        path.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(now, indent=1, sort_keys=True) + "\n")
 
 
 def run(args: argparse.Namespace, extra: Sequence[str]) -> dict[str, Tally]:
