@@ -48,6 +48,8 @@ class Tally:
     runs: int = 0
     target_failed: int = 0  # on the condition's own metric (A/A: any latency failure)
     others_failed: int = 0  # any other test failed on any metric
+    strict_target: int = 0  # as target_failed, counting inconclusive and recorded as failed
+    strict_others: int = 0  # as others_failed, likewise: what a --sdperf-strict nightly meets
     detectable: list[float] = field(default_factory=list)  # every test's smallest detectable slowdown
     seconds: list[float] = field(default_factory=list)  # the run's wall time
 
@@ -68,6 +70,12 @@ def _latency_failed(record: dict[str, Any]) -> bool:
     return record["verdict"] == "regression" and "latency" in record.get("reason", "")
 
 
+def _strict_failed(record: dict[str, Any]) -> bool:
+    """Whether ``--sdperf-strict`` fails this test: a regression, an inconclusive reading or a
+    recording."""
+    return record["verdict"] in ("regression", "inconclusive", "recorded")
+
+
 def _metric_failed(record: dict[str, Any], kind: str) -> bool:
     words = {"quality": ("SSIM", "PSNR"), "memory": ("memory",)}[kind]
     return record["verdict"] == "regression" and any(w in record.get("reason", "") for w in words)
@@ -82,12 +90,15 @@ def _count(tally: Tally, condition: str, target: str, records: list[dict[str, An
     if condition == "A/A":
         tally.target_failed += any(_latency_failed(r) for r in records)
         tally.others_failed += any(r["verdict"] == "regression" for r in records)
+        tally.strict_target += any(_strict_failed(r) for r in records)
         return
     if condition in FAULT_KINDS:
         tally.target_failed += any(_metric_failed(r, condition) and not _latency_failed(r) for r in mine)
     else:
         tally.target_failed += any(_latency_failed(r) for r in mine)
+        tally.strict_target += any(_strict_failed(r) for r in mine)
     tally.others_failed += any(r["verdict"] == "regression" for r in others)
+    tally.strict_others += any(_strict_failed(r) for r in others)
 
 
 def _restore(snapshot: Path, baselines: Path) -> None:
@@ -179,11 +190,14 @@ def table(tallies: dict[str, Tally]) -> list[str]:
     import statistics
 
     lines = ["| condition | runs | target test failed (A/A: any latency failure) | another test "
-             "failed | median smallest detectable | median run time |", "|---|---|---|---|---|---|"]
+             "failed | under --sdperf-strict (inconclusive and recorded fail too): target / another "
+             "| median smallest detectable | median run time |", "|---|---|---|---|---|---|---|"]
     for name, t in tallies.items():
         det = f"{statistics.median(t.detectable):.0f}%" if t.detectable else "-"
         secs = f"{statistics.median(t.seconds):.0f} s" if t.seconds else "-"
-        lines.append(f"| {name} | {t.runs} | {t.target_failed} | {t.others_failed} | {det} | {secs} |")
+        strict = f"{t.strict_target} / {'-' if name == 'A/A' else t.strict_others}"
+        lines.append(f"| {name} | {t.runs} | {t.target_failed} | {t.others_failed} | {strict} | {det} "
+                     f"| {secs} |")
     return lines
 
 
