@@ -25,12 +25,12 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
       ``RECORD_MIN_ROUNDS``, the median of the gated ratios (over the paired reference, else
       over the calibration) is known to +-``halfwidth``;
     - with a baseline, once ``DECIDE_MIN_ROUNDS`` are taken, the gate's comparison is decided:
-      a regression stops at once (the gate confirms it in fresh workers); a pass stops once the
-      comparison could have seen a slowdown of the limit's size (its smallest detectable
-      slowdown is at most ``latency_pct``); an inconclusive comparison samples on; and any
-      stops once more rounds would not narrow the interval much (``Check.settled``: this run's
-      own noise is at most a quarter of its variance, the rest being the baseline's and the
-      between-session spread).
+      a regression stops at once (the gate confirms it in fresh workers); a comparison reading
+      at or below half the limit, its interval at or below the limit, stops once it could have
+      seen a slowdown of the limit's size (its smallest detectable slowdown is at most
+      ``latency_pct``); any other samples on; and any stops once more rounds would not narrow
+      the interval much (``Check.settled``: this run's own noise is at most a quarter of its
+      variance, the rest being the baseline's and the between-session spread).
 
     ``so_far()`` gives the rounds taken as LatencyStats; only auto rounds ask for it.
     ``spent_s``: the time the rounds took, where it is more than their samples (a paired
@@ -67,5 +67,10 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
         return False
     if latency.settled:  # the between-session spread dominates: more rounds would not help
         return False
+    # Undecided: a reading above half the limit, or an interval reaching above the limit (a
+    # pass with a note once the rounds end), or one that could not yet see the limit's size.
+    high = latency.interval[1] if latency.interval else float("inf")
+    above_half = latency.measured > (1.0 + latency.limit) / 2
     detectable = latency.detectable_pct
-    return verdict.status is Status.INCONCLUSIVE or detectable is None or detectable > target.latency_pct
+    return (verdict.status is Status.INCONCLUSIVE or above_half or high > latency.limit
+            or detectable is None or detectable > target.latency_pct)
