@@ -145,8 +145,12 @@ def verdict_counts(records: Sequence[Record]) -> dict[str, int]:
 
 
 def counts_line(records: Sequence[Record]) -> str:
-    """``sdperf: 18 pass, 2 recorded, 1 regression`` (recorded: a baseline written this run)."""
-    return "sdperf: " + ", ".join(f"{n} {verdict}" for verdict, n in verdict_counts(records).items())
+    """``sdperf: 18 pass (3 noted), 2 recorded, 1 regression`` (recorded: a baseline written this
+    run; noted: a pass with a line below, e.g. a reading above half the latency limit)."""
+    noted = sum(r.verdict == "pass" and bool(r.reason) for r in records)
+    return "sdperf: " + ", ".join(
+        f"{n} {verdict}{f' ({noted} noted)' if verdict == 'pass' and noted else ''}"
+        for verdict, n in verdict_counts(records).items())
 
 
 def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], notes: Sequence[str],

@@ -105,7 +105,8 @@ def test_a_settled_reading_above_half_the_limit_passes_strict_with_its_note(run:
     result.assert_outcomes(passed=1)
     record = json.loads((run.root / "r.json").read_text())["results"][0]
     assert record["verdict"] == "pass" and "above half the limit (1.050x)" in record["reason"]
-    result.stdout.fnmatch_lines(["fake: latency ratio: measured *above half the limit*it would see*"])
+    result.stdout.fnmatch_lines(["sdperf: 1 pass (1 noted)",
+                                 "fake: latency ratio: measured *above half the limit*it would see*"])
 
 
 def test_update_all_rewrites_and_passes(run: SdperfRun) -> None:
