@@ -76,7 +76,7 @@ class Check:
     detectable_pct: float | None = None
     interval: tuple[float, float] | None = None  # the interval of ``measured`` (latency)
     settled: bool = True  # latency: more rounds of this run would not narrow the interval much
-    note: str = ""  # a pass worth a line in the summary (latency: settled above half the limit)
+    note: str = ""  # a pass worth a line under the summary (latency: above half the limit, or rounds ended early)
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""
@@ -146,6 +146,11 @@ class Spread:
         return self.recording**2 / self.sessions <= self.se**2 / 4
 
 
+def midpoint(limit: float) -> float:
+    """H, halfway between no change and the limit L: a reading above it is a slowdown's."""
+    return (1.0 + limit) / 2.0
+
+
 def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: float,
                     seconds: bool = True, sessions: Sequence[float] = (), checks: int = 1) -> Check:
     """Latency verdict under the rule in this module's docstring (``seconds``: the samples are
@@ -159,7 +164,8 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
                     between_spread(medians), len(medians))
     z, se = suite_z(checks), spread.se
     low, high = point * float(np.exp(-z * se)), point * float(np.exp(z * se))
-    limit, half = 1.0 + pct / 100.0, 1.0 + pct / 200.0
+    limit = 1.0 + pct / 100.0
+    half = midpoint(limit)
     unit = " s" if seconds else ""
     what = "median" if seconds else "median per-round ratio"
     k, settled = spread.sessions, spread.within_settled()

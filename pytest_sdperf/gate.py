@@ -23,7 +23,7 @@ from typing import Any, Mapping, NoReturn
 import pytest
 
 from .baselines import BaselineEntry, BaselineError, entry_key, model_label
-from .compare import PASS, Check, compare_latency, stage_changes
+from .compare import Check, compare_latency, stage_changes
 from .config import BASELINE_SESSIONS
 from .judge import Figures, Verdict, judge, verdict_of
 from .measure.scenario import ScenarioResult
@@ -188,7 +188,7 @@ class Gate:
                 outcome.problems.append(f"--sdperf-strict: inconclusive: {c.message()}")
             else:
                 warnings.warn(SdperfInconclusive(f"{self.test_id}: {c.message()}"), stacklevel=3)
-        noted = [c for c in verdict.checks if c.note and c.status == PASS]
+        noted = [c for c in verdict.checks if c.note]  # only a pass carries one
         if noted and outcome.verdict == "pass" and not outcome.reason:
             outcome.reason = noted[0].message()  # a pass worth a line under the summary
         regressions = verdict.regressions()

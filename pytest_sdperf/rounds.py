@@ -48,6 +48,7 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
 
 def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) -> bool:
     """Whether auto rounds should sample on, given the rounds so far (see ``more_rounds``)."""
+    from .compare import midpoint
     from .judge import Figures, Status, judge
     from .measure.latency import median_ci_halfwidth
     from .workload import Thresholds
@@ -70,7 +71,6 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
     # Undecided: a reading above half the limit, or an interval reaching above the limit (a
     # pass with a note once the rounds end), or one that could not yet see the limit's size.
     high = latency.interval[1] if latency.interval else float("inf")
-    above_half = latency.measured > (1.0 + latency.limit) / 2
     detectable = latency.detectable_pct
-    return (verdict.status is Status.INCONCLUSIVE or above_half or high > latency.limit
+    return (latency.measured > midpoint(latency.limit) or high > latency.limit
             or detectable is None or detectable > target.latency_pct)
