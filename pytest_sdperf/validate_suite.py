@@ -177,12 +177,20 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> dict[str, Tally]:
 
 def _outcome(records: list[dict[str, Any]], target: str) -> str:
     """A run in one line: the failed tests, the inconclusive count, the target's readings."""
-    failed = [r["variant"] for r in records if r["verdict"] == "regression"]
+    failed = [f"{r['variant']} ({_failed_on(r)})" for r in records if r["verdict"] == "regression"]
     inconclusive = sum(r["verdict"] == "inconclusive" for r in records)
     mine = [f"{r['verdict']} {r['ratio']:.3f}x" for r in records
             if r["variant"] == target and r.get("ratio") is not None]
     return (f"failed: {', '.join(failed) or 'none'}; {inconclusive} inconclusive"
             + (f"; {target}: {', '.join(mine)}" if mine else ""))
+
+
+def _failed_on(record: dict[str, Any]) -> str:
+    """What a failed test failed on, for the progress line: its latency ratio, else its reason."""
+    if _latency_failed(record) and record.get("ratio") is not None:
+        return f"latency {record['ratio']:.3f}x"
+    reason = str(record.get("reason", ""))
+    return reason[:100] + ("..." if len(reason) > 100 else "")
 
 
 def table(tallies: dict[str, Tally]) -> list[str]:
