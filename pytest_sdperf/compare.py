@@ -77,6 +77,7 @@ class Check:
     interval: tuple[float, float] | None = None  # the interval of ``measured`` (latency)
     settled: bool = True  # latency: more rounds of this run would not narrow the interval much
     note: str = ""  # a pass worth a line under the summary (latency: above half the limit, or rounds ended early)
+    z: float | None = None  # latency: the interval is measured * exp(+-z SE), z for the session's checks
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""
@@ -199,7 +200,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
             detail += ("; the baseline's recording is too noisy to decide against: re-record this "
                        "test (--sdperf-update-all -k TEST, more rounds: --sdperf-rounds)")
     return Check("latency ratio", status, point, 1.0, limit, "x", detail, float(detectable), (low, high),
-                 settled, note)
+                 settled, note, z)
 
 
 @dataclass(frozen=True)

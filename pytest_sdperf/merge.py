@@ -154,7 +154,7 @@ def step_summary(header: Mapping[str, Any], records: Sequence[Record], largest: 
     moved = sorted((r for r in records if r.ratio is not None), key=_change, reverse=True)[:largest]
     if moved:
         lines += ["### Largest latency changes", "",
-                  "| test | vs baseline | 95% interval | sees | verdict |", "|---|---|---|---|---|"]
+                  "| test | vs baseline | interval (z for the session's checks) | sees | verdict |", "|---|---|---|---|---|"]
         for r in moved:
             low, high = r.ratio_interval or (None, None)
             interval = f"{low:.2f}-{high:.2f}" if low is not None and high is not None else "-"

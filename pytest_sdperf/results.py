@@ -107,7 +107,8 @@ class Record:
     reason: str = ""
     detectable_pct: float | None = None
     ratio: float | None = None  # latency now over the baseline, in the gate's mode
-    ratio_interval: tuple[float, float] | None = None  # its 95% interval
+    ratio_interval: tuple[float, float] | None = None  # ratio * exp(+-ratio_z SE)
+    ratio_z: float | None = None  # the interval's z: corrected for the session's latency checks
     samples: tuple[float, ...] = ()
     images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
     reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with

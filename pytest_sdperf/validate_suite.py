@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import interval_fit
 from .atomic import atomic_write_text
+from .interval_fit import FAULTED
 
 FAULT_KINDS = ("quality", "memory")
 RAN = ("recorded", "pass", "inconclusive", "regression")  # verdicts of a test that was measured
@@ -138,9 +140,9 @@ def _restore_keep_recorded(baselines: Path, source: Path) -> None:
         atomic_write_text(path, json.dumps(now, indent=1, sort_keys=True) + "\n")
 
 
-def run(args: argparse.Namespace, extra: Sequence[str]) -> dict[str, Tally]:
+def run(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict[str, Tally], Path]:
     """Record once (or copy ``--from``), then ``args.runs`` runs of shuffled conditions, each
-    from the same baseline; the tallies by condition."""
+    from the same baseline; the tallies by condition, and the folder holding the runs' results."""
     work = Path(tempfile.mkdtemp(prefix="sdperf-validate-suite-"))
     print(f"runs' results: {work}", file=sys.stderr, flush=True)
     env = dict(os.environ)
@@ -159,6 +161,7 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> dict[str, Tally]:
     conditions = [args.conditions[i % len(args.conditions)] for i in range(args.runs)]
     rng = random.Random(args.seed)
     rng.shuffle(conditions)
+    faulted: dict[str, str] = {}
     for i, condition in enumerate(conditions):
         target = rng.choice(torch_variants if condition in FAULT_KINDS else variants)
         run_env, run_args = dict(env), list(common)
@@ -168,11 +171,14 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> dict[str, Tally]:
             if fault == "slow":
                 run_args += ["--sdperf-set", f"extra_work_pct={condition.strip('+%')}"]
         _restore(work / "snapshot", work / "baselines")
+        if condition != "A/A":
+            faulted[f"run{i}.json"] = target
+            atomic_write_text(work / FAULTED, json.dumps(faulted, indent=1, sort_keys=True) + "\n")
         records, took = _pytest(args.suite, run_args, work / f"run{i}.json", run_env)
         _count(tallies.setdefault(condition, Tally()), condition, target, records, took)
         print(f"run {i + 1}/{len(conditions)} {condition} on {target}: {took:.0f} s, "
               f"{_outcome(records, target)}", file=sys.stderr, flush=True)
-    return tallies
+    return tallies, work
 
 
 def _outcome(records: list[dict[str, Any]], target: str) -> str:
@@ -242,8 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.baselines_from is not None and not args.baselines_from.is_dir():
         parser.error(f"--from {args.baselines_from}: not a folder; give a baseline folder such as "
                      "baselines")
-    tallies = run(args, extra)
+    tallies, work = run(args, extra)
     print("\n".join(table(tallies)))
+    readings = interval_fit.from_folder(work)
+    if readings:
+        print("\nHow far each test's unchanged readings moved against its interval "
+              f"(python -m pytest_sdperf.interval_fit {work}):")
+        print("\n".join(interval_fit.table(interval_fit.fit(readings))))
     if args.json:
         args.json.write_text(json.dumps({k: vars(v) for k, v in tallies.items()}, indent=1))
     return 0

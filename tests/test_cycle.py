@@ -350,6 +350,7 @@ def test_a_transient_slowdown_is_not_confirmed_by_fresh_workers(run: SdperfRun) 
     (record,) = json.loads((run.root / "r.json").read_text())["results"]
     assert record["verdict"] == "pass" and "latency ratio" in record["info"]["first_measurement"]
     assert record["ratio"] < 1.5 and record["ratio_interval"][0] <= record["ratio"]
+    assert record["ratio_z"] == pytest.approx(1.96, abs=0.01)  # one latency check: no correction
 
 
 def test_the_suite_correction_counts_the_tests_left_after_k(run: SdperfRun) -> None:

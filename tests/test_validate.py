@@ -61,6 +61,9 @@ def test_suite_harness_injects_one_slow_variant_and_counts_the_runs(
     assert tallies["+200%"]["runs"] == 1 and tallies["+200%"]["target_failed"] == 1, printed.err
     assert tallies["+200%"]["others_failed"] == 0, printed.err
     assert "| +200% | 1 | 1 | 0 |" in printed.out
+    # every unchanged reading against its interval: both tests' A/A readings, and the untouched
+    # test's of the +200% run (the faulted one's is left out: faulted.json names it)
+    assert "| all 2 tests | 3 |" in printed.out, printed.out
 
 
 def test_suite_harness_starts_from_a_committed_baseline_and_leaves_it_as_it_was(
