@@ -76,7 +76,7 @@ def fit(readings: Iterable[Reading]) -> list[Fit]:
         out.append(Fit(
             test, len(rows), math.sqrt(statistics.fmean(x * x for x in logs)),
             statistics.median(r.se for r in rows),
-            math.sqrt(statistics.fmean((math.log(r.ratio) / r.se) ** 2 for r in rows)),
+            math.sqrt(statistics.fmean((x / r.se) ** 2 for x, r in zip(logs, rows, strict=True))),
             max((r.ratio for r in rows), key=lambda x: abs(math.log(x))),
         ))
     return out

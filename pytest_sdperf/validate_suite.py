@@ -37,7 +37,6 @@ from typing import Any, Sequence
 
 from . import interval_fit
 from .atomic import atomic_write_text
-from .interval_fit import FAULTED
 
 FAULT_KINDS = ("quality", "memory")
 RAN = ("recorded", "pass", "inconclusive", "regression")  # verdicts of a test that was measured
@@ -173,7 +172,7 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict[str, Tally
         _restore(work / "snapshot", work / "baselines")
         if condition != "A/A":
             faulted[f"run{i}.json"] = target
-            atomic_write_text(work / FAULTED, json.dumps(faulted, indent=1, sort_keys=True) + "\n")
+            atomic_write_text(work / interval_fit.FAULTED, json.dumps(faulted, indent=1, sort_keys=True) + "\n")
         records, took = _pytest(args.suite, run_args, work / f"run{i}.json", run_env)
         _count(tallies.setdefault(condition, Tally()), condition, target, records, took)
         print(f"run {i + 1}/{len(conditions)} {condition} on {target}: {took:.0f} s, "

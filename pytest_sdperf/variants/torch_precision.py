@@ -226,9 +226,9 @@ def register(registry: VariantRegistry) -> None:
         # between; the same with one thread, with ASLR off and a fixed hash seed, and with
         # malloc on huge pages; a process kept its speed over three blocks of calls while the
         # machine's speed moved 30%. The suite's readings against one baseline: 0.78-0.84x or
-        # 0.95-1.07x. A baseline
-        # recorded in the faster mode would read a slower-mode process as about 1.25x, a
-        # false regression under the default 10% (whose "sees" there, 14%, ignored the jump).
+        # 0.95-1.07x. A baseline recorded in the faster mode would read a slower-mode process
+        # as about 1.25x, a false regression under the default 10% (whose "sees" there, 14%,
+        # ignored the jump).
         thresholds={"latency_pct": 60.0},
     ))
     add(VariantSpec(
