@@ -12,8 +12,10 @@ variants off by up to 10%), so the comparison carries that spread:
 - its standard error in log units, SE^2 = s_w^2 + b^2 + (b^2 + s_r^2) / k: s_w and s_r the
   bootstrap standard errors of the log median of this run and of the recording, k the
   baseline's sessions, b the between-session spread: the spread (log SD) of the baseline's
-  session medians, shrunk towards ``BETWEEN_PRIOR`` with the weight of ``BETWEEN_PRIOR_WEIGHT``
-  sessions (so one or two sessions lean on the prior, five mostly on themselves);
+  session medians, shrunk towards a prior: the spread learnt from the baseline file's tests of
+  the variant's family (``priors.py``) with the weight of ``LEARNT_PRIOR_WEIGHT`` sessions,
+  else ``BETWEEN_PRIOR`` with the weight of ``BETWEEN_PRIOR_WEIGHT`` (so one or two sessions
+  lean on the prior, five more on themselves);
 - the interval is r * exp(+-z SE), z corrected for the number of latency checks N in the
   session (``suite_z``: a 5% chance, one-sided, that any of N unchanged tests reads slower).
 
@@ -57,6 +59,9 @@ RESAMPLES = 2000
 BETWEEN_PRIOR = 0.03
 #: How many sessions' worth of weight the prior has against a baseline's own sessions.
 BETWEEN_PRIOR_WEIGHT = 2.0
+#: The weight of a prior learnt from the baseline file's tests of the variant's family
+#: (``priors.py``): it rests on several tests' sessions, not on an assumption.
+LEARNT_PRIOR_WEIGHT = 4.0
 #: The chance, one-sided, that an unchanged suite reads any latency check as slower.
 SUITE_ALPHA = 0.05
 _POWER_Z = 1.6448536269514722  # a 95% chance of flagging a slowdown of the detectable size
@@ -107,13 +112,16 @@ def suite_z(checks: int) -> float:
     return max(1.959963984540054, float(norm.ppf(1.0 - SUITE_ALPHA / max(checks, 1))))
 
 
-def between_spread(session_medians: Sequence[float]) -> float:
+def between_spread(session_medians: Sequence[float], prior: float | None = None) -> float:
     """The between-session spread b (log SD) from a baseline's session medians, shrunk towards
-    ``BETWEEN_PRIOR`` with the weight of ``BETWEEN_PRIOR_WEIGHT`` sessions."""
+    ``prior`` (learnt from the baseline file, ``priors.py``) with the weight of
+    ``LEARNT_PRIOR_WEIGHT`` sessions; None: towards ``BETWEEN_PRIOR`` with the weight of
+    ``BETWEEN_PRIOR_WEIGHT``."""
     logs = np.log(np.asarray(session_medians, float))
     own = float(np.var(logs, ddof=1)) * (len(logs) - 1) if len(logs) >= 2 else 0.0
-    weight = BETWEEN_PRIOR_WEIGHT
-    return float(np.sqrt((weight * BETWEEN_PRIOR**2 + own) / (weight + max(len(logs) - 1, 0))))
+    weight = BETWEEN_PRIOR_WEIGHT if prior is None else LEARNT_PRIOR_WEIGHT
+    prior = BETWEEN_PRIOR if prior is None else prior
+    return float(np.sqrt((weight * prior**2 + own) / (weight + max(len(logs) - 1, 0))))
 
 
 @dataclass(frozen=True)
@@ -153,16 +161,18 @@ def midpoint(limit: float) -> float:
 
 
 def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: float,
-                    seconds: bool = True, sessions: Sequence[float] = (), checks: int = 1) -> Check:
+                    seconds: bool = True, sessions: Sequence[float] = (), checks: int = 1,
+                    prior: float | None = None) -> Check:
     """Latency verdict under the rule in this module's docstring (``seconds``: the samples are
     seconds, else ratios to a paired reference or to the calibration; ``sessions``: the
     baseline's session medians, none: the recording's alone; ``checks``: latency checks in
-    the session)."""
+    the session; ``prior``: the between-session spread learnt for this test, see
+    ``between_spread``)."""
     medians = [float(x) for x in sessions if x > 0] or [float(np.median(baseline))]
     base = float(np.exp(np.mean(np.log(medians))))
     point = float(np.median(current)) / base
     spread = Spread(log_median_se(current, RESAMPLES), log_median_se(baseline, RESAMPLES),
-                    between_spread(medians), len(medians))
+                    between_spread(medians, prior), len(medians))
     z, se = suite_z(checks), spread.se
     low, high = point * float(np.exp(-z * se)), point * float(np.exp(z * se))
     limit = 1.0 + pct / 100.0
@@ -174,7 +184,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
         f"{what} {np.median(current):.3f}{unit} vs {base:.3f}{unit}"
         f"{f' (mean of {k} sessions)' if k > 1 else ''}, interval {low:.3f}-{high:.3f} "
         f"(z={z:.2f} for {checks} latency check{'s' if checks != 1 else ''}; between-session "
-        f"spread {spread.between:.1%}), n={len(current)}/{len(baseline)}"
+        f"spread {spread.between:.1%}{_prior_text(prior)}), n={len(current)}/{len(baseline)}"
     )
     detectable = (max(half * np.exp(_POWER_Z * se), np.exp((z + _POWER_Z) * se)) - 1.0) * 100.0
     detail += f", smallest detectable slowdown {detectable:.0f}%"
@@ -201,6 +211,14 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
                        "test (--sdperf-update-all -k TEST, more rounds: --sdperf-rounds)")
     return Check("latency ratio", status, point, 1.0, limit, "x", detail, float(detectable), (low, high),
                  settled, note, z)
+
+
+def _prior_text(prior: float | None) -> str:
+    return "" if prior is None else f", its prior {prior:.1%} learnt from this baseline file"
+
+
+#: The session figure (``LatencyStats.session_summary``) each gate mode compares.
+MODE_FIGURE = {"paired": "paired", "relative": "relative", "absolute": "seconds"}
 
 
 @dataclass(frozen=True)
@@ -246,23 +264,24 @@ def latency_figures(mode: str, current: LatencyStats, stored: LatencyStats, refe
 
 
 def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
-                  reference: str = "", checks: int = 1) -> Check:
+                  reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None) -> Check:
     """The latency gate's check in ``mode`` (see ``latency_figures``) among ``checks`` latency
-    checks of the session."""
+    checks of the session; ``priors``: the between-session spreads learnt for this test, per
+    session figure (``priors.py``; a figure not in it: ``BETWEEN_PRIOR``)."""
     figures = latency_figures(mode, current, stored, reference)
     check = compare_latency(figures.current, figures.baseline, pct, figures.mode == "absolute",
-                            figures.sessions, checks)
+                            figures.sessions, checks, (priors or {}).get(MODE_FIGURE[figures.mode]))
     detail = f"{check.detail}; {figures.note}" if figures.note else check.detail
     return replace(check, metric=figures.metric, detail=detail)
 
 
 def check_throughput(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
-                     reference: str = "", checks: int = 1) -> Check:
+                     reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None) -> Check:
     """The throughput gate: a LoadGen run's seconds per image (``Bench.throughput``) judged by
     the latency rule, in ``mode``, at the latency limit: images/s may fall to 1 / (1 +
     ``pct``/100) of the baseline's. The check's ratio is seconds per image now over the
     baseline's (1.10: 9% fewer images/s); its detail gives both images/s."""
-    check = check_latency(mode, current, stored, pct, reference, checks)
+    check = check_latency(mode, current, stored, pct, reference, checks, priors)
     now, base = 1.0 / current.p50, 1.0 / stored.p50
     metric = check.metric.replace("latency ratio", "throughput: seconds-per-image ratio", 1)
     detail = (f"{now:.3g} vs {base:.3g} images/s (the baseline's recording), images/s may fall "

@@ -107,7 +107,7 @@ class Gate:
         sim = self._similarity(m, outcome.recordings)
         current, previous = _figures(m, stored.entry, sim)
         verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name(),
-                        self.state.latency_checks)
+                        self.state.latency_checks, self.state.priors(self.spec))
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
         if stored.entry is not None and stored.entry.throughput is None and m.throughput is not None:
             outcome.recordings.append(f"no throughput in baseline entry {stored.key} (recorded "
@@ -144,8 +144,9 @@ class Gate:
         if entry is None:
             return None
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
+        priors = {} if self.state.foreign_baseline else self.state.priors(self.spec)
         return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct,
-                          self.state.reference_name(), self.state.latency_checks)
+                          self.state.reference_name(), self.state.latency_checks, priors)
 
     def latency_regression(self, m: Measurement) -> Check | None:
         """The latency (or a scenario's throughput) check of ``m`` against its baseline when it
@@ -162,7 +163,7 @@ class Gate:
             return None
         current, stored = _figures(m, entry, None)
         verdict = judge(current, stored, self._thresholds(entry), s.gate_mode,
-                        self.state.reference_name(), self.state.latency_checks)
+                        self.state.reference_name(), self.state.latency_checks, self.state.priors(self.spec))
         return next((c for c in verdict.regressions()
                      if c.metric.startswith(("latency", "throughput"))), None)
 

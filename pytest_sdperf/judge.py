@@ -87,12 +87,13 @@ class Verdict:
 
 
 def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
-          reference: str = "", latency_checks: int = 1) -> Verdict:
+          reference: str = "", latency_checks: int = 1, priors: Mapping[str, float] | None = None) -> Verdict:
     """Compare ``current`` with ``stored`` (None: nothing stored; similarity and the speedup
     floor alone are judged) in gate ``mode`` (``paired``, ``relative``, ``absolute``: see
     compare.latency_figures). The speedup floor (``t.min_speedup``) is checked where the rounds
     were paired with the ``reference``. ``latency_checks``: the latency checks of the session, which
-    widen each one's interval (compare.suite_z); a throughput check counts as one of them."""
+    widen each one's interval (compare.suite_z); a throughput check counts as one of them.
+    ``priors``: the between-session spreads learnt for this test (``priors.py``)."""
     checks: list[Check] = []
     paired = current.latency.paired() if current.latency is not None else None
     if t.min_speedup > 0 and paired:
@@ -100,10 +101,11 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
     if stored is not None:
         if current.latency is not None and stored.latency is not None \
                 and current.latency.samples and stored.latency.samples:
-            checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference, latency_checks))
+            checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference,
+                                        latency_checks, priors))
         if current.throughput is not None and stored.throughput is not None:
             checks.append(check_throughput(mode, current.throughput, stored.throughput, t.latency_pct,
-                                           reference, latency_checks))
+                                           reference, latency_checks, priors))
         memory = compare_memory_figures(current.memory, stored.memory, t.memory_pct)
         if memory is not None:
             checks.append(memory)

@@ -38,17 +38,21 @@ class AutoTarget:
     latency_pct: float
     reference: str = ""
     checks: int = 1  # latency checks in the session (compare.suite_z)
+    priors: Mapping[str, float] = field(default_factory=dict)  # learnt spreads (priors.py)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {"mode": self.mode, "baseline": self.baseline.to_dict(),
-                "latency_pct": self.latency_pct, "reference": self.reference, "checks": self.checks}
+                "latency_pct": self.latency_pct, "reference": self.reference, "checks": self.checks,
+                "priors": dict(self.priors)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoTarget:
         """The inverse of ``to_dict``."""
+        priors = {str(k): float(v) for k, v in (data.get("priors") or {}).items()}
         return cls(str(data["mode"]), LatencyStats.from_dict(data["baseline"]),
-                   float(data["latency_pct"]), str(data.get("reference", "")), int(data.get("checks", 1)))
+                   float(data["latency_pct"]), str(data.get("reference", "")), int(data.get("checks", 1)),
+                   priors)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
         return True
     limits = Thresholds(latency_pct=target.latency_pct)
     verdict = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference,
-                    target.checks)
+                    target.checks, target.priors)
     latency = verdict.latency
     if verdict.status is Status.REGRESSION or latency is None:
         return False

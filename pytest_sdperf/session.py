@@ -6,9 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import priors
 from .against import OtherSide
 from .atomic import atomic_write_bytes
-from .baselines import BaselineStore
+from .baselines import BaselineError, BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings, default_of
 from .host import package_versions, python_version, source_commit, usable_cpus
 from .machine import Machine, this_machine
@@ -21,7 +22,7 @@ from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
 from .runner import WorkerOutcome, run_worker, worker_env
 from .variants.availability import cuda_available, unavailable_reason
-from .variants.registry import VariantRegistry, VariantSpec
+from .variants.registry import VariantError, VariantRegistry, VariantSpec
 from .workload import Workload
 from .zygote import Zygote
 
@@ -62,6 +63,7 @@ class SdperfState:
         self.shard: dict[str, Any] | None = None  # --sdperf-shard: its tests (plugin's collection)
         self.commit = source_commit(rootdir) if settings.enabled else None
         self.against: OtherSide | None = None  # --sdperf-against: the other interpreter, probed
+        self._learnt: dict[tuple[str, str], float] | None = None  # priors.learn of the baseline file
 
     @property
     def machine(self) -> Machine:
@@ -107,6 +109,24 @@ class SdperfState:
         if not m.efficiency:
             return {}
         return against_peak(m.efficiency, self.peak, m.device, compute_type(m.info))
+
+    def priors(self, spec: VariantSpec) -> dict[str, float]:
+        """The between-session spreads learnt from this machine's baseline file for ``spec``'s
+        family, per session figure (``priors.py``; learnt once, from the file as it was read:
+        this session's own writes do not move it); {} where the file cannot be read."""
+        if self._learnt is None:
+            try:
+                entries = self.store.entries()
+            except BaselineError:
+                entries = {}
+            self._learnt = priors.learn(entries, self._family_of)
+        return priors.for_family(self._learnt, spec.family)
+
+    def _family_of(self, name: str) -> str:
+        try:
+            return self.registry.get(name).family
+        except VariantError:
+            return ""  # a variant no longer registered: a family of its own
 
     @property
     def store(self) -> BaselineStore:

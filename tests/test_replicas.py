@@ -194,10 +194,13 @@ def test_a_recording_is_made_in_the_representative_process(run: SdperfRun) -> No
     assert len(medians) == 3 and kept != 0 and medians[0] > 2 * max(medians[1:])
     # only the kept process's rounds, each paired with a reference round
     assert set(processes["rounds"]) == {kept} and len(processes["rounds"]) == len(record["samples"])
+    # Only fake-slow-once's comparison is asserted: the reference fake's own test is judged
+    # against the CPU calibration workload while the fake's steps are sleeps, so it moves with
+    # the machine's speed between the two runs (read 1.30x once here while other work ran).
     second = run.run(*args)
-    second.assert_outcomes(passed=2)
     record = next(r for r in json.loads((run.root / "r.json").read_text())["results"]
                   if r["variant"] == "fake-slow-once")
+    assert record["verdict"] == "pass", second.stdout.str()
     assert 0.6 < record["ratio"] < 1.5 and "processes" not in record["info"]  # a comparison: one
 
 
