@@ -114,24 +114,34 @@ def from_records(records: Iterable[dict[str, Any]], skip_variant: str = "") -> l
 
 def from_summary(doc: dict[str, Any], z: float) -> list[Reading]:
     """Readings from a committed per-run summary (``runs`` of ``tests`` with ratio and interval),
-    leaving out each run's faulted target; ``z``: the runs' z, which the summary does not keep."""
+    leaving out each run's faulted target, and the whole of a run whose target is the paired
+    reference (the summary's ``reference_variant``, see ``from_folder``); ``z``: the runs' z
+    where a test does not keep its own."""
     out = []
     for run in doc["runs"]:
+        if run.get("condition") != "A/A" and run.get("target") == doc.get("reference_variant") is not None:
+            continue
         for t in run["tests"]:
             found = _VARIANT.search(t["test"])
             if t.get("ratio") is None or not t.get("interval") or (found and found.group(1) == run.get("target")):
                 continue
-            out.append(Reading(t["test"], float(t["ratio"]), float(t["interval"][0]), float(t["interval"][1]), z))
+            out.append(Reading(t["test"], float(t["ratio"]), float(t["interval"][0]), float(t["interval"][1]),
+                               float(t.get("z") or z)))
     return out
 
 
 def from_folder(path: Path) -> list[Reading]:
-    """Readings from a suite harness's runs' folder, each run's faulted variant left out."""
+    """Readings from a suite harness's runs' folder, each run's faulted variant left out, and
+    the whole of a run whose faulted variant is the paired reference (every paired test's
+    ratio moves with it: the reference made 10% slower read every steady test about 0.90x)."""
     faulted = json.loads((path / FAULTED).read_text()) if (path / FAULTED).exists() else {}
     readings: list[Reading] = []
     for run in sorted(path.glob("first.json")) + sorted(path.glob("run*.json")):
-        records = json.loads(run.read_text()).get("results", [])
-        readings += from_records(records, str(faulted.get(run.name, "")))
+        doc = json.loads(run.read_text())
+        target = str(faulted.get(run.name, ""))
+        if target and target == doc.get("reference_variant"):
+            continue
+        readings += from_records(doc.get("results", []), target)
     return readings
 
 
