@@ -98,14 +98,19 @@ def table(fits: Sequence[Fit]) -> list[str]:
 def from_records(records: Iterable[dict[str, Any]], skip_variant: str = "") -> list[Reading]:
     """Readings from ``--sdperf-json`` result records (a ratio, its interval and its z: the
     record's ``ratio_z``, else as its reason states it), leaving out ``skip_variant``'s (a harness
-    run's faulted variant)."""
+    run's faulted variant) and those paired with it (a faulted paired reference moves every
+    ratio taken against it: made 10% slower, it read every steady test about 0.90x)."""
     out = []
     for rec in records:
         interval, z = rec.get("ratio_interval"), rec.get("ratio_z")
         if z is None:
             found = _Z.search(str(rec.get("reason", "")))
             z = float(found.group(1)) if found else None
-        if rec.get("variant") == skip_variant or rec.get("ratio") is None or not interval or z is None:
+        paired = (rec.get("info") or {}).get("paired_with")
+        partner = paired.get("variant") if isinstance(paired, dict) else None
+        if skip_variant and skip_variant in (rec.get("variant"), partner):
+            continue
+        if rec.get("ratio") is None or not interval or z is None:
             continue
         test = str(rec["test_id"]).split("::")[-1]
         out.append(Reading(test, float(rec["ratio"]), float(interval[0]), float(interval[1]), float(z)))
@@ -115,8 +120,8 @@ def from_records(records: Iterable[dict[str, Any]], skip_variant: str = "") -> l
 def from_summary(doc: dict[str, Any], z: float) -> list[Reading]:
     """Readings from a committed per-run summary (``runs`` of ``tests`` with ratio and interval),
     leaving out each run's faulted target, and the whole of a run whose target is the paired
-    reference (the summary's ``reference_variant``, see ``from_folder``); ``z``: the runs' z
-    where a test does not keep its own."""
+    reference (the summary's ``reference_variant``: a summary of paired runs, see
+    ``from_records``); ``z``: the runs' z where a test does not keep its own."""
     out = []
     for run in doc["runs"]:
         if run.get("condition") != "A/A" and run.get("target") == doc.get("reference_variant") is not None:
@@ -132,16 +137,12 @@ def from_summary(doc: dict[str, Any], z: float) -> list[Reading]:
 
 def from_folder(path: Path) -> list[Reading]:
     """Readings from a suite harness's runs' folder, each run's faulted variant left out, and
-    the whole of a run whose faulted variant is the paired reference (every paired test's
-    ratio moves with it: the reference made 10% slower read every steady test about 0.90x)."""
+    the readings paired with it (``from_records``)."""
     faulted = json.loads((path / FAULTED).read_text()) if (path / FAULTED).exists() else {}
     readings: list[Reading] = []
     for run in sorted(path.glob("first.json")) + sorted(path.glob("run*.json")):
-        doc = json.loads(run.read_text())
-        target = str(faulted.get(run.name, ""))
-        if target and target == doc.get("reference_variant"):
-            continue
-        readings += from_records(doc.get("results", []), target)
+        records = json.loads(run.read_text()).get("results", [])
+        readings += from_records(records, str(faulted.get(run.name, "")))
     return readings
 
 

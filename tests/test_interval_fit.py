@@ -49,11 +49,13 @@ def test_a_harness_folder_leaves_out_each_runs_faulted_variant(tmp_path: Path) -
     readings = interval_fit.from_folder(tmp_path)
     assert sorted((r.test, r.ratio) for r in readings) == [("test_t[a]", 1.0), ("test_t[a]", 1.01), ("test_t[b]", 1.02)]
     assert readings[0].z == 2.94 and math.isclose(readings[0].se, math.log(1.1 / 0.9) / (2 * 2.94))
-    # a run whose faulted variant is the paired reference moves every test: all of it is left out
-    (tmp_path / "run2.json").write_text(json.dumps({"reference_variant": "a", "results": [
-        _record("a", 1.1, 1.0, 1.2), _record("b", 0.9, 0.8, 1.0)]}))
+    # a faulted paired reference moves the readings paired with it; unpaired ones stay
+    paired_b = {**_record("b", 0.9, 0.8, 1.0), "info": {"paired_with": {"variant": "a", "pid": 1}}}
+    (tmp_path / "run2.json").write_text(json.dumps({"results": [
+        _record("a", 1.1, 1.0, 1.2), paired_b, _record("c", 1.0, 0.9, 1.1)]}))
     (tmp_path / interval_fit.FAULTED).write_text(json.dumps({"run1.json": "b", "run2.json": "a"}))
-    assert len(interval_fit.from_folder(tmp_path)) == 3
+    assert [r.test for r in interval_fit.from_folder(tmp_path)].count("test_t[c]") == 1
+    assert len(interval_fit.from_folder(tmp_path)) == 4
 
 
 def test_a_per_run_summary_needs_z_and_leaves_out_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
