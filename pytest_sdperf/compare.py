@@ -49,6 +49,7 @@ import numpy as np
 
 from .measure.latency import LatencyStats, log_median_se, median_interval
 from .measure.memory import common_figure
+from .priors import spread_of
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 CONFIDENCE = 0.95
@@ -117,11 +118,11 @@ def between_spread(session_medians: Sequence[float], prior: float | None = None)
     ``prior`` (learnt from the baseline file, ``priors.py``) with the weight of
     ``LEARNT_PRIOR_WEIGHT`` sessions; None: towards ``BETWEEN_PRIOR`` with the weight of
     ``BETWEEN_PRIOR_WEIGHT``."""
-    logs = np.log(np.asarray(session_medians, float))
-    own = float(np.var(logs, ddof=1)) * (len(logs) - 1) if len(logs) >= 2 else 0.0
+    n = len(session_medians)
+    own = spread_of(list(session_medians)) ** 2 * (n - 1) if n >= 2 else 0.0
     weight = BETWEEN_PRIOR_WEIGHT if prior is None else LEARNT_PRIOR_WEIGHT
     prior = BETWEEN_PRIOR if prior is None else prior
-    return float(np.sqrt((weight * prior**2 + own) / (weight + max(len(logs) - 1, 0))))
+    return float(np.sqrt((weight * prior**2 + own) / (weight + max(n - 1, 0))))
 
 
 @dataclass(frozen=True)

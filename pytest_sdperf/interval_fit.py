@@ -124,7 +124,8 @@ def from_summary(doc: dict[str, Any], z: float) -> list[Reading]:
     ``from_records``); ``z``: the runs' z where a test does not keep its own."""
     out = []
     for run in doc["runs"]:
-        if run.get("condition") != "A/A" and run.get("target") == doc.get("reference_variant") is not None:
+        reference = doc.get("reference_variant")
+        if reference is not None and run.get("condition") != "A/A" and run.get("target") == reference:
             continue
         for t in run["tests"]:
             found = _VARIANT.search(t["test"])

@@ -35,9 +35,6 @@ FLOOR = 0.01
 #: The session figures a prior is learnt for (see ``LatencyStats.session_summary``).
 FIGURES = ("paired", "relative", "seconds")
 
-Priors = Mapping[str, float]  # a test's prior per figure; a figure not in it: the default
-
-
 def spread_of(medians: list[float]) -> float:
     """The log SD (ddof 1) of session medians."""
     return float(np.std(np.log(np.asarray(medians, float)), ddof=1))
