@@ -38,6 +38,21 @@ With the limit L = 1 + latency_pct/100 and its midpoint H = 1 + latency_pct/200:
 The smallest detectable slowdown is the one this comparison would flag 19 times in 20: a true
 ratio R is flagged when R > H and R exp(-z SE) > 1, so with 95% power at
 max(H exp(1.645 SE), exp((z + 1.645) SE)).
+
+**Screen and pooled confirmation** (``confirm``: the gate's tests, ``plugin._confirmed``). A
+single reading is a *suspect* when r > H and r exp(-``SCREEN_Z`` SE) > 1 (a 2.5% chance per
+unchanged test). A suspect is measured again in fresh workers (a fresh variant worker beside the
+session's reference) and the two readings are judged pooled: r the geometric mean of the two,
+s_w^2 the mean of theirs over 2, and the between-session term of this session c^2 + (b^2 -
+c^2) / 2, c = ``COMMON_SPREAD`` (what a session's readings share; the rest is per reading, as
+measured), at z for twice the session's checks (each test may be judged twice). The pooled
+judgement alone bounds the suite's false alarms (2.5% under the model, the screen only lowers
+it); the pair sees a smaller slowdown than one reading at the suite's z. A confirmation that is
+not a suspect on its own is judged alone: the readings disagree, as when a burst of other work
+made the first slow. Simulated (40-200 runs of 26 tests, the model's spread per reading): a 10%
+slowdown of a test with a 1.7% between-session spread caught in 199 of 200 runs (79% by a
+first reading and a confirmation each at the suite's z, the rule before 2026-12-06), false
+alarms in 2-3% of unchanged runs (about 1% before); at a 4.5% spread, 22% caught (10%).
 """
 
 from __future__ import annotations
@@ -65,6 +80,16 @@ BETWEEN_PRIOR_WEIGHT = 2.0
 LEARNT_PRIOR_WEIGHT = 4.0
 #: The chance, one-sided, that an unchanged suite reads any latency check as slower.
 SUITE_ALPHA = 0.05
+#: The screen's z: a single reading above the midpoint whose interval at this z lies above 1 is
+#: a suspect, measured again in fresh workers and judged pooled with it at the suite's z
+#: (``suite_z``), which alone bounds the suite's false alarms (a suspect is a pass until then).
+SCREEN_Z = 1.959963984540054
+#: The part of the between-session spread a session shares between its readings of one test
+#: (log SD): what fresh workers in the same session do not average away. Measured on these
+#: machines (2026-12-05, 27 harness runs of the default suite): the run-common part of every
+#: test's paired ratio had a log SD of 1.1%, and the tests' own run-to-run spread matched their
+#: spread between sessions days apart (OpenVINO 4.5-6.5% both), so the rest is per reading.
+COMMON_SPREAD = 0.011
 _POWER_Z = 1.6448536269514722  # a 95% chance of flagging a slowdown of the detectable size
 
 
@@ -84,6 +109,10 @@ class Check:
     settled: bool = True  # latency: more rounds of this run would not narrow the interval much
     note: str = ""  # a pass worth a line under the summary (latency: above half the limit, or rounds ended early)
     z: float | None = None  # latency: the interval is measured * exp(+-z SE), z for the session's checks
+    #: latency: a possible regression to measure again in fresh workers (above the midpoint,
+    #: its interval at ``SCREEN_Z`` above 1); every failing latency check is one
+    suspect: bool = False
+    readings: int = 1  # latency: this session's readings pooled in ``measured``
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""
@@ -129,15 +158,23 @@ def between_spread(session_medians: Sequence[float], prior: float | None = None)
 class Spread:
     """The parts of a latency comparison's standard error (log units, see the module docstring)."""
 
-    within: float  # s_w: this run's rounds
+    within: float  # s_w: this run's rounds (of all its readings, pooled)
     recording: float  # s_r: the recording's rounds
     between: float  # b: between sessions
     sessions: int  # k
+    readings: int = 1  # m: this session's readings pooled (a suspect and its confirmation: 2)
+
+    @property
+    def current(self) -> float:
+        """The between-session variance of this session's pooled readings: the part the session
+        shares (``COMMON_SPREAD``, at most b) plus the rest over m."""
+        common = min(COMMON_SPREAD, self.between) ** 2
+        return common + (self.between**2 - common) / self.readings
 
     @property
     def floor(self) -> float:
         """The variance more rounds of this run cannot remove."""
-        return self.between**2 + (self.between**2 + self.recording**2) / self.sessions
+        return self.current + (self.between**2 + self.recording**2) / self.sessions
 
     @property
     def se(self) -> float:
@@ -163,32 +200,51 @@ def midpoint(limit: float) -> float:
 
 def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: float,
                     seconds: bool = True, sessions: Sequence[float] = (), checks: int = 1,
-                    prior: float | None = None) -> Check:
+                    prior: float | None = None, earlier: Sequence[Sequence[float]] = (),
+                    confirm: bool = False) -> Check:
     """Latency verdict under the rule in this module's docstring (``seconds``: the samples are
     seconds, else ratios to a paired reference or to the calibration; ``sessions``: the
     baseline's session medians, none: the recording's alone; ``checks``: latency checks in
     the session; ``prior``: the between-session spread learnt for this test, see
-    ``between_spread``)."""
+    ``between_spread``). ``earlier``: this session's earlier readings of the test, in other
+    workers, pooled with ``current`` (a suspect's confirmation). ``confirm``: a suspect single
+    reading will be measured again and judged pooled (the gate's tests), so its smallest
+    detectable slowdown is the two stages' (``detectable_pct``).
+
+    A confirmation that is not a suspect on its own is judged alone: the readings disagree (a
+    burst of other work on the machine made the first one slow), and pooling would carry the
+    burst into the verdict."""
+    if len(earlier):
+        alone = compare_latency(current, baseline, pct, seconds, sessions, checks, prior, (), confirm)
+        if not alone.suspect:
+            return alone
     medians = [float(x) for x in sessions if x > 0] or [float(np.median(baseline))]
     base = float(np.exp(np.mean(np.log(medians))))
-    point = float(np.median(current)) / base
-    spread = Spread(log_median_se(current, RESAMPLES), log_median_se(baseline, RESAMPLES),
-                    between_spread(medians, prior), len(medians))
-    z, se = suite_z(checks), spread.se
+    readings = [list(current), *(list(r) for r in earlier if len(r))]
+    m = len(readings)
+    point = float(np.exp(np.mean([np.log(float(np.median(r)) / base) for r in readings])))
+    within = float(np.sqrt(sum(log_median_se(r, RESAMPLES) ** 2 for r in readings))) / m
+    spread = Spread(within, log_median_se(baseline, RESAMPLES), between_spread(medians, prior),
+                    len(medians), m)
+    z, se = suite_z(checks * m), spread.se  # a pooled reading is another check of the session
     low, high = point * float(np.exp(-z * se)), point * float(np.exp(z * se))
     limit = 1.0 + pct / 100.0
     half = midpoint(limit)
     unit = " s" if seconds else ""
     what = "median" if seconds else "median per-round ratio"
     k, settled = spread.sessions, spread.within_settled()
+    now = " then ".join(f"{np.median(r):.3f}" for r in reversed(readings))
+    pooled = f" (readings in {m} sets of fresh workers, pooled)" if m > 1 else ""
     detail = (
-        f"{what} {np.median(current):.3f}{unit} vs {base:.3f}{unit}"
+        f"{what} {now}{unit}{pooled} vs {base:.3f}{unit}"
         f"{f' (mean of {k} sessions)' if k > 1 else ''}, interval {low:.3f}-{high:.3f} "
         f"(z={z:.2f} for {checks} latency check{'s' if checks != 1 else ''}; between-session "
-        f"spread {spread.between:.1%}{_prior_text(prior)}), n={len(current)}/{len(baseline)}"
+        f"spread {spread.between:.1%}{_prior_text(prior)}), "
+        f"n={'+'.join(str(len(r)) for r in reversed(readings))}/{len(baseline)}"
     )
-    detectable = (max(half * np.exp(_POWER_Z * se), np.exp((z + _POWER_Z) * se)) - 1.0) * 100.0
+    detectable = detectable_pct(spread, checks, half, confirm and m == 1)
     detail += f", smallest detectable slowdown {detectable:.0f}%"
+    suspect = point > half and point * float(np.exp(-SCREEN_Z * se)) > 1.0
     note = ""
     if point > half and low > 1.0:
         status = FAIL
@@ -211,7 +267,24 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
             detail += ("; the baseline's recording is too noisy to decide against: re-record this "
                        "test (--sdperf-update-all -k TEST, more rounds: --sdperf-rounds)")
     return Check("latency ratio", status, point, 1.0, limit, "x", detail, float(detectable), (low, high),
-                 settled, note, z)
+                 settled, note, z, suspect or status == FAIL, m)
+
+
+def detectable_pct(spread: Spread, checks: int, half: float, two_stage: bool) -> float:
+    """The smallest slowdown (percent) flagged 19 times in 20: the reading's, a true ratio R
+    being flagged when R > H and R exp(-z SE) > 1 (z for ``checks`` times its readings); or,
+    ``two_stage`` (a suspect is measured again and judged pooled), the larger of the screen's
+    (at ``SCREEN_Z``, this reading's SE) and the pooled judgement's (at z for twice the checks,
+    the SE of two such readings), each at 97.5% power so both together at least 95%."""
+    z = suite_z(checks * spread.readings)
+    if not two_stage:
+        return float((max(half * np.exp(_POWER_Z * spread.se),
+                          np.exp((z + _POWER_Z) * spread.se)) - 1.0) * 100.0)
+    power = 1.959963984540054
+    pooled = replace(spread, within=spread.within / np.sqrt(2.0), readings=spread.readings * 2).se
+    worst = max(half * np.exp(power * spread.se), np.exp((SCREEN_Z + power) * spread.se),
+                half * np.exp(power * pooled), np.exp((suite_z(checks * 2) + power) * pooled))
+    return float((worst - 1.0) * 100.0)
 
 
 def _prior_text(prior: float | None) -> str:
@@ -265,24 +338,31 @@ def latency_figures(mode: str, current: LatencyStats, stored: LatencyStats, refe
 
 
 def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
-                  reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None) -> Check:
+                  reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None,
+                  earlier: Sequence[LatencyStats] = (), confirm: bool = False) -> Check:
     """The latency gate's check in ``mode`` (see ``latency_figures``) among ``checks`` latency
     checks of the session; ``priors``: the between-session spreads learnt for this test, per
-    session figure (``priors.py``; a figure not in it: ``BETWEEN_PRIOR``)."""
+    session figure (``priors.py``; a figure not in it: ``BETWEEN_PRIOR``). ``earlier``: this
+    session's earlier readings of the test, pooled with ``current`` where they give the same
+    figures (a suspect's confirmation); ``confirm``: see ``compare_latency``."""
     figures = latency_figures(mode, current, stored, reference)
+    pooled = [f.current for f in (latency_figures(mode, e, stored, reference) for e in earlier)
+              if f.mode == figures.mode]
     check = compare_latency(figures.current, figures.baseline, pct, figures.mode == "absolute",
-                            figures.sessions, checks, (priors or {}).get(MODE_FIGURE[figures.mode]))
+                            figures.sessions, checks, (priors or {}).get(MODE_FIGURE[figures.mode]),
+                            pooled, confirm)
     detail = f"{check.detail}; {figures.note}" if figures.note else check.detail
     return replace(check, metric=figures.metric, detail=detail)
 
 
 def check_throughput(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
-                     reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None) -> Check:
+                     reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None,
+                     earlier: Sequence[LatencyStats] = (), confirm: bool = False) -> Check:
     """The throughput gate: a LoadGen run's seconds per image (``Bench.throughput``) judged by
     the latency rule, in ``mode``, at the latency limit: images/s may fall to 1 / (1 +
     ``pct``/100) of the baseline's. The check's ratio is seconds per image now over the
     baseline's (1.10: 9% fewer images/s); its detail gives both images/s."""
-    check = check_latency(mode, current, stored, pct, reference, checks, priors)
+    check = check_latency(mode, current, stored, pct, reference, checks, priors, earlier, confirm)
     now, base = 1.0 / current.p50, 1.0 / stored.p50
     metric = check.metric.replace("latency ratio", "throughput: seconds-per-image ratio", 1)
     detail = (f"{now:.3g} vs {base:.3g} images/s (the baseline's recording), images/s may fall "

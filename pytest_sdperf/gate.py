@@ -107,7 +107,7 @@ class Gate:
         sim = self._similarity(m, outcome.recordings)
         current, previous = _figures(m, stored.entry, sim)
         verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name(),
-                        self.state.latency_checks, self.state.priors(self.spec))
+                        self.state.latency_checks, self.state.priors(self.spec), confirm=True)
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
         if stored.entry is not None and stored.entry.throughput is None and m.throughput is not None:
             outcome.recordings.append(f"no throughput in baseline entry {stored.key} (recorded "
@@ -146,12 +146,13 @@ class Gate:
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
         priors = {} if self.state.foreign_baseline else self.state.priors(self.spec)
         return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct,
-                          self.state.reference_name(), self.state.latency_checks, priors)
+                          self.state.reference_name(), self.state.latency_checks, priors, confirm=True)
 
-    def latency_regression(self, m: Measurement) -> Check | None:
+    def latency_suspect(self, m: Measurement) -> Check | None:
         """The latency (or a scenario's throughput) check of ``m`` against its baseline when it
-        reads as a regression (so the measurement fixture confirms it in fresh workers before
-        the test may fail), else None. Records and writes nothing."""
+        reads as a possible regression (compare.py's screen: the measurement fixture measures it
+        again in fresh workers and the two readings are judged pooled), else None. Records and
+        writes nothing."""
         s = self.state.settings
         if s.update_all or self.state.foreign_baseline or self.state.against is not None:
             return None
@@ -163,9 +164,9 @@ class Gate:
             return None
         current, stored = _figures(m, entry, None)
         verdict = judge(current, stored, self._thresholds(entry), s.gate_mode,
-                        self.state.reference_name(), self.state.latency_checks, self.state.priors(self.spec))
-        return next((c for c in verdict.regressions()
-                     if c.metric.startswith(("latency", "throughput"))), None)
+                        self.state.reference_name(), self.state.latency_checks, self.state.priors(self.spec),
+                        confirm=True)
+        return verdict.suspect()
 
     def _fail_worker(self, m: WorkerFailure) -> NoReturn:
         if m.variant:  # a worker that ran and failed is a row of the results (hung...)
@@ -344,7 +345,8 @@ class Gate:
         lines += [f"  {c.message()}" for c in regressions]
         first = m.info.get("first_measurement")
         if first:
-            lines.append(f"  confirmed in fresh workers; the first measurement read: {first}")
+            lines.append(f"  confirmed in fresh workers, judged pooled with the first measurement, "
+                         f"which read alone: {first}")
         moved = stage_changes(m.latency.stages, stored.entry.latency.stages) if stored.entry else ""
         if moved and any(c.metric.startswith("latency") for c in regressions):
             lines.append(f"  stages, now over the baseline (largest change first): {moved}")
@@ -437,10 +439,12 @@ def _figures(m: Measurement, entry: BaselineEntry | None,
     knee is at tonight."""
     sims = _sim_figures(sim)
     if not m.info.get("sweep"):
-        current = Figures(m.latency, m.memory.to_dict(), *sims, throughput=m.throughput)
+        current = Figures(m.latency, m.memory.to_dict(), *sims, throughput=m.throughput,
+                          earlier=m.earlier, earlier_throughput=m.earlier_throughput)
         return current, (Figures(entry.latency, entry.memory, throughput=entry.throughput)
                          if entry else None)
-    current = Figures(None, m.memory.to_dict(), *sims, throughput=m.throughput)
+    current = Figures(None, m.memory.to_dict(), *sims, throughput=m.throughput,
+                      earlier=m.earlier, earlier_throughput=m.earlier_throughput)
     if entry is None:
         return current, None
     same = _knee(entry.info) == _knee(m.info)
@@ -492,6 +496,8 @@ def _with_throughput(m: Measurement, sessions: int | None = None) -> dict[str, A
     info = dict(m.info)
     if sessions is not None:
         info["baseline_sessions"] = sessions
+    if m.earlier:  # the row's ratio pools this measurement with these earlier ones
+        info["pooled_readings"] = 1 + len(m.earlier)
     if "images_per_s" not in info and m.images and m.latency.p50 > 0:
         info["images_per_s"] = m.images_per_call / m.latency.p50
     return info

@@ -52,6 +52,10 @@ class Figures:
     ssim: float | None = None
     psnr: float | None = None
     throughput: LatencyStats | None = None
+    #: this session's earlier readings of the same test, in other workers (a suspect's first
+    #: reading, when this is its confirmation): pooled with ``latency`` / ``throughput``
+    earlier: tuple[LatencyStats, ...] = ()
+    earlier_throughput: tuple[LatencyStats, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ class Verdict:
         """The smallest latency slowdown this comparison could have seen (None: no latency)."""
         return next((c.detectable_pct for c in self.checks if c.metric.startswith("latency")), None)
 
+    def suspect(self) -> Check | None:
+        """The latency or throughput check that reads as a possible regression (compare.py:
+        measured again in fresh workers before the test may fail), else None."""
+        return next((c for c in self.checks if c.suspect), None)
+
     def regressions(self) -> list[Check]:
         """The checks that failed."""
         return [c for c in self.checks if c.status == FAIL]
@@ -87,13 +96,16 @@ class Verdict:
 
 
 def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
-          reference: str = "", latency_checks: int = 1, priors: Mapping[str, float] | None = None) -> Verdict:
+          reference: str = "", latency_checks: int = 1, priors: Mapping[str, float] | None = None,
+          confirm: bool = False) -> Verdict:
     """Compare ``current`` with ``stored`` (None: nothing stored; similarity and the speedup
     floor alone are judged) in gate ``mode`` (``paired``, ``relative``, ``absolute``: see
     compare.latency_figures). The speedup floor (``t.min_speedup``) is checked where the rounds
     were paired with the ``reference``. ``latency_checks``: the latency checks of the session, which
     widen each one's interval (compare.suite_z); a throughput check counts as one of them.
-    ``priors``: the between-session spreads learnt for this test (``priors.py``)."""
+    ``priors``: the between-session spreads learnt for this test (``priors.py``). ``confirm``:
+    a suspect reading will be measured again and judged pooled with ``current.earlier`` (the
+    gate's tests; compare.compare_latency)."""
     checks: list[Check] = []
     paired = current.latency.paired() if current.latency is not None else None
     if t.min_speedup > 0 and paired:
@@ -102,10 +114,11 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
         if current.latency is not None and stored.latency is not None \
                 and current.latency.samples and stored.latency.samples:
             checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference,
-                                        latency_checks, priors))
+                                        latency_checks, priors, current.earlier, confirm))
         if current.throughput is not None and stored.throughput is not None:
             checks.append(check_throughput(mode, current.throughput, stored.throughput, t.latency_pct,
-                                           reference, latency_checks, priors))
+                                           reference, latency_checks, priors, current.earlier_throughput,
+                                           confirm))
         memory = compare_memory_figures(current.memory, stored.memory, t.memory_pct)
         if memory is not None:
             checks.append(memory)

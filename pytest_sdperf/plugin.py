@@ -495,22 +495,27 @@ def _counts(protocol: Protocol, s: Settings) -> tuple[int | None, int | None]:
 
 def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
                measure: Callable[[Path], Measurement | WorkerFailure], workdir: Path) -> Measurement | WorkerFailure:
-    """A latency regression is measured again in fresh workers before the test may fail: the
-    second measurement is the one judged, the first one's reading rides in its info (the
-    failure message and the JSON show both). A test fails on latency only when both agree."""
+    """A reading of a possible latency regression (a suspect, compare.py) is measured again in
+    fresh workers before the test may fail: the second measurement, pooled with the first
+    (``Measurement.earlier``), is the one judged; the first one's reading alone rides in its info
+    (the failure message and the JSON show both)."""
     from .results import Measurement
 
-    first = gate.latency_regression(m)
+    first = gate.latency_suspect(m)
     if first is None:
         return m
     again = measure(workdir)
     if not isinstance(again, Measurement):
         return again
     info = {**again.info, "first_measurement": first.message()}
-    if gate.latency_regression(again) is None:
-        state.notes.append(f"{m.variant}: a first measurement read a latency regression, fresh "
-                           f"workers did not confirm it: {first.message()}")
-    return dataclasses.replace(again, info=info)
+    pooled = dataclasses.replace(again, info=info, earlier=(*m.earlier, m.latency),
+                                 earlier_throughput=(*m.earlier_throughput,
+                                                     *((m.throughput,) if m.throughput else ())))
+    judged = gate.latency_suspect(pooled)
+    if judged is None or judged.status != "fail":
+        state.notes.append(f"{m.variant}: a first measurement read a possible latency regression, "
+                           f"fresh workers pooled with it did not confirm it: {first.message()}")
+    return pooled
 
 
 @pytest.fixture

@@ -39,12 +39,13 @@ class AutoTarget:
     reference: str = ""
     checks: int = 1  # latency checks in the session (compare.suite_z)
     priors: Mapping[str, float] = field(default_factory=dict)  # learnt spreads (priors.py)
+    confirm: bool = False  # a suspect is measured again and judged pooled (the gate's tests)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {"mode": self.mode, "baseline": self.baseline.to_dict(),
                 "latency_pct": self.latency_pct, "reference": self.reference, "checks": self.checks,
-                "priors": dict(self.priors)}
+                "priors": dict(self.priors), "confirm": self.confirm}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoTarget:
@@ -52,7 +53,7 @@ class AutoTarget:
         priors = {str(k): float(v) for k, v in (data.get("priors") or {}).items()}
         return cls(str(data["mode"]), LatencyStats.from_dict(data["baseline"]),
                    float(data["latency_pct"]), str(data.get("reference", "")), int(data.get("checks", 1)),
-                   priors)
+                   priors, bool(data.get("confirm", False)))
 
 
 @dataclass(frozen=True)

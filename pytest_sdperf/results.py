@@ -38,6 +38,10 @@ class Measurement:
     device: str
     efficiency: Mapping[str, Any] = field(default_factory=dict)
     throughput: LatencyStats | None = None  # a LoadGen run's seconds per image
+    #: this session's earlier readings of the test in other workers, pooled with this one by
+    #: the gate (a suspect's first reading, when this is its confirmation: plugin._confirmed)
+    earlier: tuple[LatencyStats, ...] = ()
+    earlier_throughput: tuple[LatencyStats, ...] = ()
 
     @property
     def images_per_call(self) -> int:

@@ -25,7 +25,8 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
       ``RECORD_MIN_ROUNDS``, the median of the gated ratios (over the paired reference, else
       over the calibration) is known to +-``halfwidth``;
     - with a baseline, once ``DECIDE_MIN_ROUNDS`` are taken, the gate's comparison is decided:
-      a regression stops at once (the gate confirms it in fresh workers); a comparison reading
+      a regression, or with ``auto.target.confirm`` a suspect (compare.py: a possible
+      regression), stops at once (the gate measures it again in fresh workers); a comparison reading
       at or below half the limit, its interval at or below the limit, stops once it could have
       seen a slowdown of the limit's size (its smallest detectable slowdown is at most
       ``latency_pct``); any other samples on; and any stops once more rounds would not narrow
@@ -62,9 +63,11 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
         return True
     limits = Thresholds(latency_pct=target.latency_pct)
     verdict = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference,
-                    target.checks, target.priors)
+                    target.checks, target.priors, target.confirm)
     latency = verdict.latency
     if verdict.status is Status.REGRESSION or latency is None:
+        return False
+    if target.confirm and latency.suspect:  # measured again in fresh workers, and pooled
         return False
     if latency.settled:  # the between-session spread dominates: more rounds would not help
         return False

@@ -121,7 +121,8 @@ def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
     run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=1)
     result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*confirmed in fresh workers; the first measurement read: latency ratio*",
+    result.stdout.fnmatch_lines(["*confirmed in fresh workers, judged pooled with the first measurement, "
+                                 "which read alone: latency ratio*",
                                  "*stages, now over the baseline (largest change first): one denoising step *x*"])
     found = re.search(r"latency ratio[^:]*: measured ([0-9.]+)x, baseline 1.000x, limit 1.500x",
                       result.stdout.str())
@@ -345,8 +346,8 @@ def test_a_transient_slowdown_is_not_confirmed_by_fresh_workers(run: SdperfRun) 
     once.unlink()
     result = run.run(*args)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*fake-slow-once: a first measurement read a latency regression, fresh "
-                                 "workers did not confirm it: latency ratio*"])
+    result.stdout.fnmatch_lines(["*fake-slow-once: a first measurement read a possible latency regression, "
+                                 "fresh workers pooled with it did not confirm it: latency ratio*"])
     (record,) = json.loads((run.root / "r.json").read_text())["results"]
     assert record["verdict"] == "pass" and "latency ratio" in record["info"]["first_measurement"]
     assert record["ratio"] < 1.5 and record["ratio_interval"][0] <= record["ratio"]
