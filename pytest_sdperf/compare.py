@@ -238,7 +238,8 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     detail = (
         f"{what} {now}{unit}{pooled} vs {base:.3f}{unit}"
         f"{f' (mean of {k} sessions)' if k > 1 else ''}, interval {low:.3f}-{high:.3f} "
-        f"(z={z:.2f} for {checks} latency check{'s' if checks != 1 else ''}; between-session "
+        f"(z={z:.2f} for {checks} latency check{'s' if checks != 1 else ''}"
+        f"{f' judged up to {m} times each' if m > 1 else ''}; between-session "
         f"spread {spread.between:.1%}{_prior_text(prior)}), "
         f"n={'+'.join(str(len(r)) for r in reversed(readings))}/{len(baseline)}"
     )

@@ -264,7 +264,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--sdperf-rounds", "rounds", rounds_value, 0,
            "timed rounds, or 'auto' (the default): at least "
            f"{AUTO_MIN_ROUNDS}, then until the comparison with the baseline is decided, on at "
-           f"least {DECIDE_MIN_ROUNDS} rounds: a regression, or a pass that could have seen a slowdown of the "
+           f"least {DECIDE_MIN_ROUNDS} rounds: a possible regression (measured again in fresh workers), or a pass that could have seen a slowdown of the "
            f"limit, or once more rounds would not narrow the interval (with no baseline, {RECORD_MIN_ROUNDS} rounds and until the median is known "
            f"to +-{AUTO_HALFWIDTH:.0%}), or "
            "the time budget is spent", "N"),

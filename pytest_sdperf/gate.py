@@ -400,13 +400,15 @@ class Gate:
                 verdict: Verdict | None = None, stored_sessions: int | None = None) -> Record:
         # the row's ratio: latency's, or a sweep knee's throughput (seconds per image)
         latency = (verdict.latency or verdict.throughput) if verdict else None
+        info = _with_throughput(m, stored_sessions)
+        if latency is not None and latency.readings > 1:  # the row's ratio pools fresh workers' readings
+            info["pooled_readings"] = latency.readings
         return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
             p90_s=m.latency.p90, first_call_s=m.latency.first_call_s,
             memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
-            psnr=sim.to_dict()["psnr"] if sim else None, info=_with_throughput(m, stored_sessions),
-            reason=outcome.reason,
+            psnr=sim.to_dict()["psnr"] if sim else None, info=info, reason=outcome.reason,
             detectable_pct=latency.detectable_pct if latency else None,
             ratio=latency.measured if latency else None,
             ratio_interval=latency.interval if latency else None,
@@ -496,8 +498,6 @@ def _with_throughput(m: Measurement, sessions: int | None = None) -> dict[str, A
     info = dict(m.info)
     if sessions is not None:
         info["baseline_sessions"] = sessions
-    if m.earlier:  # the row's ratio pools this measurement with these earlier ones
-        info["pooled_readings"] = 1 + len(m.earlier)
     if "images_per_s" not in info and m.images and m.latency.p50 > 0:
         info["images_per_s"] = m.images_per_call / m.latency.p50
     return info
