@@ -499,6 +499,7 @@ def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
     fresh workers before the test may fail: the second measurement, pooled with the first
     (``Measurement.earlier``), is the one judged; the first one's reading alone rides in its info
     (the failure message and the JSON show both)."""
+    from .compare import FAIL
     from .results import Measurement
 
     first = gate.latency_suspect(m)
@@ -512,7 +513,7 @@ def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
                                  earlier_throughput=(*m.earlier_throughput,
                                                      *((m.throughput,) if m.throughput else ())))
     judged = gate.latency_suspect(pooled)
-    if judged is None or judged.status != "fail":
+    if judged is None or judged.status != FAIL:
         state.notes.append(f"{m.variant}: a first measurement read a possible latency regression, "
                            f"fresh workers pooled with it did not confirm it: {first.message()}")
     return pooled
