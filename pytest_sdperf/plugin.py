@@ -17,6 +17,7 @@ from .workload import Protocol, Workload, locate_init_image, parse_marker_kwargs
 
 if TYPE_CHECKING:
     from .gate import Gate
+    from .measure.latency import LatencyStats
     from .results import Measurement, WorkerFailure
     from .session import SdperfState  # noqa: F401  (named in a string below)
     from .variants.registry import VariantSpec
@@ -357,13 +358,14 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
         if missing:
             pytest.skip(missing)
 
-    def measure(workdir: Path) -> Measurement | WorkerFailure:
+    def measure(workdir: Path, earlier: tuple[LatencyStats, ...] = ()) -> Measurement | WorkerFailure:
+        target = (sdperf_gate.latency_target(model.key, sdperf_workload)
+                  if (s.rounds if rounds is None else rounds) == 0 else None)
         outcome = state.run(
             sdperf_variant, sdperf_workload, workdir, memray_capture=capture, rounds=rounds,
             warmup=warmup, warmup_steps=protocol.warmup_steps, extra_settings=sdperf_sweep,
             scenario=protocol.scenario,
-            target=sdperf_gate.latency_target(model.key, sdperf_workload)
-            if (s.rounds if rounds is None else rounds) == 0 else None,
+            target=target.confirming(earlier) if target is not None and earlier else target,
         )
         if outcome.skip_reason is not None:
             pytest.skip(outcome.skip_reason)
@@ -473,7 +475,8 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
     m = knee_of(measured[knee.value if knee else sweep.values[0]], result)
     found: Measurement | WorkerFailure = m
     if knee is not None:  # a knee that reads as regressed is measured again, as in sdperf_measurement
-        def measure_knee(workdir: Path) -> Measurement | WorkerFailure:
+        def measure_knee(workdir: Path, earlier: tuple[LatencyStats, ...] = ()) -> Measurement | WorkerFailure:
+            # a knee's points are measured without an auto target: ``earlier`` has no use here
             again = measure(knee.value, workdir)
             return knee_of(again, result) if isinstance(again, Measurement) else again
 
@@ -494,18 +497,21 @@ def _counts(protocol: Protocol, s: Settings) -> tuple[int | None, int | None]:
 
 
 def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
-               measure: Callable[[Path], Measurement | WorkerFailure], workdir: Path) -> Measurement | WorkerFailure:
+               measure: Callable[[Path, tuple[LatencyStats, ...]], Measurement | WorkerFailure],
+               workdir: Path) -> Measurement | WorkerFailure:
     """A reading of a possible latency regression (a suspect, compare.py) is measured again in
     fresh workers before the test may fail: the second measurement, pooled with the first
     (``Measurement.earlier``), is the one judged; the first one's reading alone rides in its info
-    (the failure message and the JSON show both)."""
+    (the failure message and the JSON show both). Its auto rounds sample until the pooled
+    comparison is decided (``AutoTarget.confirming``), not until the second reading alone is a
+    suspect: stopped there, the pooled reading was often left undecided (inconclusive)."""
     from .compare import FAIL
     from .results import Measurement
 
     first = gate.latency_suspect(m)
     if first is None:
         return m
-    again = measure(workdir)
+    again = measure(workdir, tuple(x for x in (*m.earlier, m.latency) if x is not None))
     if not isinstance(again, Measurement):
         return again
     info = {**again.info, "first_measurement": first.message()}

@@ -40,12 +40,16 @@ class AutoTarget:
     checks: int = 1  # latency checks in the session (compare.suite_z)
     priors: Mapping[str, float] = field(default_factory=dict)  # learnt spreads (priors.py)
     confirm: bool = False  # a suspect is measured again and judged pooled (the gate's tests)
+    #: this session's earlier readings of the test (a suspect's, when these rounds are its
+    #: confirmation): the rounds sample until the comparison pooled with them is decided
+    earlier: tuple[LatencyStats, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {"mode": self.mode, "baseline": self.baseline.to_dict(),
                 "latency_pct": self.latency_pct, "reference": self.reference, "checks": self.checks,
-                "priors": dict(self.priors), "confirm": self.confirm}
+                "priors": dict(self.priors), "confirm": self.confirm,
+                "earlier": [e.to_dict() for e in self.earlier]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoTarget:
@@ -53,7 +57,14 @@ class AutoTarget:
         priors = {str(k): float(v) for k, v in (data.get("priors") or {}).items()}
         return cls(str(data["mode"]), LatencyStats.from_dict(data["baseline"]),
                    float(data["latency_pct"]), str(data.get("reference", "")), int(data.get("checks", 1)),
-                   priors, bool(data.get("confirm", False)))
+                   priors, bool(data.get("confirm", False)),
+                   tuple(LatencyStats.from_dict(e) for e in data.get("earlier") or ()))
+
+    def confirming(self, earlier: tuple[LatencyStats, ...]) -> AutoTarget:
+        """The target of a suspect's confirmation: sample until the comparison pooled with the
+        ``earlier`` readings is decided (no third reading follows, so a suspect does not stop
+        it)."""
+        return replace(self, earlier=earlier, confirm=False)
 
 
 @dataclass(frozen=True)

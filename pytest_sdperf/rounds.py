@@ -26,7 +26,9 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
       over the calibration) is known to +-``halfwidth``;
     - with a baseline, once ``DECIDE_MIN_ROUNDS`` are taken, the gate's comparison is decided:
       a regression, or with ``auto.target.confirm`` a suspect (compare.py: a possible
-      regression), stops at once (the gate measures it again in fresh workers); a comparison reading
+      regression), stops at once (the gate measures it again in fresh workers); a suspect's
+      confirmation (``auto.target.earlier``) is judged pooled with the first reading, as the
+      gate judges it, and is not stopped by a suspect; a comparison reading
       at or below half the limit, its interval at or below the limit, stops once it could have
       seen a slowdown of the limit's size (its smallest detectable slowdown is at most
       ``latency_pct``); any other samples on; and any stops once more rounds would not narrow
@@ -62,8 +64,8 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
     if len(stats.samples) < DECIDE_MIN_ROUNDS:
         return True
     limits = Thresholds(latency_pct=target.latency_pct)
-    verdict = judge(Figures(stats), Figures(target.baseline), limits, target.mode, target.reference,
-                    target.checks, target.priors, target.confirm)
+    verdict = judge(Figures(stats, earlier=target.earlier), Figures(target.baseline), limits,
+                    target.mode, target.reference, target.checks, target.priors, target.confirm)
     latency = verdict.latency
     if verdict.status is Status.REGRESSION or latency is None:
         return False

@@ -85,6 +85,32 @@ def test_auto_rounds_stop_at_a_suspect_when_it_will_be_confirmed() -> None:
     assert AutoTarget.from_dict(confirmed.to_dict()).confirm
 
 
+def test_a_confirmations_rounds_sample_on_until_the_pooled_comparison_is_decided() -> None:
+    """A confirmation whose own reading is a suspect is not stopped by it (no third reading
+    follows): its rounds go on while the comparison pooled with the first reading is undecided.
+    Stopped at the suspect (the rule until 2026-12-06), a new user's unchanged run here left
+    tiny-vae pooled at 1.08x on 11 + 11 rounds: inconclusive, a failure under --sdperf-strict."""
+    stored = LatencyStats.from_samples(steady(1.0, seed=4), reference=[1.0] * 30)
+    stored = LatencyStats.from_dict({**stored.to_dict(), "sessions": [{"paired": x} for x in SESSIONS]})
+
+    def noisy(seed: int) -> LatencyStats:
+        rounds = 1.07 * np.exp(np.random.default_rng(seed).normal(0, 0.08, 12))
+        return LatencyStats.from_samples(list(rounds), reference=[1.0] * 12)
+
+    first, now = noisy(5), noisy(6)
+    target = AutoTarget("paired", stored, 10.0, "ref", 30, confirm=True)
+    alone = judge(Figures(now), Figures(stored), Thresholds(latency_pct=10), "paired", "ref", 30, confirm=True)
+    assert alone.suspect() is not None and not undecided(now, target, 0.02)
+    confirming = target.confirming((first,))
+    assert not confirming.confirm and confirming.earlier == (first,)
+    pooled = judge(Figures(now, earlier=(first,)), Figures(stored), Thresholds(latency_pct=10), "paired",
+                   "ref", 30).latency
+    assert pooled is not None and pooled.readings == 2 and pooled.status != FAIL and not pooled.settled
+    assert undecided(now, confirming, 0.02)
+    again = AutoTarget.from_dict(confirming.to_dict())
+    assert again.earlier == (first,) and not again.confirm
+
+
 def _run(rng: np.random.Generator, between: float, slow: float, tests: int, k: int) -> list[str]:
     """One simulated run of the gate's two stages over ``tests`` latency checks: baselines of
     ``k`` sessions at levels of log SD ``between``; this session's readings share a level of log

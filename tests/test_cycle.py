@@ -119,8 +119,16 @@ def test_update_all_rewrites_and_passes(run: SdperfRun) -> None:
 def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
     """A variant whose code got 3x slower since its baseline was recorded."""
     run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=1)
-    result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3")
+    result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3",
+                     "--sdperf-rounds", "auto", "--basetemp", str(run.root / "tmp"))
     result.assert_outcomes(failed=1)
+    # The confirmation's rounds were aimed at the comparison pooled with the first reading.
+    (confirmation,) = (run.root / "tmp").glob("*_0/confirmation/request.json")
+    (first,) = (run.root / "tmp").glob("*_0/request.json")
+    target = json.loads(confirmation.read_text())["auto"]["target"]
+    first_result = json.loads((first.parent / "result.json").read_text())
+    assert target["confirm"] is False and len(target["earlier"]) == 1
+    assert target["earlier"][0]["samples"] == first_result["latency"]["samples"]
     result.stdout.fnmatch_lines(["*confirmed in fresh workers, judged pooled with the first measurement, "
                                  "which read alone: latency ratio*",
                                  "*stages, now over the baseline (largest change first): one denoising step *x*"])
