@@ -24,8 +24,8 @@ With the limit L = 1 + latency_pct/100 and its midpoint H = 1 + latency_pct/200:
 - **regression** when r is above H and the interval lies above 1;
 - **pass** when r is at or below H, or the interval's upper bound is at or below L, or, above H
   but not a regression, when the between-session spread is what makes the interval wide
-  (``within_settled``: this run's own noise is at most a quarter of the interval's variance, so
-  more rounds would not narrow it much; and ``recording_settled``: the recording's noise is at
+  (``within_settled``: the noise of the rounds still being taken is at most a quarter of the
+  interval's variance, so more rounds would not narrow it much; and ``recording_settled``: the recording's noise is at
   most a quarter of it too). A pass above H, or one whose rounds ended
   while more would still have narrowed an interval reaching above L, carries a note
   (``Check.note``) saying so and what it could see (its smallest detectable slowdown). (Until
@@ -47,7 +47,10 @@ s_w^2 the mean of theirs over 2, and the between-session term of this session c^
 c^2) / 2, c = ``COMMON_SPREAD`` (what a session's readings share; the rest is per reading, as
 measured), at z for twice the session's checks (each test may be judged twice). The pooled
 judgement alone bounds the suite's false alarms (2.5% under the model, the screen only lowers
-it); the pair sees a smaller slowdown than one reading at the suite's z. A confirmation that is
+it); the pair sees a smaller slowdown than one reading at the suite's z. The confirmation's
+auto rounds sample until the pooled comparison is decided; pooled, the first reading's rounds
+noise is part of what more rounds cannot narrow (``Spread.earlier``), so a confirmation after a
+short first reading (the screen stops its rounds early) settles once its own rounds are precise. A confirmation that is
 not a suspect on its own is judged alone: the readings disagree, as when a burst of other work
 made the first slow. Simulated (40-200 runs of 26 tests, the model's spread per reading): a 10%
 slowdown of a test with a 1.7% between-session spread caught in 199 of 200 runs (79% by a
@@ -164,6 +167,9 @@ class Spread:
     between: float  # b: between sessions
     sessions: int  # k
     readings: int = 1  # m: this session's readings pooled (a suspect and its confirmation: 2)
+    #: the earlier readings' part of ``within`` (log SE): their rounds are over, so more rounds
+    #: of the reading being taken cannot narrow it
+    earlier: float = 0.0
 
     @property
     def current(self) -> float:
@@ -183,9 +189,12 @@ class Spread:
         return float(np.sqrt(self.within**2 + self.floor))
 
     def within_settled(self) -> bool:
-        """Whether this run's own noise is at most a quarter of the interval's variance (more
-        rounds would not narrow it much)."""
-        return self.within**2 <= self.floor / 3
+        """Whether the noise of the rounds still being taken is at most a quarter of the
+        interval's variance (more rounds would not narrow it much). Pooled with earlier
+        readings, their rounds' noise is part of what stays: a confirmation after a short first
+        reading (a suspect stops its rounds early) is settled once its own rounds are, not never."""
+        own = self.within**2 - self.earlier**2
+        return own <= (self.floor + self.earlier**2) / 3
 
     def recording_settled(self) -> bool:
         """Whether the baseline's recording's own noise is at most a quarter of the interval's
@@ -224,9 +233,10 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     readings = [list(current), *(list(r) for r in earlier if len(r))]
     m = len(readings)
     point = float(np.exp(np.mean([np.log(float(np.median(r)) / base) for r in readings])))
-    within = float(np.sqrt(sum(log_median_se(r, RESAMPLES) ** 2 for r in readings))) / m
+    noise = [log_median_se(r, RESAMPLES) ** 2 for r in readings]
+    within, earlier_part = float(np.sqrt(sum(noise))) / m, float(np.sqrt(sum(noise[1:]))) / m
     spread = Spread(within, log_median_se(baseline, RESAMPLES), between_spread(medians, prior),
-                    len(medians), m)
+                    len(medians), m, earlier_part)
     z, se = suite_z(checks * m), spread.se  # a pooled reading is another check of the session
     low, high = point * float(np.exp(-z * se)), point * float(np.exp(z * se))
     limit = 1.0 + pct / 100.0

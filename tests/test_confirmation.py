@@ -93,11 +93,11 @@ def test_a_confirmations_rounds_sample_on_until_the_pooled_comparison_is_decided
     stored = LatencyStats.from_samples(steady(1.0, seed=4), reference=[1.0] * 30)
     stored = LatencyStats.from_dict({**stored.to_dict(), "sessions": [{"paired": x} for x in SESSIONS]})
 
-    def noisy(seed: int) -> LatencyStats:
-        rounds = 1.07 * np.exp(np.random.default_rng(seed).normal(0, 0.08, 12))
-        return LatencyStats.from_samples(list(rounds), reference=[1.0] * 12)
+    def reading(center: float, noise: float, n: int, seed: int) -> LatencyStats:
+        rounds = center * np.exp(np.random.default_rng(seed).normal(0, noise, n))
+        return LatencyStats.from_samples(list(rounds), reference=[1.0] * n)
 
-    first, now = noisy(5), noisy(6)
+    first, now = reading(1.07, 0.02, 30, 5), reading(1.03, 0.10, 10, 6)
     target = AutoTarget("paired", stored, 10.0, "ref", 30, confirm=True)
     alone = judge(Figures(now), Figures(stored), Thresholds(latency_pct=10), "paired", "ref", 30, confirm=True)
     assert alone.suspect() is not None and not undecided(now, target, 0.02)
@@ -109,6 +109,23 @@ def test_a_confirmations_rounds_sample_on_until_the_pooled_comparison_is_decided
     assert undecided(now, confirming, 0.02)
     again = AutoTarget.from_dict(confirming.to_dict())
     assert again.earlier == (first,) and not again.confirm
+
+
+def test_a_confirmation_settles_on_its_own_rounds_after_a_short_noisy_first_reading() -> None:
+    """The first reading stopped at a suspect after a few noisy rounds; its noise is part of
+    the pooled interval whatever the confirmation does, so the confirmation's rounds settle the
+    comparison once they themselves are precise. Counted as noise more rounds could remove
+    (until 2026-12-06), no confirmation could settle it: an unchanged harness run here read
+    tiny-vae pooled 1.067x on 10 + 26 rounds, inconclusive."""
+    base = steady(1.0, seed=4)
+    first = list(1.08 * np.exp(np.random.default_rng(5).normal(0, 0.08, 10)))
+    second = steady(1.075, 40, seed=6)
+    pooled = compare_latency(second, base, 10, sessions=SESSIONS, checks=30, earlier=[first], confirm=True)
+    assert pooled.readings == 2 and pooled.measured > 1.05 and pooled.settled
+    assert pooled.status == PASS and "within this test's between-session spread" in pooled.note
+    # The same noise in the reading still being taken is not settled: more rounds would narrow it.
+    assert Spread(0.02, 0.0, 0.02, 5, 2, earlier=0.02).within_settled()
+    assert not Spread(0.02, 0.0, 0.02, 5, 2).within_settled()
 
 
 def _run(rng: np.random.Generator, between: float, slow: float, tests: int, k: int) -> list[str]:
