@@ -511,11 +511,12 @@ def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
     first = gate.latency_suspect(m)
     if first is None:
         return m
-    again = measure(workdir, tuple(x for x in (*m.earlier, m.latency) if x is not None))
+    earlier = (*m.earlier, m.latency)
+    again = measure(workdir, earlier)
     if not isinstance(again, Measurement):
         return again
     info = {**again.info, "first_measurement": first.message()}
-    pooled = dataclasses.replace(again, info=info, earlier=(*m.earlier, m.latency),
+    pooled = dataclasses.replace(again, info=info, earlier=earlier,
                                  earlier_throughput=(*m.earlier_throughput,
                                                      *((m.throughput,) if m.throughput else ())))
     judged = gate.latency_suspect(pooled)
