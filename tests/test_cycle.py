@@ -110,6 +110,9 @@ def test_a_settled_reading_above_half_the_limit_passes_strict_with_its_note(run:
 
 
 def test_update_all_rewrites_and_passes(run: SdperfRun) -> None:
+    # Seconds, as in the cycle above: over calibration, the fake reference's run after the
+    # re-recording once read 1.27x here (its sleeps steady, the calibration sped up) and failed.
+    run.options = ("--sdperf-gate", "absolute")
     run.run("--sdperf-variants", "fake").assert_outcomes(passed=1)
     _scale_samples(run.baseline_file(), 1 / 3)
     run.run("--sdperf-variants", "fake", "--sdperf-update-all").assert_outcomes(passed=1)
