@@ -34,10 +34,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .runner import DrivenWorker
 
 CALIBRATION = "cal"  # the yardstick name of a test's own calibration workload
 _MEDIAN_SE = 1.2533  # the standard error of a median: 1.2533 sd / sqrt(n), for normal rounds
+_TIMEOUT_S = 600.0  # the hard cap on a worker's start (build and warm-up) and on each round
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,10 @@ def format_table(spreads: Sequence[Spread]) -> str:
 def probe(basetemp: Path, out: Path, tests: Sequence[str], minutes: float) -> Path:
     """Rounds of the named tests' workers, kept alive, for ``minutes``: ``out/rounds.jsonl``."""
     from .protocol import WorkerRequest
-    from .runner import DrivenWorker
+    from .runner import DrivenWorker, WorkerGone
 
+    if not basetemp.is_dir():
+        raise SystemExit(f"{basetemp}: no such folder; give the --basetemp DIR of a pytest --sdperf run")
     out.mkdir(parents=True, exist_ok=True)
     workers: dict[str, DrivenWorker] = {}
     try:
@@ -116,15 +122,19 @@ def probe(basetemp: Path, out: Path, tests: Sequence[str], minutes: float) -> Pa
                                  f"run's basetemp ({', '.join(sorted(p.name for p in basetemp.iterdir()))})")
             request = WorkerRequest.from_dict(json.loads(source.read_text()))
             request = dataclasses.replace(request, rounds=1, out_dir=out / name / "images")
-            workers[name] = DrivenWorker(request, out / name, 600.0, dict(request.variant.env))
-            workers[name].start()
+            workers[name] = DrivenWorker(request, out / name, _TIMEOUT_S, dict(request.variant.env))
+            try:
+                workers[name].start()
+            except WorkerGone as gone:
+                why = gone.outcome.skip_reason or gone.outcome.failure_text(request.variant.name, _TIMEOUT_S)
+                raise SystemExit(f"{name}: its worker did not start: {why}") from None
         return _rounds(workers, out / "rounds.jsonl", minutes)
     finally:
         for worker in workers.values():
             worker.close()
 
 
-def _rounds(workers: Mapping[str, Any], path: Path, minutes: float) -> Path:
+def _rounds(workers: Mapping[str, DrivenWorker], path: Path, minutes: float) -> Path:
     names = list(workers)
     end = time.monotonic() + minutes * 60
     with path.open("w") as f:

@@ -79,3 +79,11 @@ def test_a_probe_times_a_runs_tests_round_by_round(pytester: pytest.Pytester) ->
     assert all(r[f] > 0 for r in rows for f in folders)
     with pytest.raises(SystemExit, match="no such request"):
         probe(run.root / "tmp", run.root / "probe2", ["nowhere"], minutes=0.05)
+    with pytest.raises(SystemExit, match="nowhere: no such folder; give the --basetemp DIR"):
+        probe(run.root / "nowhere", run.root / "probe3", folders, minutes=0.05)
+    broken = json.loads((run.root / "tmp" / folders[0] / "request.json").read_text())
+    broken["variant"]["loader"] = "pytest_sdperf.testing:no_such_loader"
+    (run.root / "tmp" / "broken").mkdir()
+    (run.root / "tmp" / "broken" / "request.json").write_text(json.dumps(broken))
+    with pytest.raises(SystemExit, match="(?s)broken: its worker did not start: sdperf worker for fake raised an error.*no_such_loader"):
+        probe(run.root / "tmp", run.root / "probe4", ["broken"], minutes=0.05)
