@@ -40,6 +40,8 @@ _STATS_SCHEMA: dict[str, Any] = {  # measure.latency.LatencyStats
         "calibration": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
         "calibration_kernel": {"type": "string"},
         "reference": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
+        "yardstick": {"type": "array", "items": {**_NUM, "exclusiveMinimum": 0}},
+        "yardstick_variant": {"type": "string"},
         "sessions": {"type": "array", "items": {
             "type": "object", "additionalProperties": {**_NUM, "exclusiveMinimum": 0}}},
     },

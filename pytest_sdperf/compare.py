@@ -318,18 +318,37 @@ class LatencyFigures:
     metric: str
     note: str = ""
     sessions: tuple[float, ...] = ()  # the baseline's session medians of these figures
+    figure: str = ""  # the session figure compared (``LatencyStats.session_summary``); "": the mode's
+
+    @property
+    def session_figure(self) -> str:
+        """The session figure these samples are of (the key of its learnt prior)."""
+        return self.figure or MODE_FIGURE[self.mode]
 
 
 def latency_figures(mode: str, current: LatencyStats, stored: LatencyStats, reference: str = "") -> LatencyFigures:
     """What ``--sdperf-gate MODE`` compares: ``paired``, each round over the ``reference``
-    variant's round beside it; ``relative``, over the calibration workload; ``absolute``,
-    seconds. Paired falls back to relative where either side lacks the reference's rounds (the
-    reference variant itself, a baseline recorded without it), and relative to seconds where
-    either side lacks calibration or the two were calibrated with different workloads."""
+    variant's round beside it, or over the variant's yardstick's (``VariantSpec.yardstick``)
+    where both sides hold that yardstick's rounds; ``relative``, over the calibration workload;
+    ``absolute``, seconds. Paired falls back to relative where either side lacks the reference's
+    rounds (the reference variant itself, a baseline recorded without it), and relative to
+    seconds where either side lacks calibration or the two were calibrated with different
+    workloads. A run with yardstick rounds against a baseline without them (recorded before
+    the variant had a yardstick) is compared over the reference, and the note says so."""
     cur_pair, base_pair = current.paired(), stored.paired()
+    cur_yard, base_yard = current.over_yardstick(), stored.over_yardstick()
+    if mode == "paired" and cur_yard and base_yard and current.yardstick_variant == stored.yardstick_variant:
+        return LatencyFigures("paired", cur_yard, base_yard,
+                              f"latency ratio (paired with {current.yardstick_variant}, its yardstick)",
+                              sessions=stored.session_medians("yardstick"), figure="yardstick")
     if mode == "paired" and cur_pair and base_pair:
+        note = ""
+        if cur_yard:
+            note = (f"compared over {reference}, not over its yardstick {current.yardstick_variant}: "
+                    f"the baseline holds no {current.yardstick_variant} rounds (recorded "
+                    f"before); a passing run re-records it with them, as --sdperf-update does")
         return LatencyFigures("paired", cur_pair, base_pair, f"latency ratio (paired with {reference})",
-                              sessions=stored.session_medians("paired"))
+                              note, stored.session_medians("paired"), "paired")
     cur_rel, base_rel = current.relative(), stored.relative()
     relative = mode in ("relative", "paired")
     if relative and cur_rel and base_rel and stored.kernel() == current.kernel():
@@ -360,9 +379,9 @@ def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: f
     figures (a suspect's confirmation); ``confirm``: see ``compare_latency``."""
     figures = latency_figures(mode, current, stored, reference)
     pooled = [f.current for f in (latency_figures(mode, e, stored, reference) for e in earlier)
-              if f.mode == figures.mode]
+              if f.session_figure == figures.session_figure]
     check = compare_latency(figures.current, figures.baseline, pct, figures.mode == "absolute",
-                            figures.sessions, checks, (priors or {}).get(MODE_FIGURE[figures.mode]),
+                            figures.sessions, checks, (priors or {}).get(figures.session_figure),
                             pooled, confirm)
     detail = f"{check.detail}; {figures.note}" if figures.note else check.detail
     return replace(check, metric=figures.metric, detail=detail)

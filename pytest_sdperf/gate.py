@@ -23,9 +23,10 @@ from typing import Any, Mapping, NoReturn
 import pytest
 
 from .baselines import BaselineEntry, BaselineError, entry_key, model_label
-from .compare import Check, compare_latency, stage_changes
+from .compare import PASS, Check, compare_latency, stage_changes
 from .config import BASELINE_SESSIONS
 from .judge import Figures, Verdict, judge, verdict_of
+from .measure.latency import LatencyStats
 from .measure.scenario import ScenarioResult
 from .measure.similarity import Similarity, compare_images, load_png
 from .protocol import AutoTarget
@@ -234,12 +235,32 @@ class Gate:
             throughput = m.throughput
         elif m.throughput is not None and len(throughput.sessions) < BASELINE_SESSIONS:
             throughput = throughput.with_session(m.throughput, BASELINE_SESSIONS)
+        adopted = self._adopt_yardstick(m, entry.latency, verdict)
+        if adopted is not None:
+            self._queue(stored, replace(entry, latency=adopted, throughput=throughput))
+            return
         if len(entry.latency.sessions) >= BASELINE_SESSIONS and throughput is entry.throughput:
             return
         latency = entry.latency
         if verdict.latency is not None and len(latency.sessions) < BASELINE_SESSIONS:
             latency = latency.with_session(m.latency, BASELINE_SESSIONS)
         self._queue(stored, replace(entry, latency=latency, throughput=throughput))
+
+    def _adopt_yardstick(self, m: Measurement, stored: LatencyStats, verdict: Verdict) -> LatencyStats | None:
+        """Where this run's rounds hold the variant's yardstick (``VariantSpec.yardstick``) and
+        the entry's do not (recorded before the variant had one), and the run passed: its rounds
+        as the entry's new recording, this session its first, so later runs compare over the
+        yardstick (the entry's sessions were of the ratio to the reference, another figure);
+        else None. Said in the notes."""
+        name = m.latency.yardstick_variant
+        if not name or stored.yardstick_variant == name or m.latency.over_yardstick() is None \
+                or verdict.latency is None or verdict.latency.status != PASS:
+            return None
+        self.state.notes.append(
+            f"{self.test_id}: compared over the paired reference, as its baseline entry holds no "
+            f"rounds of its yardstick {name}; this passing run's rounds, with {name}'s timed beside "
+            f"them, are the entry's new recording: later runs compare over {name}")
+        return replace(m.latency, sessions=(m.latency.session_summary(),))
 
     def _missing_text(self, key: str) -> str:
         machine, others = self.state.machine, self.state.other_keys()

@@ -98,8 +98,9 @@ def table(fits: Sequence[Fit]) -> list[str]:
 def from_records(records: Iterable[dict[str, Any]], skip_variant: str = "") -> list[Reading]:
     """Readings from ``--sdperf-json`` result records (a ratio, its interval and its z: the
     record's ``ratio_z``, else as its reason states it), leaving out ``skip_variant``'s (a harness
-    run's faulted variant) and those paired with it (a faulted paired reference moves every
-    ratio taken against it: made 10% slower, it read every steady test about 0.90x)."""
+    run's faulted variant) and those paired with it or timed over it as their yardstick (a
+    faulted paired reference moves every ratio taken against it: made 10% slower, it read every
+    steady test about 0.90x)."""
     out = []
     for rec in records:
         interval, z = rec.get("ratio_interval"), rec.get("ratio_z")
@@ -108,7 +109,8 @@ def from_records(records: Iterable[dict[str, Any]], skip_variant: str = "") -> l
             z = float(found.group(1)) if found else None
         paired = (rec.get("info") or {}).get("paired_with")
         partner = paired.get("variant") if isinstance(paired, dict) else None
-        if skip_variant and skip_variant in (rec.get("variant"), partner):
+        yardstick = (rec.get("info") or {}).get("yardstick")
+        if skip_variant and skip_variant in (rec.get("variant"), partner, yardstick):
             continue
         if rec.get("ratio") is None or not interval or z is None:
             continue

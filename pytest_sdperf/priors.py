@@ -33,7 +33,7 @@ MIN_TESTS = 3
 #: few readings showed).
 FLOOR = 0.01
 #: The session figures a prior is learnt for (see ``LatencyStats.session_summary``).
-FIGURES = ("paired", "relative", "seconds")
+FIGURES = ("paired", "yardstick", "relative", "seconds")
 
 def spread_of(medians: list[float]) -> float:
     """The log SD (ddof 1) of session medians."""

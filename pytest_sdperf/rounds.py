@@ -22,8 +22,8 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
     """Fixed rounds; or auto rounds (rounds 0), at least ``min_rounds``, then until time is up or:
 
     - with no baseline to compare with (``auto.target`` None: a first recording), after
-      ``RECORD_MIN_ROUNDS``, the median of the gated ratios (over the paired reference, else
-      over the calibration) is known to +-``halfwidth``;
+      ``RECORD_MIN_ROUNDS``, the median of the gated ratios (over the yardstick, else the paired
+      reference, else the calibration) is known to +-``halfwidth``;
     - with a baseline, once ``DECIDE_MIN_ROUNDS`` are taken, the gate's comparison is decided:
       a regression, or with ``auto.target.confirm`` a suspect (compare.py: a possible
       regression), stops at once (the gate measures it again in fresh workers); a suspect's
@@ -59,7 +59,7 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
     if target is None:
         if len(stats.samples) < RECORD_MIN_ROUNDS:
             return True
-        ratios = stats.paired() or stats.relative() or stats.samples
+        ratios = stats.over_yardstick() or stats.paired() or stats.relative() or stats.samples
         return median_ci_halfwidth(ratios) > halfwidth
     if len(stats.samples) < DECIDE_MIN_ROUNDS:
         return True

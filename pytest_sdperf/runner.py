@@ -230,6 +230,7 @@ class DrivenWorker:
                  python: str | None = None) -> None:
         self.req_path, self.res_path, self.err_path, progress_path = _worker_files(request, workdir)
         self.timeout_s = timeout_s
+        self.name = request.variant.name  # the variant this worker runs
         self.watchdog = Watchdog(progress_path, hang_floor_s, label=request.variant.name)
         self._buffer = b""
         self.last_reply: dict[str, Any] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import priors
 from .against import OtherSide
@@ -20,7 +20,7 @@ from .models.ref import ModelRef
 from .pairing import DISTURBED_FACTOR, ReferencePool
 from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
-from .runner import WorkerOutcome, run_worker, worker_env
+from .runner import DrivenWorker, WorkerOutcome, run_worker, worker_env
 from .variants.availability import cuda_available, unavailable_reason
 from .variants.registry import VariantError, VariantRegistry, VariantSpec
 from .workload import Workload
@@ -249,19 +249,24 @@ class SdperfState:
             return self.references.get(key, ref_request, s.timeout_s, s.hang_floor_s,
                                        self._expected_reference_peak(), self.fork_server())
 
+        yardstick, yard_key = self._yardstick(request, ref_request, key, instances)
+
         # A recording under auto rounds (the entry later sessions are compared with) is made in
         # the representative of two or three processes of the variant (replicas.py).
         recording = request.rounds == 0 and request.auto.target is None
         replicas = recording and not instances and request.memray_capture is None
         paired = measure_paired(request, workdir, s.timeout_s, request.variant.env, s.hang_floor_s,
                                 reference, lambda why: self.references.drop(key, why),
-                                self.fork_server(), self.calibrate_paired, instances, replicas)
+                                self.fork_server(), self.calibrate_paired, instances, replicas,
+                                yardstick, lambda why: self.references.drop(yard_key, why))
         probe = self.references.probes.get(key)
         if probe is not None and not probe.agreed and key not in self._probe_noted:
             self._probe_noted.add(key)
             self.notes.append(probe.note(f"the paired reference {self.reference_name()}"))
         if paired.processes:
             self.notes.append(paired.processes)
+        if paired.yardstick_note:
+            self.notes.append(f"{request.variant.name}: {paired.yardstick_note}")
         result = paired.outcome.measured
         if result is None:
             return paired.outcome
@@ -272,6 +277,10 @@ class SdperfState:
             info = {**result.info, "paired_with": {
                 "variant": self.reference_name(), "pid": paired.reference_pid,
                 **({"processes": probe.to_dict()} if probe is not None else {})}}
+            if result.latency is not None and result.latency.yardstick_variant:
+                info["yardstick"] = result.latency.yardstick_variant
+            elif paired.yardstick_note:
+                info["yardstick_unavailable"] = paired.yardstick_note
         if paired.disturbed:
             info["disturbed_rounds"] = paired.disturbed
             self.notes.append(
@@ -279,6 +288,29 @@ class SdperfState:
                 f"{DISTURBED_FACTOR:g}x its median: other work on the machine? The median of the "
                 "per-round ratios discounts a few; many make the comparison unreliable")
         return dataclasses.replace(paired.outcome, result=dataclasses.replace(result, info=info))
+
+    def _yardstick(self, request: WorkerRequest, ref_request: WorkerRequest, key: str,
+                   instances: int) -> tuple[Callable[[], DrivenWorker | str] | None, str]:
+        """The variant's yardstick worker (``VariantSpec.yardstick``) as ``measure_paired`` asks
+        for it, kept alive in the reference pool under its own key, and that key; None where the
+        variant names none, is the session's reference, or runs as several instances (their
+        rounds are of another shape)."""
+        name = request.variant.yardstick
+        if not name or name == self.reference_name() or instances:
+            return None, ""
+        spec = self.registry.get(name)  # VariantError names a yardstick that is not registered
+        yard_key = f"yardstick:{name}/{key}"
+        yard_request = dataclasses.replace(ref_request, variant=spec)
+        why = self.skip_reason(spec)
+
+        def yardstick() -> DrivenWorker | str:
+            if why:
+                return f"its yardstick {name} cannot run here ({why})"
+            return self.references.get(yard_key, yard_request, self.settings.timeout_s,
+                                       self.settings.hang_floor_s, self._expected_reference_peak(),
+                                       self.fork_server(), role="yardstick")
+
+        return yardstick, yard_key
 
     def _run_against(self, request: WorkerRequest, workdir: Path, other: OtherSide) -> WorkerOutcome:
         """``request`` measured here and, beside it (ABBA), by a worker of the same variant under

@@ -156,6 +156,12 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict[str, Tally
         print(f"run 0 A/A (the first run against the copy): {first_aa:.0f} s, "
               f"{_outcome(records, '')}", file=sys.stderr, flush=True)
     variants = sorted({r["variant"] for r in records if r["verdict"] in RAN})
+    if args.targets:
+        missing = sorted(set(args.targets) - set(variants))
+        if missing:
+            raise SystemExit(f"--targets: {', '.join(missing)} did not run in the suite (ran: "
+                             f"{', '.join(variants)}); name variants of its tests")
+        variants = sorted(args.targets)
     torch_variants = [v for v in variants if v.startswith("torch-") and v != "torch-fp32"] or variants
     conditions = [args.conditions[i % len(args.conditions)] for i in range(args.runs)]
     rng = random.Random(args.seed)
@@ -238,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list cycled over the runs, of A/A, +P%% (one variant P%% slower), "
                              "quality, memory (default A/A)")
     parser.add_argument("--suite", default="suites/", help="the suite to run (default suites/)")
+    parser.add_argument("--targets", type=lambda v: [x for x in v.split(",") if x], default=[],
+                        metavar="A,B", help="the variants a faulted run picks its target from "
+                        "(default: every variant that ran in the suite)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--from", dest="baselines_from", type=Path, default=None, metavar="DIR",
                         help="start from a copy of this baseline folder (e.g. baselines, as "

@@ -140,6 +140,34 @@ def test_latency_figures_follow_the_gate_mode_and_fall_back_saying_why() -> None
     assert latency_figures("absolute", paired_now, bare).note == ""
 
 
+def test_a_yardstick_held_by_both_sides_is_compared_and_its_prior_used() -> None:
+    from pytest_sdperf.compare import check_latency, latency_figures
+    from pytest_sdperf.measure.latency import LatencyStats
+
+    def yarded(samples: list[float], yard: list[float], name: str = "ov-fp32") -> LatencyStats:
+        stats = _stats(samples, reference=[1.0] * len(samples)).with_yardstick(yard, name)
+        return LatencyStats.from_dict({**stats.to_dict(), "sessions": [stats.session_summary()]})
+
+    now, stored = yarded([2.0, 2.2, 2.1], [0.5, 0.55, 0.5]), yarded([2.0, 2.0, 2.0], [0.5, 0.5, 0.5])
+    assert stored.session_summary()["yardstick"] == pytest.approx(4.0)
+    assert LatencyStats.from_dict(stored.to_dict()) == stored  # kept through the baseline file
+    figures = latency_figures("paired", now, stored, "torch-fp32")
+    assert figures.figure == "yardstick" and figures.current == pytest.approx((4.0, 4.0, 4.2))
+    assert figures.metric == "latency ratio (paired with ov-fp32, its yardstick)"
+    assert figures.sessions == (4.0,) and figures.note == ""
+    # its prior is the yardstick figure's, not the reference's
+    wide = check_latency("paired", now, stored, 10, "torch-fp32", priors={"paired": 0.2, "yardstick": 0.01})
+    assert "its prior 1.0% learnt" in wide.detail
+    # a baseline without them (recorded before the variant had a yardstick), or with another
+    # yardstick's: over the reference, and the check says so
+    for old in (_stats([2.0, 2.0, 2.0], reference=[1.0] * 3), yarded([2.0] * 3, [0.5] * 3, "other")):
+        fallback = latency_figures("paired", now, old, "torch-fp32")
+        assert fallback.figure == "paired" and fallback.current == (2.0, 2.2, 2.1)
+        assert "compared over torch-fp32, not over its yardstick ov-fp32" in fallback.note
+    # other gate modes never use it
+    assert latency_figures("relative", now, stored).figure != "yardstick"
+
+
 def test_suite_z_widens_with_the_number_of_latency_checks() -> None:
     from pytest_sdperf.compare import suite_z
 

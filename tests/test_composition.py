@@ -247,3 +247,15 @@ def test_list_variants_names_every_variant_and_why_not(pytester: pytest.Pytester
     if ipex_reason:
         assert ipex_reason in out
     result.stdout.fnmatch_lines(["env-threads-1 * runs here", "*any env-threads-N works*"])
+
+
+def test_the_openvino_variants_built_on_ov_fp32_are_judged_over_it(registry: VariantRegistry) -> None:
+    yardsticks = {name: registry.get(name).yardstick for name in
+                  ("ov-fp32", "ov-static", "ov-int8-weights", "ov-int8-hybrid", "ov-tome", "ov-async")}
+    assert yardsticks == {"ov-fp32": "", "ov-static": "ov-fp32", "ov-int8-weights": "ov-fp32",
+                          "ov-int8-hybrid": "ov-fp32", "ov-tome": "ov-fp32", "ov-async": ""}
+    # a composition has one where every part names the same one
+    assert registry.get("ov-int8-hybrid+ov-tome").yardstick == "ov-fp32"
+    assert registry.get("ov-async+ov-int8-hybrid").yardstick == ""
+    spec = registry.get("ov-static")
+    assert VariantSpec.from_dict(spec.to_dict()) == spec  # through the worker request

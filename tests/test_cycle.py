@@ -376,3 +376,53 @@ def test_the_suite_correction_counts_the_tests_left_after_k(run: SdperfRun) -> N
     one = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=9", "-k", "fake-slow")
     one.assert_outcomes(failed=1)
     one.stdout.fnmatch_lines(["*(z=1.96 for 1 latency check;*"])
+
+
+YARDSTICK_CONFTEST = """
+from pytest_sdperf.testing import register_fake_variants
+from pytest_sdperf.variants.registry import VariantSpec
+
+def pytest_sdperf_add_variants(registry):
+    register_fake_variants(registry)
+    registry.add(VariantSpec(name="fake-base", family="fake", description="its runtime",
+                             loader="pytest_sdperf.testing:load_fake"))
+    registry.add(VariantSpec(name="fake-built", family="fake", description="built on fake-base",
+                             loader="pytest_sdperf.testing:load_fake",
+                             transforms=("pytest_sdperf.testing:slower",), yardstick="fake-base"))
+"""
+
+
+def test_a_variant_with_a_yardstick_is_judged_over_it_and_an_old_entry_adopts_it(run: SdperfRun) -> None:
+    """A variant naming a yardstick (``VariantSpec.yardstick``) has it timed beside it in every
+    paired round; the entry keeps those rounds and later runs compare over them. An entry
+    recorded before is compared over the reference, saying so, and a passing run re-records it."""
+    run.pytester.makeconftest(YARDSTICK_CONFTEST)
+    paired = ("--sdperf-variants", "fake-built", "--sdperf-gate", "paired")
+    out = run.root / "r.json"
+    run.run(*paired, "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=1)
+    path = run.baseline_file()
+    doc = json.loads(path.read_text())
+    (entry,) = doc["entries"].values()
+    latency = entry["latency"]
+    assert latency["yardstick_variant"] == "fake-base"
+    assert len(latency["yardstick"]) == len(latency["reference"]) == len(latency["samples"]) == 5
+
+    # As recorded before the variant had a yardstick: compared over the reference, said so.
+    for key in ("yardstick", "yardstick_variant"):
+        latency.pop(key)
+    latency["sessions"] = [{k: v for k, v in s.items() if k != "yardstick"} for s in latency["sessions"]]
+    path.write_text(json.dumps(doc))
+    result = run.run(*paired, "--sdperf-set", "fake_slowdown=1", "--sdperf-json", str(out))
+    result.assert_outcomes(passed=1)
+    record = json.loads(out.read_text())["results"][0]
+    assert record["info"]["yardstick"] == "fake-base"
+    result.stdout.fnmatch_lines(["*test_gen[[]fake-built[]]: compared over the paired reference, as its "
+                                 "baseline entry holds no rounds of its yardstick fake-base; this passing run's rounds*"])
+    latency = json.loads(path.read_text())["entries"][next(iter(doc["entries"]))]["latency"]
+    assert latency["yardstick_variant"] == "fake-base" and len(latency["yardstick"]) == len(latency["samples"])
+    assert len(latency["sessions"]) == 1 and "yardstick" in latency["sessions"][0]  # a new recording
+
+    # Now over the yardstick: three times slower than both it and the reference fails there.
+    slow = run.run(*paired, "--sdperf-set", "fake_slowdown=3", "--sdperf-json", str(out))
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(["*latency ratio (paired with fake-base, its yardstick): measured*"])

@@ -56,6 +56,11 @@ def test_a_harness_folder_leaves_out_each_runs_faulted_variant(tmp_path: Path) -
     (tmp_path / interval_fit.FAULTED).write_text(json.dumps({"run1.json": "b", "run2.json": "a"}))
     assert [r.test for r in interval_fit.from_folder(tmp_path)].count("test_t[c]") == 1
     assert len(interval_fit.from_folder(tmp_path)) == 4
+    # and so does a faulted yardstick the readings timed over it
+    over_c = {**_record("d", 0.9, 0.8, 1.0), "info": {"paired_with": {"variant": "a"}, "yardstick": "c"}}
+    (tmp_path / "run3.json").write_text(json.dumps({"results": [_record("c", 1.1, 1.0, 1.2), over_c]}))
+    (tmp_path / interval_fit.FAULTED).write_text(json.dumps({"run1.json": "b", "run2.json": "a", "run3.json": "c"}))
+    assert len(interval_fit.from_folder(tmp_path)) == 4
 
 
 def test_a_per_run_summary_needs_z_and_leaves_out_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -92,3 +92,71 @@ def test_a_measurement_says_how_many_rounds_were_disturbed(monkeypatch: pytest.M
     reference.ask = lambda **cmd: {"seconds": next(slow)}  # type: ignore[method-assign]
     _, paired = _measure(monkeypatch, reference)
     assert paired.disturbed == 1
+
+
+class Timed(StandIn):
+    """A stand-in that logs its rounds in a shared order and finishes with real rounds."""
+
+    def __init__(self, name: str, log: list[str], seconds: float, fail_at: int | None = None) -> None:
+        super().__init__(fail_at)
+        self.name, self.log, self.seconds = name, log, seconds
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        reply = super().ask(**cmd)
+        if cmd["cmd"] == "round":
+            self.log.append(self.name)
+            reply["seconds"] = self.seconds
+        return reply
+
+    def finish(self, reference: list[float] | None = None) -> Any:
+        from pytest_sdperf.measure.latency import LatencyStats
+        from pytest_sdperf.protocol import WorkerResult
+
+        self.finished_with = reference
+        rounds = [c for c in self.commands if c["cmd"] == "round"]
+        latency = LatencyStats.from_samples([self.seconds] * len(rounds), reference=reference or [])
+        return WorkerOutcome("ok", WorkerResult("ok", latency=latency))
+
+
+def _measure_with_yardstick(monkeypatch: pytest.MonkeyPatch, yard: Timed | str,
+                            log: list[str]) -> tuple[Any, list[str]]:
+    variant = Timed("V", log, 0.8)
+    monkeypatch.setattr(pairing, "DrivenWorker", lambda *a, **k: variant)
+    failures: list[str] = []
+    request: Any = SimpleNamespace(rounds=4, auto=None, variant=SimpleNamespace(name="ov-static"))
+    paired = pairing.measure_paired(request, Path("unused"), 60.0, {}, 0.0,
+                                    lambda: Timed("R", log, 1.0), lambda why: None,
+                                    yardstick=lambda: yard, on_yardstick_failure=failures.append)
+    return paired, failures
+
+
+def test_a_yardstick_is_timed_beside_the_variant_in_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[str] = []
+    yard = Timed("Y", log, 0.5)
+    yard.name = "ov-fp32"
+    paired, failures = _measure_with_yardstick(monkeypatch, yard, log)
+    # Even rounds yardstick, variant, reference; odd ones reference, variant, yardstick: the
+    # variant beside both sides each round, and each pair of rounds symmetric.
+    assert log == ["ov-fp32", "V", "R", "R", "V", "ov-fp32"] * 2
+    latency = paired.outcome.measured.latency
+    assert latency.yardstick == (0.5,) * 4 and latency.yardstick_variant == "ov-fp32"
+    assert latency.over_yardstick() == pytest.approx((1.6,) * 4)
+    assert latency.paired() == pytest.approx((0.8,) * 4)  # the reference's rounds as before
+    assert paired.yardstick_note == "" and failures == []
+
+
+def test_a_yardstick_that_fails_leaves_the_test_paired_with_the_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[str] = []
+    yard = Timed("Y", log, 0.5, fail_at=3)  # two rounds, then it dies
+    paired, failures = _measure_with_yardstick(monkeypatch, yard, log)
+    latency = paired.outcome.measured.latency
+    assert latency.yardstick == () and latency.over_yardstick() is None
+    assert latency.paired() == pytest.approx((0.8,) * 4)
+    assert len(failures) == 1 and "died (exit status 9)" in failures[0]
+    assert paired.yardstick_note == failures[0]
+
+    log.clear()
+    paired, _ = _measure_with_yardstick(monkeypatch, "its yardstick ov-fp32 cannot run here (no openvino)", log)
+    assert set(log) == {"V", "R"} and paired.outcome.measured.latency.yardstick == ()
+    assert "cannot run here" in paired.yardstick_note

@@ -84,6 +84,7 @@ def test_suite_harness_starts_from_a_committed_baseline_and_leaves_it_as_it_was(
     monkeypatch.chdir(pytester.path)
     json_out = pytester.path / "suite.json"
     args = ["--from", "baselines", "--runs", "1", "--conditions", "+200%", "--suite", "test_suite.py",
+            "--targets", "fake-slow",
             "--json", str(json_out), "--", *[a for a in run.args(*variants) if a != "--sdperf"]]
     assert validate_suite.main(args) == 0
     import json
@@ -93,7 +94,10 @@ def test_suite_harness_starts_from_a_committed_baseline_and_leaves_it_as_it_was(
     assert "run 0 A/A (the first run against the copy)" in printed
     assert tallies["A/A"]["runs"] == 1 and tallies["A/A"]["target_failed"] == 0, printed
     assert tallies["+200%"]["target_failed"] == 1 and tallies["+200%"]["others_failed"] == 0, printed
+    assert "+200% on fake-slow" in printed  # the one target --targets allows
     assert committed.read_bytes() == before
+    with pytest.raises(SystemExit, match="--targets: nope did not run in the suite"):
+        validate_suite.main([*args[:args.index("fake-slow")], "nope", *args[args.index("fake-slow") + 1:]])
 
 
 def test_suite_harness_refuses_a_missing_baseline_folder(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,10 @@ class LatencyStats:
     just before and just after it (see measure/calibration.py; files written before the
     ``calibration_kernel`` field existed timed it before only); ``relative()`` divides each
     round by it. ``calibration_kernel`` names the workload ("" in older files: the legacy one).
+    ``reference`` holds the paired reference variant's round beside each round (``paired()``);
+    ``yardstick`` the round of ``yardstick_variant``, a variant timed beside it as its latency
+    gate's yardstick where the variant names one (``VariantSpec.yardstick``: ov-fp32 for the
+    OpenVINO variants built on it; ``over_yardstick()``).
     """
 
     samples: tuple[float, ...]
@@ -32,22 +36,28 @@ class LatencyStats:
     calibration: tuple[float, ...] = ()
     calibration_kernel: str = ""
     reference: tuple[float, ...] = ()
+    yardstick: tuple[float, ...] = ()
+    yardstick_variant: str = ""
     #: A baseline's sessions: the medians of each session's figures (``session_summary``), the
     #: recording first, then each later session that did not regress (see compare.py).
     sessions: tuple[Mapping[str, float], ...] = ()
 
     def session_summary(self) -> dict[str, float]:
-        """This run's medians: ``seconds``, and ``paired`` / ``relative`` where it has them."""
+        """This run's medians: ``seconds``, and ``paired`` / ``yardstick`` / ``relative`` where
+        it has them."""
         out = {"seconds": float(np.median(self.samples))}
-        paired, relative = self.paired(), self.relative()
+        paired, yardstick, relative = self.paired(), self.over_yardstick(), self.relative()
         if paired:
             out["paired"] = float(np.median(paired))
+        if yardstick:
+            out["yardstick"] = float(np.median(yardstick))
         if relative:
             out["relative"] = float(np.median(relative))
         return out
 
     def session_medians(self, figure: str) -> tuple[float, ...]:
-        """The baseline sessions' medians of ``figure`` (``seconds``, ``paired``, ``relative``);
+        """The baseline sessions' medians of ``figure`` (``seconds``, ``paired``, ``yardstick``,
+        ``relative``);
         with no sessions stored (a baseline written before sessions were kept), ()."""
         return tuple(float(s[figure]) for s in self.sessions if s.get(figure, 0) > 0)
 
@@ -63,6 +73,18 @@ class LatencyStats:
         if len(self.reference) != len(self.samples) or not all(r > 0 for r in self.reference):
             return None
         return tuple(s / r for s, r in zip(self.samples, self.reference, strict=True))
+
+    def over_yardstick(self) -> tuple[float, ...] | None:
+        """Each round's seconds over the yardstick variant's round beside it; None when no
+        yardstick was timed."""
+        if len(self.yardstick) != len(self.samples) or not all(y > 0 for y in self.yardstick):
+            return None
+        return tuple(s / y for s, y in zip(self.samples, self.yardstick, strict=True))
+
+    def with_yardstick(self, rounds: list[float] | tuple[float, ...], variant: str) -> LatencyStats:
+        """These rounds with ``variant``'s rounds beside them as the yardstick (none: without)."""
+        return replace(self, yardstick=tuple(float(y) for y in rounds),
+                       yardstick_variant=variant if len(rounds) else "")
 
     def kernel(self) -> str:
         """The calibration workload's name (older files: the legacy kernel)."""
@@ -109,6 +131,7 @@ class LatencyStats:
         out["samples"] = list(self.samples)
         out["calibration"] = list(self.calibration)
         out["reference"] = list(self.reference)
+        out["yardstick"] = list(self.yardstick)
         out["stages"] = dict(self.stages)
         out["sessions"] = [dict(x) for x in self.sessions]
         return out
@@ -122,7 +145,9 @@ class LatencyStats:
             list(data.get("reference") or ()),
         )
         sessions = tuple({str(k): float(v) for k, v in x.items()} for x in data.get("sessions") or ())
-        return replace(stats, sessions=sessions) if sessions else stats
+        stats = replace(stats, sessions=sessions) if sessions else stats
+        yardstick = list(data.get("yardstick") or ())
+        return stats.with_yardstick(yardstick, str(data.get("yardstick_variant") or "")) if yardstick else stats
 
 
 def median_interval(samples: Sequence[float], resamples: int = 1000,

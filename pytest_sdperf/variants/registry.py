@@ -53,6 +53,12 @@ class VariantSpec:
         parts share (e.g. ``{"weights": "hybrid"}`` for ov-int8-hybrid); a composition merges
         its parts' recipes, two parts giving one key different values cannot stack, and the
         loader reads the merged recipe from ``BuildContext.recipe``.
+    yardstick: a variant timed beside this one, round by round, whose ratio the paired latency
+        gate compares instead of the ratio to the reference variant, where this variant's
+        timing moves with it far more than with the reference (ov-fp32 for the OpenVINO
+        variants built on its runtime: measured in README "Which yardstick holds a ratio
+        steady?"); a slowdown the two share is seen by the yardstick's own test. A composition
+        has it where every part names the same one.
 
     Example (in a conftest.py)::
 
@@ -78,6 +84,7 @@ class VariantSpec:
     order: int = 50
     exclusive: tuple[str, ...] = ()
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    yardstick: str = ""
 
     def __post_init__(self) -> None:
         reserved = ",*?[] " if self.parts else "+,*?[] "
@@ -111,6 +118,7 @@ class VariantSpec:
             "order": self.order,
             "exclusive": list(self.exclusive),
             "recipe": dict(self.recipe),
+            "yardstick": self.yardstick,
         }
 
     @classmethod
@@ -164,7 +172,14 @@ def compose(specs: Iterable[VariantSpec]) -> VariantSpec:
         order=min(p.order for p in parts),
         exclusive=tuple(dict.fromkeys(g for p in parts for g in p.exclusive)),
         recipe=_merged_recipe(name, parts),
+        yardstick=_shared_yardstick(parts),
     )
+
+
+def _shared_yardstick(parts: list[VariantSpec]) -> str:
+    """The yardstick every part names (none where any part names none or another)."""
+    named = {p.yardstick for p in parts}
+    return named.pop() if len(named) == 1 else ""
 
 
 def _check_stackable(name: str, parts: list[VariantSpec]) -> None:
