@@ -134,7 +134,9 @@ class Gate:
     def latency_target(self, model_key: str, workload: Workload) -> AutoTarget | None:
         """What ``--sdperf-rounds auto`` samples towards: the stored entry's latency, the gate
         mode and the limit, so the worker times rounds until the comparison is decided (see
-        rounds.more_rounds). None when there is nothing to compare with, or when re-recording."""
+        rounds.more_rounds). None when there is nothing to compare with, or when re-recording:
+        also where the variant's yardstick is missing from the entry (a passing run becomes its
+        new recording, ``_adopt_yardstick``, so it samples as a recording does)."""
         s = self.state.settings
         if s.update_all or self.state.against is not None:
             return None
@@ -142,12 +144,18 @@ class Gate:
             entry = self.lookup(model_key, workload).entry
         except BaselineError:
             return None  # check() reports a broken entry, with its file
-        if entry is None:
+        if entry is None or self._adopting(entry):
             return None
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
         priors = {} if self.state.foreign_baseline else self.state.priors(self.spec)
         return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct,
                           self.state.reference_name(), self.state.latency_checks, priors, confirm=True)
+
+    def _adopting(self, entry: BaselineEntry) -> bool:
+        """Whether this test's variant has a yardstick the entry's rounds lack (paired gating)."""
+        name, s = self.spec.yardstick, self.state.settings
+        return bool(name) and s.gate_mode == "paired" and not self.state.foreign_baseline \
+            and name != self.state.reference_name() and entry.latency.yardstick_variant != name
 
     def latency_suspect(self, m: Measurement) -> Check | None:
         """The latency (or a scenario's throughput) check of ``m`` against its baseline when it

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from pytest_sdperf.rounds import DECIDE_MIN_ROUNDS
+from pytest_sdperf.rounds import DECIDE_MIN_ROUNDS, RECORD_MIN_ROUNDS
 from pytest_sdperf.testing import SdperfRun
 
 
@@ -412,10 +412,12 @@ def test_a_variant_with_a_yardstick_is_judged_over_it_and_an_old_entry_adopts_it
         latency.pop(key)
     latency["sessions"] = [{k: v for k, v in s.items() if k != "yardstick"} for s in latency["sessions"]]
     path.write_text(json.dumps(doc))
-    result = run.run(*paired, "--sdperf-set", "fake_slowdown=1", "--sdperf-json", str(out))
+    result = run.run(*paired, "--sdperf-set", "fake_slowdown=1", "--sdperf-json", str(out),
+                     "--sdperf-rounds", "auto")
     result.assert_outcomes(passed=1)
     record = json.loads(out.read_text())["results"][0]
     assert record["info"]["yardstick"] == "fake-base"
+    assert len(record["samples"]) >= RECORD_MIN_ROUNDS  # sampled as the recording it becomes
     result.stdout.fnmatch_lines(["*test_gen[[]fake-built[]]: compared over the paired reference, as its "
                                  "baseline entry holds no rounds of its yardstick fake-base; this passing run's rounds*"])
     latency = json.loads(path.read_text())["entries"][next(iter(doc["entries"]))]["latency"]
