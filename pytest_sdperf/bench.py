@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from . import progress
+from . import glibc_malloc, progress
 from .host import usable_cpus
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ class Bench:
         peak = _machine_peak(r, self.ctx.device) if efficiency and r.measure_peak else {}
         progress.beat("built", phase="FLOP count and GEMM peak")
         info = dict(self.pipeline.info)
+        info[glibc_malloc.INFO_KEY] = glibc_malloc.mode_of(os.environ)  # what glibc read at start
         throughput = None
         if r.scenario is not None:
             before = self.calibrate()

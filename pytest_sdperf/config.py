@@ -101,6 +101,15 @@ def gate_mode(text: str) -> str:
     return text
 
 
+def glibc_malloc_mode(text: str) -> str:
+    """fixed (glibc's malloc thresholds set for every worker) or dynamic (glibc's defaults)."""
+    from .glibc_malloc import MODES
+
+    if text not in MODES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(MODES)}")
+    return text
+
+
 def key_value(text: str) -> tuple[str, str]:
     """'tome_ratio=0.5' -> ('tome_ratio', '0.5')."""
     key, sep, value = text.partition("=")
@@ -295,6 +304,12 @@ OPTIONS: tuple[Option, ...] = (
            "once, instead of starting each afresh; a worker whose environment differs (env-* "
            "variants), a pinned variant's, a custom loader's, and any where the fork server "
            "cannot be had, are spawned as before; off: spawn every worker", "on|off"),
+    Option("--sdperf-glibc-malloc", "glibc_malloc", glibc_malloc_mode, "fixed",
+           "{default} (default): every worker runs with glibc's malloc thresholds set "
+           "(MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_; yours are kept), so a variant that "
+           "allocates large temporaries runs at one speed, not at one of two chosen at process "
+           "start; dynamic: glibc's defaults. Entries measured under the other setting are "
+           "recorded again", "fixed|dynamic"),
     Option("--sdperf-memray-dir", "memray_dir", _path, None,
            "keep each variant's memray capture here", "DIR"),
     Option("--sdperf-gate", "gate_mode", gate_mode, "paired",
@@ -390,6 +405,7 @@ class Settings:
     fork_server: bool = _default("fork_server")  # fork workers from a pre-imported zygote
     sets: tuple[tuple[str, str], ...] = _default("sets")
     memray_dir: Path | None = _default("memray_dir")
+    glibc_malloc: str = _default("glibc_malloc")  # glibc_malloc.py: fixed or dynamic
     reference_variant: str = _default("reference_variant")
     gate_mode: str = _default("gate_mode")
     time_budget_s: float = _default("time_budget_s")

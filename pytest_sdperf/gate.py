@@ -13,6 +13,7 @@ measurement fixture's job (``SdperfState.ensure_references``), not the gate's.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 import warnings
@@ -22,6 +23,7 @@ from typing import Any, Mapping, NoReturn
 
 import pytest
 
+from . import glibc_malloc
 from .baselines import BaselineEntry, BaselineError, entry_key, model_label
 from .compare import PASS, Check, compare_latency, stage_changes
 from .config import BASELINE_SESSIONS
@@ -57,6 +59,9 @@ class Stored:
     key: str
     entry: BaselineEntry | None
     legacy: bool = False
+    #: why the entry's latency and memory do not compare with this run's (measured under another
+    #: glibc malloc setting, ``glibc_malloc.py``): the run records the entry again; "": they do
+    stale: str = ""
 
 
 @dataclass
@@ -103,10 +108,11 @@ class Gate:
             return self._check_foreign(m, stored)
         if self.state.against is not None:
             return self._check_against(m)
+        stored = replace(stored, stale=_stale(stored.entry, glibc_malloc.recorded_mode(m.info)))
         t = self._thresholds(stored.entry)
         outcome = _Outcome()
         sim = self._similarity(m, outcome.recordings)
-        current, previous = _figures(m, stored.entry, sim)
+        current, previous = _figures(m, None if stored.stale else stored.entry, sim)
         verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name(),
                         self.state.latency_checks, self.state.priors(self.spec), confirm=True)
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
@@ -144,7 +150,7 @@ class Gate:
             entry = self.lookup(model_key, workload).entry
         except BaselineError:
             return None  # check() reports a broken entry, with its file
-        if entry is None or self._adopting(entry):
+        if entry is None or self._adopting(entry) or _stale(entry, glibc_malloc.mode_of(os.environ)):
             return None
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
         priors = {} if self.state.foreign_baseline else self.state.priors(self.spec)
@@ -169,7 +175,7 @@ class Gate:
             entry = self.lookup(m.model_key, m.workload).entry
         except BaselineError:
             return None
-        if entry is None:
+        if entry is None or _stale(entry, glibc_malloc.recorded_mode(m.info)):
             return None
         current, stored = _figures(m, entry, None)
         verdict = judge(current, stored, self._thresholds(entry), s.gate_mode,
@@ -188,10 +194,12 @@ class Gate:
                   sim: Similarity | None, outcome: _Outcome) -> Record:
         """Perform the writes the verdict calls for, record the row once, and pass, warn or fail."""
         s = self.state.settings
-        if stored.entry is None or s.update_all:
+        if stored.entry is None or stored.stale or s.update_all:
             self._queue(stored, new_entry)
             if stored.entry is None and not s.update_all:
                 outcome.recordings.append(self._missing_text(stored.key))
+            elif stored.stale and not s.update_all:
+                outcome.recordings.append(f"baseline entry {stored.key}: {stored.stale}")
         for c in verdict.inconclusive():
             outcome.verdict = "inconclusive"
             outcome.reason = outcome.reason or c.message()  # why, in the summary and the JSON
@@ -215,7 +223,7 @@ class Gate:
             if outcome.recordings and outcome.verdict == "pass":
                 outcome.verdict = "recorded"
                 outcome.reason = outcome.recordings[0]
-        sessions = (len(stored.entry.latency.sessions) or 1) if stored.entry else None
+        sessions = (len(stored.entry.latency.sessions) or 1) if stored.entry and not stored.stale else None
         record = self._record(m, sim, outcome, verdict, sessions)
         self.state.records.append(record)
         if s.update_all:
@@ -236,7 +244,7 @@ class Gate:
         a run with disturbed rounds adds nothing."""
         entry = stored.entry
         judged = verdict.latency is not None or verdict.throughput is not None
-        if entry is None or not judged or m.info.get("disturbed_rounds"):
+        if entry is None or stored.stale or not judged or m.info.get("disturbed_rounds"):
             return
         throughput = entry.throughput
         if throughput is None:  # a scenario's figure the entry lacks is added (a recording)
@@ -446,6 +454,17 @@ class Gate:
             reference_images=tuple(str(p) for p in self.state.reference_paths(m.model_key, m.workload)),
             efficiency=self.state.efficiency(m),
         )
+
+
+def _stale(entry: BaselineEntry | None, mode: str) -> str:
+    """Why ``entry``'s latency and memory do not compare with a run under the glibc malloc
+    setting ``mode`` (``glibc_malloc.py``: the same code runs at another speed and holds its
+    memory otherwise), or "" where they do."""
+    if entry is None or glibc_malloc.recorded_mode(entry.info) == mode:
+        return ""
+    return (f"measured with glibc's malloc thresholds {glibc_malloc.recorded_mode(entry.info)}, this "
+            f"run with them {mode} (--sdperf-glibc-malloc): its latency and memory do not compare "
+            "across the two, so it is recorded again now; the next run compares with it")
 
 
 def _scenario_problems(m: Measurement, outcome: _Outcome) -> None:

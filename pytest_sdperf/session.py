@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import priors
+from . import glibc_malloc, priors
 from .against import OtherSide
 from .atomic import atomic_write_bytes
 from .baselines import BaselineError, BaselineStore
@@ -43,6 +43,8 @@ class SdperfState:
 
     def __init__(self, settings: Settings, registry: VariantRegistry, rootdir: Path) -> None:
         self.settings = settings
+        if settings.enabled:  # before any worker (or the fork server) inherits the environment
+            glibc_malloc.apply(settings.glibc_malloc)
         self.registry = registry
         self.rootdir = rootdir
         self.records: list[Record] = []

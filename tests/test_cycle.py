@@ -428,3 +428,50 @@ def test_a_variant_with_a_yardstick_is_judged_over_it_and_an_old_entry_adopts_it
     slow = run.run(*paired, "--sdperf-set", "fake_slowdown=3", "--sdperf-json", str(out))
     slow.assert_outcomes(failed=1)
     slow.stdout.fnmatch_lines(["*latency ratio (paired with fake-base, its yardstick): measured*"])
+
+
+def test_an_entry_measured_under_another_glibc_malloc_setting_is_recorded_again(
+        run: SdperfRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency and memory measured with glibc's malloc thresholds fixed (the default) and with
+    them dynamic are different measurements: an entry of the other setting (every entry written
+    before the option existed) is not compared with, it is recorded again and said so (a
+    failure under --sdperf-strict), and the next run compares with the new recording."""
+    for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(key, raising=False)  # what an earlier in-process session set
+    run.options = ("--sdperf-gate", "absolute")
+    fake = ("--sdperf-variants", "fake")
+    run.run(*fake).assert_outcomes(passed=1)
+    path = run.baseline_file()
+    (key, entry), = json.loads(path.read_text())["entries"].items()
+    assert entry["info"]["glibc_malloc"] == "fixed"
+
+    doc = json.loads(path.read_text())
+    doc["entries"][key]["info"].pop("glibc_malloc")  # as written before the setting existed
+    path.write_text(json.dumps(doc))
+    _scale_samples(path, 1 / 3)  # compared, it would read as 3x slower
+    strict = run.run(*fake, "--sdperf-strict")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*measured with glibc's malloc thresholds dynamic, this run with "
+                                 "them fixed (--sdperf-glibc-malloc)*recorded again now*"])
+    # written all the same, as a missing entry is under --sdperf-strict
+    assert json.loads(path.read_text())["entries"][key]["info"]["glibc_malloc"] == "fixed"
+
+    doc = json.loads(path.read_text())
+    doc["entries"][key]["info"].pop("glibc_malloc")
+    path.write_text(json.dumps(doc))
+    _scale_samples(path, 1 / 3)
+    out = run.root / "r.json"
+    again = run.run(*fake, "--sdperf-json", str(out))
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(["*SdperfRecorded*recorded again now*"])
+    record = json.loads(out.read_text())["results"][0]
+    assert record["verdict"] == "recorded" and record["ratio"] is None
+    assert json.loads(path.read_text())["entries"][key]["info"]["glibc_malloc"] == "fixed"
+
+    _scale_samples(path, 1 / 3)  # the new recording is compared with: 3x slower fails
+    run.run(*fake).assert_outcomes(failed=1)
+    _scale_samples(path, 3)
+    dynamic = run.run(*fake, "--sdperf-glibc-malloc", "dynamic", "--sdperf-json", str(out))
+    dynamic.assert_outcomes(passed=1)
+    assert json.loads(out.read_text())["results"][0]["verdict"] == "recorded"
+    assert json.loads(path.read_text())["entries"][key]["info"]["glibc_malloc"] == "dynamic"

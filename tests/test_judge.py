@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pytest_sdperf import glibc_malloc
 from pytest_sdperf.config import Settings
 from pytest_sdperf.gate import Gate
 from pytest_sdperf.judge import Figures, Status, judge
@@ -118,7 +120,9 @@ def _measurement(tmp_path: Path, scale: float) -> Measurement:
         variant="ref", model_key="tiny-abc", workload=Workload(), images=(image,),
         latency=LatencyStats.from_samples([s * scale for s in TIGHT]),
         memory=MemoryStats(500 * MIB, None, None, None, 400 * MIB, 100 * MIB),
-        info={}, environment={}, build_s=1.0, latents_sha256="0", device="cpu",
+        # the setting a worker started from this environment reports (glibc_malloc.py)
+        info={glibc_malloc.INFO_KEY: glibc_malloc.mode_of(os.environ)}, environment={},
+        build_s=1.0, latents_sha256="0", device="cpu",
     )
 
 
@@ -147,10 +151,10 @@ def test_requests_in_flight_that_disagree_fail_the_test(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="recorded now"):
         _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))
     state.store.flush(state.header())
-    agree = dataclasses.replace(_measurement(tmp_path, 1.0),
-                                info={"requests_agree": True, "requests_max_diff": 0.0})
+    first = _measurement(tmp_path, 1.0)
+    agree = dataclasses.replace(first, info={**first.info, "requests_agree": True, "requests_max_diff": 0.0})
     assert _gate(state, tmp_path).check(agree).verdict == "pass"
-    apart = dataclasses.replace(agree, info={"requests_agree": False, "requests_max_diff": 0.25})
+    apart = dataclasses.replace(agree, info={**first.info, "requests_agree": False, "requests_max_diff": 0.25})
     with pytest.raises(pytest.fail.Exception, match="requests in flight disagree.*up to 0.25"):
         _gate(state, tmp_path).check(apart)
     assert state.records[-1].verdict == "regression"

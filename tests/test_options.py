@@ -55,6 +55,7 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
         (["--sdperf-min-psnr", "-1"], "*--sdperf-min-psnr*'-1' must be 0 or more*"),
         (["--sdperf-min-speedup", "ov-static"], "*--sdperf-min-speedup*not VARIANT=X*"),
         (["--sdperf-min-speedup", "ov-static=-1"], "*--sdperf-min-speedup*'-1' must be 0 or more*"),
+        (["--sdperf-glibc-malloc", "static"], "*--sdperf-glibc-malloc*'static' is not one of fixed, dynamic*"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, run: SdperfRun,
@@ -125,3 +126,19 @@ def test_bad_model_folder_fails_with_fix(pytester: pytest.Pytester, run: SdperfR
                                                      "--sdperf-model", str(bad)))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*pickle files (unet.bin)*--sdperf-allow-pickle*"])
+
+
+def test_glibc_malloc_setting_fixes_both_thresholds_and_keeps_the_users_own() -> None:
+    from pytest_sdperf import glibc_malloc
+
+    env: dict[str, str] = {"MALLOC_TRIM_THRESHOLD_": "123"}
+    glibc_malloc.apply("fixed", env)
+    assert env == {"MALLOC_TRIM_THRESHOLD_": "123", "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
+    assert glibc_malloc.mode_of(env) == "fixed"
+    untouched: dict[str, str] = {}
+    glibc_malloc.apply("dynamic", untouched)
+    assert untouched == {} and glibc_malloc.mode_of(untouched) == "dynamic"
+    assert glibc_malloc.mode_of({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}) == "fixed"
+    assert glibc_malloc.recorded_mode({}) == "dynamic"  # an entry written before the setting
+    assert glibc_malloc.recorded_mode({"glibc_malloc": "fixed"}) == "fixed"
+
