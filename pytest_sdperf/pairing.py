@@ -70,8 +70,10 @@ def disturbed_rounds(samples: list[float], reference: list[float]) -> int:
 
 
 class ReferencePool:
-    """Reference workers kept alive for the session, one per key (model, workload, warm-up),
-    each the representative of two or three processes (``replicas.representative``)."""
+    """Comparison workers kept alive for the session, one per key: the paired reference's per
+    model, workload and warm-up, and each variant yardstick's (``VariantSpec.yardstick``, keys
+    ``yardstick:NAME/...``); each the representative of two or three processes
+    (``replicas.representative``)."""
 
     def __init__(self) -> None:
         self._workers: dict[str, DrivenWorker] = {}
