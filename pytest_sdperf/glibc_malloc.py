@@ -8,9 +8,10 @@ attention's score matrices, VAE tiles), whether those thresholds settle so that 
 memory or faults it in again depends on the order of allocations and frees in that process,
 so one variant runs in one of two speeds chosen at process start. Measured here
 (2026-12-06, the tiny model, default attention over SDPA timed alternately in one process, 12
-rounds, 8 processes): per-process median ratios 1.08-1.11 in four processes and 1.32-1.37 in
-the other four; with both thresholds fixed (6 processes): 1.02-1.07. In the committed AVX-512
-baseline, that test's paired ratio had read 1.28-1.32 in four sessions and 1.05 in a fifth.
+rounds a process): with glibc's defaults, per-process median ratios of 1.07-1.11 in 6 of 18
+processes and 1.25-1.41 in the other 12; with both thresholds fixed, 1.02-1.10 in all 16. In
+the committed AVX-512 baseline, that test's paired ratio had read 1.28-1.32 in four sessions
+and 1.05 in a fifth.
 
 ``fixed`` (the default) sets both thresholds (``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_``: glibc then serves blocks under 1 GiB from its heaps where they fit and
