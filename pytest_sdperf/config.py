@@ -93,21 +93,23 @@ def device_choice(text: str) -> str:
 GATE_MODES = ("relative", "paired", "absolute")
 
 
+def _one_of(text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+    return text
+
+
 def gate_mode(text: str) -> str:
     """relative (latency over the interleaved calibration workload), paired (over the reference
     variant run in the same worker, rounds interleaved) or absolute (seconds)."""
-    if text not in GATE_MODES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(GATE_MODES)}")
-    return text
+    return _one_of(text, GATE_MODES)
 
 
 def glibc_malloc_mode(text: str) -> str:
     """fixed (glibc's malloc thresholds set for every worker) or dynamic (glibc's defaults)."""
     from .glibc_malloc import MODES
 
-    if text not in MODES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(MODES)}")
-    return text
+    return _one_of(text, MODES)
 
 
 def key_value(text: str) -> tuple[str, str]:

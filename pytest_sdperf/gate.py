@@ -460,9 +460,10 @@ def _stale(entry: BaselineEntry | None, mode: str) -> str:
     """Why ``entry``'s latency and memory do not compare with a run under the glibc malloc
     setting ``mode`` (``glibc_malloc.py``: the same code runs at another speed and holds its
     memory otherwise), or "" where they do."""
-    if entry is None or glibc_malloc.recorded_mode(entry.info) == mode:
+    recorded = glibc_malloc.recorded_mode(entry.info) if entry is not None else mode
+    if recorded == mode:
         return ""
-    return (f"measured with glibc's malloc thresholds {glibc_malloc.recorded_mode(entry.info)}, this "
+    return (f"measured with glibc's malloc thresholds {recorded}, this "
             f"run with them {mode} (--sdperf-glibc-malloc): its latency and memory do not compare "
             "across the two, so it is recorded again now; the next run compares with it")
 
