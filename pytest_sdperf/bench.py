@@ -271,7 +271,8 @@ def _environment_report() -> dict[str, Any]:
     """What the worker really ran under, so environment variants can be verified."""
     report: dict[str, Any] = {
         key: os.environ.get(key)
-        for key in ("LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "KMP_AFFINITY", "KMP_HW_SUBSET", "KMP_BLOCKTIME")
+        for key in ("LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "KMP_AFFINITY", "KMP_HW_SUBSET", "KMP_BLOCKTIME",
+                    *glibc_malloc.ENV_KEYS)
     }
     report["affinity"] = sorted(usable_cpus())
     report["pid"] = os.getpid()

@@ -34,6 +34,8 @@ FIXED, DYNAMIC = "fixed", "dynamic"
 MODES = (FIXED, DYNAMIC)
 #: What ``fixed`` sets (glibc's environment names for its mallopt parameters).
 FIXED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+#: Every variable that sets the thresholds (the worker's environment report shows their values).
+ENV_KEYS = (*FIXED_ENV, "GLIBC_TUNABLES")
 #: The key of a measurement's (and a baseline entry's) ``info`` that names its setting.
 INFO_KEY = "glibc_malloc"
 

@@ -126,6 +126,8 @@ def test_env(sdperf_measurement):
     assert env["OMP_NUM_THREADS"] == "1"
     assert env["torch_threads"] == 1
     assert env["affinity"] == [0]
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(1 << 30)  # --sdperf-glibc-malloc fixed (default)
+    assert env["MALLOC_TRIM_THRESHOLD_"] == str(1 << 32)
 """
 
 
