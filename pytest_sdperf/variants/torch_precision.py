@@ -237,7 +237,10 @@ def register(registry: VariantRegistry) -> None:
         # speeds, about 0.80 and 0.89-0.93 of torch-fp32's time, with glibc's malloc thresholds
         # fixed too (sessions 0.79, 0.82, 0.80 on 2026-12-06; a new user's main job an hour
         # later read 0.89 then 0.91 in fresh workers, and failed at the default 10%). Sessions
-        # with them dynamic: 0.93, 0.91, 0.82, 0.93, 0.80.
+        # with them dynamic: 0.93, 0.91, 0.82, 0.93, 0.80. The committed baseline's two later
+        # sessions (a new user's runs, 2.5 h on) read 0.87 and 0.86: it now holds both speeds,
+        # so its between-session spread (4.1%) carries them; the limit stays until harness runs
+        # show the default 10% quiet against such a baseline.
         thresholds={"latency_pct": 40.0},
     ))
     add(VariantSpec(
