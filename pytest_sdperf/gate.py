@@ -168,6 +168,20 @@ class Gate:
         reads as a possible regression (compare.py's screen: the measurement fixture measures it
         again in fresh workers and the two readings are judged pooled), else None. Records and
         writes nothing."""
+        verdict = self._latency_verdict(m)
+        return None if verdict is None else verdict.suspect()
+
+    def latency_again(self, m: Measurement) -> Check | None:
+        """The check of ``m`` that has it measured again in fresh workers before its verdict: a
+        suspect (``latency_suspect``), or a reading its rounds left undecided
+        (``Verdict.undecided``: inconclusive where more rounds would have narrowed it); else
+        None. Records and writes nothing."""
+        verdict = self._latency_verdict(m)
+        return None if verdict is None else verdict.suspect() or verdict.undecided()
+
+    def _latency_verdict(self, m: Measurement) -> Verdict | None:
+        """``m`` judged against its baseline entry as the gate will (None where it will not be
+        compared on latency: updating, a foreign baseline, no entry, another malloc setting)."""
         s = self.state.settings
         if s.update_all or self.state.foreign_baseline or self.state.against is not None:
             return None
@@ -178,10 +192,9 @@ class Gate:
         if entry is None or _stale(entry, glibc_malloc.recorded_mode(m.info)):
             return None
         current, stored = _figures(m, entry, None)
-        verdict = judge(current, stored, self._thresholds(entry), s.gate_mode,
-                        self.state.reference_name(), self.state.latency_checks, self.state.priors(self.spec),
-                        confirm=True)
-        return verdict.suspect()
+        return judge(current, stored, self._thresholds(entry), s.gate_mode,
+                     self.state.reference_name(), self.state.latency_checks, self.state.priors(self.spec),
+                     confirm=True)
 
     def _fail_worker(self, m: WorkerFailure) -> NoReturn:
         if m.variant:  # a worker that ran and failed is a row of the results (hung...)

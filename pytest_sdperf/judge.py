@@ -86,6 +86,14 @@ class Verdict:
         measured again in fresh workers before the test may fail), else None."""
         return next((c for c in self.checks if c.suspect), None)
 
+    def undecided(self) -> Check | None:
+        """The latency or throughput check this reading's rounds left undecided: inconclusive
+        while more rounds would still have narrowed its interval (not ``settled``), so a
+        reading in fresh workers may decide it; else None. An inconclusive check that more
+        rounds would not narrow (the baseline's recording is too noisy) is not one."""
+        return next((c for c in self.checks if c.status == INCONCLUSIVE and not c.settled
+                     and c.interval is not None), None)
+
     def regressions(self) -> list[Check]:
         """The checks that failed."""
         return [c for c in self.checks if c.status == FAIL]

@@ -499,16 +499,18 @@ def _counts(protocol: Protocol, s: Settings) -> tuple[int | None, int | None]:
 def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
                measure: Callable[[Path, tuple[LatencyStats, ...]], Measurement | WorkerFailure],
                workdir: Path) -> Measurement | WorkerFailure:
-    """A reading of a possible latency regression (a suspect, compare.py) is measured again in
-    fresh workers before the test may fail: the second measurement, pooled with the first
-    (``Measurement.earlier``), is the one judged; the first one's reading alone rides in its info
-    (the failure message and the JSON show both). Its auto rounds sample until the pooled
-    comparison is decided (``AutoTarget.confirming``), not until the second reading alone is a
-    suspect: stopped there, the pooled reading was often left undecided (inconclusive)."""
+    """A reading of a possible latency regression (a suspect, compare.py), or one its rounds
+    left undecided (inconclusive where more rounds would have narrowed it: ``Verdict.undecided``),
+    is measured again in fresh workers before the test is judged: the second measurement, with
+    the first as ``Measurement.earlier``, is the one judged (pooled with the first where the
+    second alone is a suspect too, else alone); the first one's reading alone rides in its info
+    (the message and the JSON show both). Its auto rounds sample until that comparison is
+    decided (``AutoTarget.confirming``), not until the second reading alone is a suspect:
+    stopped there, the pooled reading was often left undecided (inconclusive)."""
     from .compare import FAIL
     from .results import Measurement
 
-    first = gate.latency_suspect(m)
+    first = gate.latency_again(m)
     if first is None:
         return m
     earlier = (*m.earlier, m.latency)
@@ -519,6 +521,10 @@ def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
     pooled = dataclasses.replace(again, info=info, earlier=earlier,
                                  earlier_throughput=(*m.earlier_throughput,
                                                      *((m.throughput,) if m.throughput else ())))
+    if not first.suspect:
+        state.notes.append(f"{m.variant}: a first measurement was left undecided, so fresh workers "
+                           f"measured it again: {first.message()}")
+        return pooled
     judged = gate.latency_suspect(pooled)
     if judged is None or judged.status != FAIL:
         state.notes.append(f"{m.variant}: a first measurement read a possible latency regression, "

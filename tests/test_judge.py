@@ -292,3 +292,54 @@ def test_a_scenarios_throughput_is_judged_per_image_by_the_latency_rule() -> Non
     assert not same.regressions()
     assert [c.metric for c in judge(Figures(lat, throughput=slow), Figures(lat), t, "absolute").checks] \
         == ["latency ratio"]
+
+
+def test_a_reading_its_rounds_left_undecided_is_measured_again_in_fresh_workers(tmp_path: Path) -> None:
+    """A noisy first reading above half the limit, its rounds over while more would have
+    narrowed it, is inconclusive (``--sdperf-strict`` fails that): it is measured again, as a
+    suspect is, and the second reading decides; the first rides in the info and the notes."""
+    import dataclasses
+
+    from pytest_sdperf.plugin import _confirmed
+
+    state = _state(tmp_path)
+    spec = VariantSpec(name="ref", family="t", description="t")
+
+    def gate() -> Gate:
+        return Gate(state, "suite::test[ref]", spec, {"latency_pct": 10.0}, tmp_path)
+
+    with pytest.warns(UserWarning, match="no baseline entry"):
+        gate().check(_measurement(tmp_path, 1.0))
+    state.store.flush(state.header())
+    noisy = 1.07 * np.exp(np.random.default_rng(2).normal(0, 0.05, 6))
+    first = dataclasses.replace(_measurement(tmp_path, 1.0), latency=LatencyStats.from_samples(list(noisy)))
+    check = gate().latency_again(first)
+    assert check is not None and not check.suspect and check.status == "inconclusive" and not check.settled
+    assert gate().latency_suspect(first) is None
+    asked: list[tuple[LatencyStats, ...]] = []
+
+    def measure(workdir: Path, earlier: tuple[LatencyStats, ...]) -> Measurement:
+        asked.append(earlier)
+        return _measurement(tmp_path, 1.0)
+
+    again = _confirmed(first, gate(), state, measure, tmp_path / "confirmation")
+    assert isinstance(again, Measurement) and asked == [(first.latency,)]
+    assert "too noisy to decide" in again.info["first_measurement"]
+    assert any("left undecided, so fresh workers measured it again" in n for n in state.notes)
+    assert gate().check(again).verdict == "pass"
+    # A decided reading is not measured again.
+    assert _confirmed(_measurement(tmp_path, 1.0), gate(), state, measure, tmp_path / "c2") is not None
+    assert len(asked) == 1
+
+
+def test_only_an_inconclusive_check_more_rounds_would_narrow_is_undecided() -> None:
+    from pytest_sdperf.compare import INCONCLUSIVE, Check
+    from pytest_sdperf.judge import Verdict
+
+    def check(settled: bool, status: str = INCONCLUSIVE) -> Check:
+        return Check("latency ratio", status, 1.07, 1.0, 1.1, "x", interval=(0.9, 1.3), settled=settled)
+
+    assert Verdict(Status.INCONCLUSIVE, (check(False),)).undecided() is not None
+    # the baseline's recording too noisy to decide against: a fresh reading would not help
+    assert Verdict(Status.INCONCLUSIVE, (check(True),)).undecided() is None
+    assert Verdict(Status.PASS, (check(False, "pass"),)).undecided() is None
