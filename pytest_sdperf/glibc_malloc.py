@@ -40,13 +40,25 @@ ENV_KEYS = (*FIXED_ENV, "GLIBC_TUNABLES")
 INFO_KEY = "glibc_malloc"
 
 
-def apply(mode: str, environ: MutableMapping[str, str] | None = None) -> None:
+def apply(mode: str, environ: MutableMapping[str, str] | None = None) -> tuple[str, ...]:
     """Give ``environ`` (default ``os.environ``, which every worker inherits) the setting's
-    variables; a variable already set (the user's own) is kept. ``dynamic`` changes nothing."""
+    variables; a variable already set (the user's own) is kept. ``dynamic`` changes nothing.
+    Returns the variables it set (``withdraw`` removes them when the session ends)."""
     target = os.environ if environ is None else environ
-    if mode == FIXED:
-        for key, value in FIXED_ENV.items():
-            target.setdefault(key, value)
+    added = tuple(key for key in FIXED_ENV if key not in target) if mode == FIXED else ()
+    for key in added:
+        target[key] = FIXED_ENV[key]
+    return added
+
+
+def withdraw(added: tuple[str, ...], environ: MutableMapping[str, str] | None = None) -> None:
+    """Remove the variables ``apply`` set (and nobody changed since), so that a process that
+    goes on after the session (an in-process pytest run, a test of this plugin) keeps its own
+    environment."""
+    target = os.environ if environ is None else environ
+    for key in added:
+        if target.get(key) == FIXED_ENV[key]:
+            del target[key]
 
 
 def mode_of(environ: Mapping[str, str]) -> str:

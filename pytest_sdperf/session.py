@@ -43,8 +43,8 @@ class SdperfState:
 
     def __init__(self, settings: Settings, registry: VariantRegistry, rootdir: Path) -> None:
         self.settings = settings
-        if settings.enabled:  # before any worker (or the fork server) inherits the environment
-            glibc_malloc.apply(settings.glibc_malloc)
+        # Before any worker (or the fork server) inherits the environment; withdrawn in close().
+        self._glibc_env = glibc_malloc.apply(settings.glibc_malloc) if settings.enabled else ()
         self.registry = registry
         self.rootdir = rootdir
         self.records: list[Record] = []
@@ -377,12 +377,14 @@ class SdperfState:
 
     def close(self) -> None:
         """End what the session keeps alive (the paired reference workers, then the fork
-        server), noting what the fork server did."""
+        server), noting what the fork server did; withdraw the malloc variables it set."""
         self.references.close()
         if self._zygote is not None:
             self._zygote.close()
             if note := self._zygote.note():
                 self.notes.append(note)
+        glibc_malloc.withdraw(self._glibc_env)
+        self._glibc_env = ()
 
     def reference_paths(self, model_key: str, wl: Workload) -> list[Path]:
         """Where the FP32 reference images of this model and workload live."""

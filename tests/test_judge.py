@@ -343,3 +343,16 @@ def test_only_an_inconclusive_check_more_rounds_would_narrow_is_undecided() -> N
     # the baseline's recording too noisy to decide against: a fresh reading would not help
     assert Verdict(Status.INCONCLUSIVE, (check(True),)).undecided() is None
     assert Verdict(Status.PASS, (check(False, "pass"),)).undecided() is None
+
+
+def test_the_session_withdraws_the_malloc_variables_it_set_when_it_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers inherit the thresholds through the session's environment; a process that goes on
+    after the session (an in-process pytest run) gets its own back, a user's own value kept."""
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
+    state = _state(tmp_path)
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == str(1 << 30)
+    assert glibc_malloc.mode_of(os.environ) == "fixed"
+    state.close()
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ and os.environ["MALLOC_TRIM_THRESHOLD_"] == "123"

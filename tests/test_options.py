@@ -132,9 +132,11 @@ def test_glibc_malloc_setting_fixes_both_thresholds_and_keeps_the_users_own() ->
     from pytest_sdperf import glibc_malloc
 
     env: dict[str, str] = {"MALLOC_TRIM_THRESHOLD_": "123"}
-    glibc_malloc.apply("fixed", env)
+    added = glibc_malloc.apply("fixed", env)
     assert env == {"MALLOC_TRIM_THRESHOLD_": "123", "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
-    assert glibc_malloc.mode_of(env) == "fixed"
+    assert glibc_malloc.mode_of(env) == "fixed" and added == ("MALLOC_MMAP_THRESHOLD_",)
+    glibc_malloc.withdraw(added, env)  # the session's end: the user's own stays
+    assert env == {"MALLOC_TRIM_THRESHOLD_": "123"}
     untouched: dict[str, str] = {}
     glibc_malloc.apply("dynamic", untouched)
     assert untouched == {} and glibc_malloc.mode_of(untouched) == "dynamic"
