@@ -91,8 +91,7 @@ class Verdict:
         while more rounds would still have narrowed its interval (not ``settled``), so a
         reading in fresh workers may decide it; else None. An inconclusive check that more
         rounds would not narrow (the baseline's recording is too noisy) is not one."""
-        return next((c for c in self.checks if c.status == INCONCLUSIVE and not c.settled
-                     and c.interval is not None), None)
+        return next((c for c in self.inconclusive() if not c.settled and c.interval is not None), None)
 
     def regressions(self) -> list[Check]:
         """The checks that failed."""

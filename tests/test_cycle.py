@@ -437,7 +437,7 @@ def test_an_entry_measured_under_another_glibc_malloc_setting_is_recorded_again(
     before the option existed) is not compared with, it is recorded again and said so (a
     failure under --sdperf-strict), and the next run compares with the new recording."""
     for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
-        monkeypatch.delenv(key, raising=False)  # a user's own would be kept
+        monkeypatch.delenv(key, raising=False)  # left by another test's unclosed in-process session
     run.options = ("--sdperf-gate", "absolute")
     fake = ("--sdperf-variants", "fake")
     run.run(*fake).assert_outcomes(passed=1)
