@@ -164,7 +164,7 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
         except InstancesError as exc:
             return Paired(WorkerOutcome("skip", WorkerResult.skipped(str(exc))))
     else:
-        variant = Replicas(make) if replicas else make(0)
+        variant = Replicas(make, paired=True) if replicas else make(0)
     try:
         variant.start()
         ref = reference()
@@ -184,7 +184,13 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
             return stats if note or isinstance(yard, str) else stats.with_yardstick(yard_samples, yard.name)
 
         start = time.monotonic()
-        while more_rounds(request, samples, so_far, time.monotonic() - start):
+        # A recording's rounds dropped with an odd process out (replicas.py) are not charged to
+        # its time budget: the kept process has the budget's rounds (it kept as few as 5 here,
+        # and such an entry is too noisy to decide against later). At most the probe's rounds.
+        walls: list[float] = []  # each kept round's wall time
+        credit = 0.0
+        while more_rounds(request, samples, so_far, time.monotonic() - start - credit):
+            began = time.monotonic()
             first = len(samples) % 2 == 0  # even rounds: yardstick first, reference last
             if not isinstance(ref, str) and not first:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
@@ -204,14 +210,20 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
                 yard = _yardstick_round(yard, yard_samples, on_yardstick_failure)
             if not isinstance(ref, str) and first:
                 ref, note = _reference_round(ref, ref_samples, on_reference_failure)
+            walls.append(time.monotonic() - began)
             if isinstance(variant, Replicas):
+                if not isinstance(ref, str):  # the candidates are compared over the reference
+                    variant.beside(ref_samples[-1], ref.name)
                 # An odd process out: its rounds, and the reference's beside them, left out
                 # (here, once this round's reference round is in: the lists are in step).
-                samples, ref_samples, yard_samples = _without_dropped(
-                    variant, samples, ref_samples, yard_samples)
+                dropped = set(variant.take_dropped())
+                credit += sum(w for k, w in enumerate(walls) if k in dropped)
+                walls = [w for k, w in enumerate(walls) if k not in dropped]
+                samples, ref_samples, yard_samples = _without(dropped, samples, ref_samples, yard_samples)
         if isinstance(variant, Replicas):  # a probe the rounds ran out on is decided now
             variant.settle()
-            samples, ref_samples, yard_samples = _without_dropped(variant, samples, ref_samples, yard_samples)
+            samples, ref_samples, yard_samples = _without(set(variant.take_dropped()), samples,
+                                                          ref_samples, yard_samples)
         pid = None if isinstance(ref, str) else ref.proc.pid
         disturbed = 0 if note else disturbed_rounds(samples, ref_samples)
         probe = variant.probe if isinstance(variant, Replicas) else None
@@ -227,11 +239,10 @@ def measure_paired(request: WorkerRequest, workdir: Path, timeout_s: float, env:
         variant.close()
 
 
-def _without_dropped(variant: Replicas, samples: list[float], ref_samples: list[float],
-                     yard_samples: list[float]) -> tuple[list[float], list[float], list[float]]:
-    """The variant's, the reference's and the yardstick's rounds less those ``variant`` just
-    dropped."""
-    dropped = set(variant.take_dropped())
+def _without(dropped: set[int], samples: list[float], ref_samples: list[float],
+             yard_samples: list[float]) -> tuple[list[float], list[float], list[float]]:
+    """The variant's, the reference's and the yardstick's rounds less the rounds ``dropped``
+    (``Replicas.take_dropped``)."""
     return ([x for k, x in enumerate(samples) if k not in dropped],
             [x for k, x in enumerate(ref_samples) if k not in dropped],
             [x for k, x in enumerate(yard_samples) if k not in dropped])

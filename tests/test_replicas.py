@@ -30,6 +30,7 @@ class Candidate:
         self.commands: list[str] = []
         self.closed = False
         self.proc = SimpleNamespace(pid=0)
+        self.name = "v"
         self.last_reply: dict[str, Any] = {"ready": True, "calibration": 0.1}
 
     def start(self) -> None:
@@ -147,6 +148,105 @@ def _drive(speeds: list[float], rounds: int) -> tuple[replicas.Replicas, list[Dr
     return group, made, samples, dropped
 
 
+class Drifting(Driven):
+    """A candidate whose rounds take its seconds times the machine's speed in that round."""
+
+    machine = [1.0]
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        reply = super().ask(**cmd)
+        return {"seconds": self.seconds * self.machine[0]} if cmd["cmd"] == "round" else reply
+
+
+def _drive_paired(speeds: list[float], machine: list[float],
+                  reference_s: float = 0.5) -> tuple[replicas.Replicas, list[Drifting], list[float]]:
+    """Rounds of a paired recording, the machine's speed ``machine[k]`` in round k (the
+    reference's round beside it slowed alike), each reference round given after its round
+    (``beside``). The kept rounds' divisors."""
+    made: list[Drifting] = []
+
+    def make(i: int) -> Any:
+        made.append(Drifting(speeds[i]))
+        return made[-1]
+
+    group = replicas.Replicas(make, lambda first: True, paired=True)
+    group.start()
+    divisors: list[float] = []
+    for speed in machine:
+        Drifting.machine[0] = speed
+        group.ask(cmd="round", calibrate=False)
+        divisors.append(reference_s * speed)
+        group.beside(divisors[-1], "the-reference")
+        gone = set(group.take_dropped())
+        divisors = [x for k, x in enumerate(divisors) if k not in gone]
+    Drifting.machine[0] = 1.0
+    return group, made, divisors
+
+
+def test_paired_replicas_compare_their_rounds_over_the_reference() -> None:
+    """The machine is 30% slower in every round the second process takes: in seconds the two
+    are 30% apart (a third would be started), over the reference beside each round they agree,
+    so both processes' rounds are kept and no third is started."""
+    machine = [1.0, 1.3] * 7  # process k % 2 takes round k until the probe is decided
+    group, made, divisors = _drive_paired([1.0, 1.0], machine)
+    assert len(made) == 2 and group.probe is not None and group.probe.agreed
+    assert group.probe.over == "the-reference" and group.probe.medians == (2.0, 2.0)
+    assert len(divisors) == 14 and made[1].closed
+    assert not replicas.agree((group._median(0) * 0.5, 1.3))  # what seconds would have said
+    processes = group.finish(divisors).result.info["processes"]
+    assert processes["medians_over"] == [2.0, 2.0] and processes["over"] == "the-reference"
+
+
+def test_paired_replicas_still_drop_a_process_slow_over_the_reference() -> None:
+    group, made, divisors = _drive_paired([1.3, 1.0, 1.02], [1.0] * 20)
+    assert len(made) == 3 and group.kept == 2 and group.probe is not None
+    assert group.probe.over == "the-reference" and group.probe.medians == (2.6, 2.0, 2.04)
+    assert set(group.finish(divisors).result.info["processes"]["rounds"]) == {2}
+    note = group.probe.note("v")
+    assert ("(median per-round ratio over the-reference 2.600, 2.000); a third ran 2.040 "
+            "per-round ratio over the-reference") in note
+
+
+class Noisy(Driven):
+    """A candidate whose rounds take its seconds times the next of ``factors``, in turn."""
+
+    def __init__(self, seconds: float, factors: list[float]) -> None:
+        super().__init__(seconds)
+        self.factors, self.n = factors, 0
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        reply = super().ask(**cmd)
+        if cmd["cmd"] != "round":
+            return reply
+        self.n += 1
+        return {"seconds": self.seconds * self.factors[(self.n - 1) % len(self.factors)]}
+
+
+def test_medians_apart_by_chance_are_not_a_disagreement() -> None:
+    """Five rounds each whose medians are 8% apart while the rounds of each move by +-15%: within
+    what the rounds' noise explains, so both are kept, no third started, and no note; the same 8%
+    with rounds that agree within 1% is a process of its own speed, and a third is started."""
+    factors = [0.85, 1.15, 1.0, 0.9, 1.1]
+    made: list[Driven] = []
+
+    def make(i: int) -> Any:
+        made.append(Noisy([1.0, 1.08][i], factors))
+        return made[-1]
+
+    group = replicas.Replicas(make, lambda first: True)
+    group.start()
+    for _ in range(12):
+        group.ask(cmd="round", calibrate=False)
+    assert len(made) == 2 and group.probe is not None and group.probe.within_noise
+    assert group.probe.agreed and group.probe.note("v") == "" and group.take_dropped() == []
+    assert not replicas.agree(group.probe.medians)
+    steady = [0.995, 1.005, 1.0, 0.998, 1.002]
+    assert replicas.apart([1.0 * f for f in steady], [1.08 * f for f in steady])
+    assert not replicas.apart([1.0 * f for f in factors], [1.08 * f for f in factors])
+    kept, probe = replicas.representative(lambda i: Noisy([1.0, 1.08][i], factors), lambda first: True)
+    assert probe.within_noise and probe.agreed and probe.to_dict()["within_noise"] is True
+
+
 def test_replicas_that_agree_keep_both_processes_rounds() -> None:
     group, made, samples, dropped = _drive([1.0, 1.02], 14)
     assert len(made) == 2 and dropped == [] and made[1].closed and not made[0].closed
@@ -190,7 +290,9 @@ def test_a_recording_is_made_in_the_representative_process(run: SdperfRun) -> No
     record = next(r for r in json.loads((run.root / "r.json").read_text())["results"]
                   if r["variant"] == "fake-slow-once")
     processes = record["info"]["processes"]
-    medians, kept = processes["medians_s"], processes["kept"]
+    # compared over the paired reference: the fake's rounds over the fake beside each
+    medians, kept = processes["medians_over"], processes["kept"]
+    assert processes["over"] == "fake"
     assert len(medians) == 3 and kept != 0 and medians[0] > 2 * max(medians[1:])
     # only the kept process's rounds, each paired with a reference round
     assert set(processes["rounds"]) == {kept} and len(processes["rounds"]) == len(record["samples"])
@@ -223,7 +325,7 @@ def test_paired_rounds_stay_in_step_when_an_odd_process_is_dropped(monkeypatch: 
     class Reference(Candidate):
         def ask(self, **cmd: Any) -> dict[str, Any]:
             steps.append("r")
-            return {"seconds": float(len(steps))}
+            return {"seconds": 1.0 + len(steps) * 1e-6}  # its position, about 1 s
 
     speeds = iter([1.0, 0.93, 1.3])
     monkeypatch.setattr(pairing, "DrivenWorker", lambda *a, **k: Timed(next(speeds)))
@@ -233,7 +335,7 @@ def test_paired_rounds_stay_in_step_when_an_odd_process_is_dropped(monkeypatch: 
     latency = paired.outcome.result.latency
     assert len(latency.samples) == len(latency.reference) > 0
     for v, r in zip(latency.samples, latency.reference, strict=True):
-        assert round(v, 3) == 1.0 and abs(round((v - 1.0) * 1e6) - r) == 1  # beside each other
+        assert round(v, 3) == 1.0 and abs(round((v - 1.0) * 1e6) - round((r - 1.0) * 1e6)) == 1  # beside each other
     assert paired.outcome.result.info["processes"]["kept"] == 0 and "a third ran" in paired.processes
 
 
@@ -262,3 +364,32 @@ def test_two_processes_cut_short_keep_both_and_say_so() -> None:
     agreeing, _, _, _ = _drive([1.0, 1.01], 3)
     agreeing.settle()
     assert agreeing.probe.agreed and agreeing.probe.note("v") == ""
+
+
+def test_rounds_dropped_with_an_odd_process_are_not_charged_to_the_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recording with a 30 s budget, each call taking 1 s on a stand-in clock: the first two
+    processes differ, a third takes its 5 rounds, and the first two's 10 rounds (20 s with the
+    reference's) are dropped at the 15th round; the kept process still has the budget's rounds
+    (15, not the 5 it would have kept when the dropped rounds counted)."""
+    from pytest_sdperf import pairing
+
+    clock = [0.0]
+
+    class Clocked(Driven):
+        def ask(self, **cmd: Any) -> dict[str, Any]:
+            reply = super().ask(**cmd)
+            if cmd["cmd"] == "round":
+                clock[0] += 1.0
+            return reply
+
+    speeds = iter([1.3, 1.0, 1.02])
+    monkeypatch.setattr(pairing, "DrivenWorker", lambda *a, **k: Clocked(next(speeds)))
+    monkeypatch.setattr(pairing, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    auto = SimpleNamespace(min_rounds=5, max_rounds=60, budget_s=30.0, halfwidth=0.02, target=None)
+    request: Any = SimpleNamespace(rounds=0, auto=auto, variant=SimpleNamespace(name="v"))
+    paired = pairing.measure_paired(request, Path("unused"), 60.0, {}, 0.0, lambda: Clocked(0.5),
+                                    lambda why: None, replicas=True)
+    latency = paired.outcome.result.latency
+    assert paired.outcome.result.info["processes"]["kept"] == 2
+    assert set(latency.samples) == {1.02} and len(latency.samples) == len(latency.reference) == 15
