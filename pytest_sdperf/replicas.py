@@ -114,7 +114,7 @@ class Probe:
             return (f"{head}; timed again beside a third: {again} {unit}, and process "
                     f"{self.kept + 1}, the middle one, was kept")
         short = f" over fewer than {PROBE_ROUNDS} rounds, as the rounds ran out" if self.short else ""
-        third = f"{self.medians[2]:.3f} {unit}" if self.over else f"{self.medians[2]:.3f} s"
+        third = f"{self.medians[2]:.3f} {unit if self.over else 's'}"
         return (f"{head}; a third ran {third}{short}, and process "
                 f"{self.kept + 1}, the middle one, was kept")
 
@@ -309,10 +309,15 @@ class Replicas:
             self.probe = self._probe_of(medians, kept, short=True)
             self._drop(set(self.live) - {kept})
 
+    @property
+    def _over_reference(self) -> bool:
+        """Whether every round has the paired reference's seconds beside it (``beside``)."""
+        return self._paired and len(self.divisors) == len(self.seconds)
+
     def _figures(self, i: int) -> list[float]:
         """Candidate ``i``'s rounds: over the reference beside each where every round has one
         (``paired``), else its seconds."""
-        if self._paired and len(self.divisors) == len(self.seconds):
+        if self._over_reference:
             figures = [s / d for s, d in zip(self.seconds, self.divisors, strict=True)]
         else:
             figures = self.seconds
@@ -323,7 +328,7 @@ class Replicas:
 
     def _probe_of(self, medians: tuple[float, ...], kept: int, short: bool = False,
                   within_noise: bool = False) -> Probe:
-        over = self._over if self._paired and len(self.divisors) == len(self.seconds) else ""
+        over = self._over if self._over_reference else ""
         return Probe(medians, kept, short=short, over=over, within_noise=within_noise)
 
     def _decide(self) -> None:
