@@ -21,12 +21,16 @@ from filelock import FileLock
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .measure.latency import LatencyStats
+from .workload import Thresholds
 
 SCHEMA_VERSION = 1
 # How an entry's ``thresholds`` are read. 1: every limit the test was recorded with (the rules
 # before entry rules existed). 2: only the entry's own limits (hand edits), so the defaults and
 # the session's --sdperf-*-pct options reach every test without it being re-recorded.
 ENTRY_RULES = 2
+# The limits every entry of rules 1 was written with, before the marker's and the variant's:
+# an old entry's stored limit that equals what these give is not a hand edit.
+RULES_1_DEFAULTS = Thresholds(latency_pct=50.0, memory_pct=20.0, min_ssim=0.90, min_psnr=20.0)
 # What a baseline file keeps of the session header (a measured peak would churn every write).
 HEADER_KEYS = ("machine", "environment")
 
@@ -155,6 +159,15 @@ class BaselineEntry:
             "build_s": self.build_s, "recorded": self.recorded,
             **({"throughput": self.throughput.to_dict()} if self.throughput else {}),
         }
+
+    def own_limits(self, given: Mapping[str, float]) -> dict[str, float]:
+        """The entry's own limits (hand edits). An entry of rules 1 stored every limit it was
+        recorded with; of those, the ones the old defaults with ``given`` (the variant's, then
+        the marker's) give are not its own."""
+        if self.rules >= 2:
+            return dict(self.thresholds)
+        stored = RULES_1_DEFAULTS.merged(given).to_dict()
+        return {k: v for k, v in self.thresholds.items() if stored.get(k) != v}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BaselineEntry:

@@ -7,6 +7,7 @@
     sdperf history [--db DB] [--variant V]
     sdperf baselines show [--dir baselines]
     sdperf baselines prune --keep-variants a,b | --older-than DAYS [--dry-run]
+    sdperf baselines reach [--latency-pct P] [--rounds 10 30]   # what each entry can see
     sdperf baselines merge [SHARD.json...]      # shards' baseline updates into the file
     sdperf model build tiny --out DIR
     sdperf sweep VARIANT --values 1,2,4 --cap-ms MS [-- PYTEST ARGS]   # the knee (sweep_run.py)
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .compare import FAIL, INCONCLUSIVE, Check
-from .config import default_of, non_negative_float
+from .config import DECIDE_MIN_ROUNDS, default_of, non_negative_float, positive_int
 from .extras import HISTORY, HTML_REPORT, Feature
 from .history import DEFAULT_FILE
 from .judge import Figures, judge
@@ -290,6 +291,49 @@ def cmd_baselines_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_baselines_reach(args: argparse.Namespace) -> int:
+    """What each entry lets the latency gate see, by rounds, and its floor (reach.py)."""
+    from .baselines import BaselineEntry
+    from .reach import reach_of_file, table
+    from .variants.builtin import register_builtin
+    from .variants.registry import VariantError, VariantRegistry
+
+    path = _baseline_path(args)
+    entries = {key: BaselineEntry.from_dict(e) for key, e in _load_baseline(path)["entries"].items()}
+    registry = VariantRegistry()
+    register_builtin(registry)
+
+    def variant_limits(name: str) -> Mapping[str, float]:
+        try:
+            return registry.get(name).thresholds
+        except VariantError:
+            return {}
+
+    def family_of(name: str) -> str:
+        try:
+            return registry.get(name).family
+        except VariantError:
+            return ""  # a plugin's variant: a family of its own, as the gate counts it
+
+    def limit_of(entry: BaselineEntry) -> float:
+        # As the gate ranks them: defaults < the variant's < --latency-pct < the entry's own.
+        option = {} if args.latency_pct is None else {"latency_pct": args.latency_pct}
+        own = entry.own_limits(variant_limits(entry.variant))
+        return Thresholds().merged(variant_limits(entry.variant)).merged(option).merged(own).latency_pct
+
+    rounds = tuple(sorted({int(n) for n in args.rounds}))
+    reaches = reach_of_file(entries, family_of, limit_of, args.checks, rounds)
+    print(f"{path}: {len(entries)} entries; the smallest slowdown the paired gate flags 19 times "
+          f"in 20 after N rounds (sees@N), with any number (floor), among "
+          f"{args.checks or len(entries)} latency checks")
+    _emit(table(reaches))
+    short = sum(not r.reachable for r in reaches)
+    print(f"{len(reaches) - short} of {len(reaches)} entries can see a slowdown of their limit's size; "
+          f"{short} cannot with any number of rounds (the floor: the baseline's between-session "
+          f"spread, and its sessions' own noise over their number)")
+    return EXIT_OK
+
+
 def _prune_rule(args: argparse.Namespace) -> Callable[[Mapping[str, Any]], bool]:
     """Which entries prune removes: variants not kept, or recorded more than N days ago."""
     if args.keep_variants is None and args.older_than is None:
@@ -400,9 +444,11 @@ def _add_compare(sub: Any) -> None:
 
 def _add_baselines(sub: Any) -> None:
     p = sub.add_parser("baselines", help="show, prune or merge into a machine's baseline file")
-    bsub = p.add_subparsers(dest="action", required=True, metavar="show|prune|merge")
+    bsub = p.add_subparsers(dest="action", required=True, metavar="show|prune|reach|merge")
     for name, func, text in (("show", cmd_baselines_show, "list the entries"),
-                             ("prune", cmd_baselines_prune, "remove entries by variant or age")):
+                             ("prune", cmd_baselines_prune, "remove entries by variant or age"),
+                             ("reach", cmd_baselines_reach, "what slowdown each entry lets the "
+                              "latency gate see, by rounds, and its floor")):
         q = bsub.add_parser(name, help=text, description=text + ". prune removes the entries whose "
                             "variant matches none of --keep-variants (names or globs), and/or whose "
                             "'recorded' time is more than --older-than DAYS ago." if name == "prune" else text)
@@ -422,6 +468,13 @@ def _add_baselines(sub: Any) -> None:
     merge.add_argument("--machine-key", help="whose file (default: this machine's key)")
     merge.add_argument("--force", action="store_true", help="merge files of another machine key too")
     merge.set_defaults(func=cmd_baselines_merge)
+    reach = bsub.choices["reach"]
+    reach.add_argument("--latency-pct", type=non_negative_float, default=None,
+                       help="the limit, as --sdperf-latency-pct gives it (default: each test's)")
+    reach.add_argument("--checks", type=positive_int, default=None,
+                       help="latency checks in the session (default: one per entry)")
+    reach.add_argument("--rounds", type=positive_int, nargs="+", default=[DECIDE_MIN_ROUNDS, 30],
+                       metavar="N", help=f"rounds to project (default {DECIDE_MIN_ROUNDS} 30)")
     prune = bsub.choices["prune"]
     prune.add_argument("--keep-variants", metavar="LIST", help="comma list of variant names or globs to keep")
     prune.add_argument("--older-than", metavar="DAYS", type=non_negative_float,

@@ -117,6 +117,9 @@ class Check:
     #: its interval at ``SCREEN_Z`` above 1); every failing latency check is one
     suspect: bool = False
     readings: int = 1  # latency: this session's readings pooled in ``measured``
+    #: latency: the smallest detectable slowdown with any number of rounds, this run's noise
+    #: gone (the between-session spread and the recording's stay; reach.py)
+    detectable_floor_pct: float | None = None
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""
@@ -255,6 +258,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
         f"n={'+'.join(str(len(r)) for r in reversed(readings))}/{len(baseline)}"
     )
     detectable = detectable_pct(spread, checks, half, confirm and m == 1)
+    floor = detectable_pct(replace(spread, within=0.0, earlier=0.0), checks, half, confirm and m == 1)
     detail += f", smallest detectable slowdown {detectable:.0f}%"
     # A failing reading is a suspect too: its z (``suite_z``, at least 1.96) is never under SCREEN_Z.
     suspect = point > half and point * float(np.exp(-SCREEN_Z * se)) > 1.0
@@ -280,7 +284,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
             detail += ("; the baseline's recording is too noisy to decide against: re-record this "
                        "test (--sdperf-update-all -k TEST, more rounds: --sdperf-rounds)")
     return Check("latency ratio", status, point, 1.0, limit, "x", detail, float(detectable), (low, high),
-                 settled, note, z, suspect, m)
+                 settled, note, z, suspect, m, float(floor))
 
 
 def detectable_pct(spread: Spread, checks: int, half: float, two_stage: bool) -> float:

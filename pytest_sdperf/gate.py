@@ -46,11 +46,6 @@ class SdperfRecorded(UserWarning):
     """A baseline entry or reference image that was missing, written now (the test passes)."""
 
 
-# The limits every entry of rules 1 was written with, before the marker's and the variant's:
-# an old entry's stored limit that equals what these give is not a hand edit.
-RULES_1_DEFAULTS = Thresholds(latency_pct=50.0, memory_pct=20.0, min_ssim=0.90, min_psnr=20.0)
-
-
 @dataclass(frozen=True)
 class Stored:
     """A test's baseline entry as looked up: its key, the entry (None: nothing stored) and
@@ -377,14 +372,10 @@ class Gate:
                 .merged(self._own_limits(entry)).merged(self.marker_thresholds))
 
     def _own_limits(self, entry: BaselineEntry | None) -> dict[str, float]:
-        """The entry's own limits. An entry of rules 1 stored every limit it was recorded with;
-        of those, the ones the old defaults, the variant and the marker give are not its own."""
+        """The entry's own limits (``BaselineEntry.own_limits``)."""
         if entry is None:
             return {}
-        if entry.rules >= 2:
-            return dict(entry.thresholds)
-        given = RULES_1_DEFAULTS.merged(self.spec.thresholds).merged(self.marker_thresholds).to_dict()
-        return {k: v for k, v in entry.thresholds.items() if given.get(k) != v}
+        return entry.own_limits({**self.spec.thresholds, **self.marker_thresholds})
 
     def _regression_text(self, m: Measurement, stored: Stored, regressions: list[Check],
                          new_entry: BaselineEntry) -> list[str]:
@@ -460,6 +451,8 @@ class Gate:
             memory=m.memory.to_dict(), ssim=sim.ssim if sim else None,
             psnr=sim.to_dict()["psnr"] if sim else None, info=info, reason=outcome.reason,
             detectable_pct=latency.detectable_pct if latency else None,
+            detectable_floor_pct=latency.detectable_floor_pct if latency else None,
+            latency_limit_pct=round((latency.limit - 1.0) * 100.0, 9) if latency else None,
             ratio=latency.measured if latency else None,
             ratio_interval=latency.interval if latency else None,
             ratio_z=latency.z if latency else None, samples=m.latency.samples,

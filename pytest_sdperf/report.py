@@ -153,6 +153,20 @@ def counts_line(records: Sequence[Record]) -> str:
         for verdict, n in verdict_counts(records).items())
 
 
+def floor_line(records: Sequence[Record]) -> str:
+    """How many latency checks cannot see a slowdown of their limit's size with any number of
+    rounds against their baseline (their floor is over it), or "" where every one can."""
+    judged = [(r.detectable_floor_pct, r.latency_limit_pct) for r in records
+              if r.detectable_floor_pct is not None and r.latency_limit_pct is not None]
+    over = [floor for floor, limit in judged if floor > limit]
+    if not over:
+        return ""
+    return (f"sdperf: {len(over)} of {len(judged)} latency checks cannot see a slowdown of their "
+            f"limit's size against their baseline with any number of rounds (their floor, "
+            f"{min(over):.0f}-{max(over):.0f}%, is set by the baseline: its between-session "
+            f"spread and its recording's noise); `sdperf baselines reach` shows each")
+
+
 def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], notes: Sequence[str],
                            written: Sequence[Path], reference: str = REFERENCE_VARIANT) -> None:
     """The end-of-session section."""
@@ -168,6 +182,8 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
                       "with its interval (between-session spread and the session's number of "
                       "checks included); sees: the smallest slowdown this run would flag 19 times in 20")
         tr.write_line(counts_line(records))
+        if floors := floor_line(records):
+            tr.write_line(floors)
     for name, r in zip(labels(records), records, strict=True):
         if r.info.get("scenario"):
             tr.write_line(f"LoadGen {name}: {r.info['scenario'].get('summary', '')}")

@@ -110,6 +110,9 @@ class Record:
     info: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
     detectable_pct: float | None = None
+    #: the smallest detectable slowdown with any number of rounds against this baseline
+    detectable_floor_pct: float | None = None
+    latency_limit_pct: float | None = None  # the latency limit the check held the ratio to
     ratio: float | None = None  # latency now over the baseline, in the gate's mode
     ratio_interval: tuple[float, float] | None = None  # ratio * exp(+-ratio_z SE)
     ratio_z: float | None = None  # the interval's z: corrected for the session's latency checks
