@@ -89,6 +89,17 @@ def _summary(header: Mapping[str, Any], records: Sequence[Record], generated: st
             f"generated {escape(generated)}</div>{note_html}<div class='badges'>{badges}</div>")
 
 
+def _sees_cell(r: Record, sees: str) -> str:
+    """The ``sees`` cell, its floor in the title; a floor over the limit shown in the cell."""
+    floor, limit = r.detectable_floor_pct, r.latency_limit_pct
+    if floor is None:
+        return f"<td>{escape(sees)}</td>"
+    title = (f"floor {floor:.1f}%: the smallest slowdown any number of rounds could see against "
+             f"this baseline")
+    shown = f"{sees} (floor {floor:.0f}%)" if limit is not None and floor > limit else sees
+    return f"<td title='{escape(title)}'>{escape(shown)}</td>"
+
+
 def _table(records: Sequence[Record], reference: str) -> str:
     cells = rows(records, reference)
     body = []
@@ -98,7 +109,8 @@ def _table(records: Sequence[Record], reference: str) -> str:
         p90 = f"{r.p90_s:.3f} s" if r.p90_s is not None else "-"
         tds = [f"<td class='l'>{escape(short_id(r.test_id))}</td>", f"<td class='l'><b>{escape(variant)}</b></td>"]
         tds += [f"<td>{escape(c)}</td>" for c in (p50, p90, up, ips, gflops, pct, mem, size, ssim, psnr,
-                                                     vs_base, sees)]
+                                                     vs_base)]
+        tds.append(_sees_cell(r, sees))
         tds += [f"<td class='l'>{_pill(r.verdict)}</td>", f"<td class='l reason'>{escape(r.reason)}</td>"]
         body.append("<tr>" + "".join(tds) + "</tr>")
     head = "".join(f"<th class='{'l' if h in ('test', 'variant', 'verdict', 'reason') else ''}'>{h}</th>"

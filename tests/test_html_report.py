@@ -50,10 +50,14 @@ def test_report_holds_table_charts_images_and_environment(tmp_path: Path) -> Non
         _record("torch-fp32", 2.0, 1.0, images=(ref,), reference_images=(ref,)),
         _record("ov-int8", 0.5, 0.62, "regression", reason="SSIM: measured 0.62, limit 0.9",
                 images=(_png(tmp_path / "int8.png", 1, noise=40),), reference_images=(ref,)),
-        _record("torch-lost", 1.0, 0.99, images=(str(tmp_path / "gone.png"),), reference_images=(ref,)),
+        _record("torch-lost", 1.0, 0.99, images=(str(tmp_path / "gone.png"),), reference_images=(ref,),
+                detectable_pct=12.6, detectable_floor_pct=11.2, latency_limit_pct=10.0),
     ]
     header = {"machine": {"key": "x86-test-4c", "cpu": "Test CPU"}, "environment": {"torch": "2.14.1"}}
     html = render(header, records, "torch-fp32")
+    # A floor over the limit is shown in the sees cell, every floor in its title.
+    assert "<td title='floor 11.2%: the smallest slowdown any number of rounds" in html
+    assert ">&gt;13% (floor 11%)</td>" in html
     table = html.split("id='results'")[1].split("</table>")[0]
     assert table.count("<tr>") == 4  # header + 3 rows
     assert "4.00x" in table and "2.00x" in table and "1.00x" in table  # speedups against fp32
