@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .atomic import atomic_write_text
+from .config import BASELINE_SESSIONS
 from .measure.memory import gated_figure
 from .results import Record
 from .session import REFERENCE_VARIANT
@@ -155,16 +156,21 @@ def counts_line(records: Sequence[Record]) -> str:
 
 def floor_line(records: Sequence[Record]) -> str:
     """How many latency checks cannot see a slowdown of their limit's size with any number of
-    rounds against their baseline (their floor is over it), or "" where every one can."""
-    judged = [(r.detectable_floor_pct, r.latency_limit_pct) for r in records
-              if r.detectable_floor_pct is not None and r.latency_limit_pct is not None]
-    over = [floor for floor, limit in judged if floor > limit]
+    rounds against their baseline (their floor is over it), or "" where every one can; and how
+    many of those were judged against fewer than ``BASELINE_SESSIONS`` sessions (later passing
+    runs add sessions: the recording's noise and the spread's estimate weigh less)."""
+    judged = [r for r in records if r.detectable_floor_pct is not None and r.latency_limit_pct is not None]
+    over = [r for r in judged if (r.detectable_floor_pct or 0.0) > (r.latency_limit_pct or 0.0)]
     if not over:
         return ""
+    floors = [r.detectable_floor_pct or 0.0 for r in over]
+    young = sum(int(r.info.get("baseline_sessions", BASELINE_SESSIONS)) < BASELINE_SESSIONS for r in over)
+    more = (f"; {young} of them against fewer than {BASELINE_SESSIONS} sessions: each passing run "
+            f"adds one, which lowers the floor where the sessions agree" if young else "")
     return (f"sdperf: {len(over)} of {len(judged)} latency checks cannot see a slowdown of their "
             f"limit's size against their baseline with any number of rounds (their floor, "
-            f"{min(over):.0f}-{max(over):.0f}%, is set by the baseline: its between-session "
-            f"spread and its recording's noise); `sdperf baselines reach` shows each")
+            f"{min(floors):.0f}-{max(floors):.0f}%, is set by the baseline: its between-session "
+            f"spread and its recording's noise){more}; `sdperf baselines reach` shows each")
 
 
 def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], notes: Sequence[str],

@@ -84,15 +84,18 @@ def test_at_the_recordings_own_rounds_the_projection_is_what_the_gate_reports() 
 
 
 def test_the_summary_counts_the_checks_whose_floor_is_over_their_limit() -> None:
-    def record(name: str, floor: float | None, limit: float | None) -> Record:
+    def record(name: str, floor: float | None, limit: float | None, sessions: int = 5) -> Record:
         return Record(TEST.format(name), name, "m", "w", "pass", detectable_floor_pct=floor,
-                      latency_limit_pct=limit)
+                      latency_limit_pct=limit, info={"baseline_sessions": sessions})
 
     assert floor_line([record("a", 8.0, 10.0), record("b", None, None)]) == ""
     line = floor_line([record("a", 8.0, 10.0), record("b", 12.4, 10.0), record("c", 31.0, 10.0),
                        record("d", 30.0, 40.0), record("e", None, None)])
     assert line.startswith("sdperf: 2 of 4 latency checks cannot see a slowdown of their limit's size")
-    assert "12-31%" in line and "sdperf baselines reach" in line
+    assert "12-31%" in line and "sdperf baselines reach" in line and "fewer than" not in line
+    young = floor_line([record("b", 12.4, 10.0, sessions=2), record("c", 31.0, 10.0),
+                        record("d", 9.0, 10.0, sessions=1)])
+    assert young.startswith("sdperf: 2 of 3 latency checks") and "; 1 of them against fewer than 5 sessions" in young
 
 
 def test_short_test_names_the_test_without_file_model_or_workload() -> None:
