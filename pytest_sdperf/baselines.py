@@ -184,6 +184,15 @@ class BaselineEntry:
         )
 
 
+def limits_for(entry: BaselineEntry | None, variant: Mapping[str, float], session: Mapping[str, float],
+               marker: Mapping[str, float] | None = None) -> Thresholds:
+    """A test's limits, ranked: the defaults < the ``variant``'s < the ``session``'s options
+    (--sdperf-latency-pct, ...) < the ``entry``'s own (hand edits) < the ``marker``'s."""
+    marker = marker or {}
+    own = entry.own_limits({**variant, **marker}) if entry is not None else {}
+    return Thresholds().merged(variant).merged(session).merged(own).merged(marker)
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 

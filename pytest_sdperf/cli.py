@@ -293,7 +293,7 @@ def cmd_baselines_show(args: argparse.Namespace) -> int:
 
 def cmd_baselines_reach(args: argparse.Namespace) -> int:
     """What each entry lets the latency gate see, by rounds, and its floor (reach.py)."""
-    from .baselines import BaselineEntry
+    from .baselines import BaselineEntry, limits_for
     from .reach import reach_of_file, table
     from .variants.builtin import register_builtin
     from .variants.registry import VariantError, VariantRegistry
@@ -309,20 +309,12 @@ def cmd_baselines_reach(args: argparse.Namespace) -> int:
         except VariantError:
             return {}
 
-    def family_of(name: str) -> str:
-        try:
-            return registry.get(name).family
-        except VariantError:
-            return ""  # a plugin's variant: a family of its own, as the gate counts it
-
     def limit_of(entry: BaselineEntry) -> float:
-        # As the gate ranks them: defaults < the variant's < --latency-pct < the entry's own.
         option = {} if args.latency_pct is None else {"latency_pct": args.latency_pct}
-        own = entry.own_limits(variant_limits(entry.variant))
-        return Thresholds().merged(variant_limits(entry.variant)).merged(option).merged(own).latency_pct
+        return limits_for(entry, variant_limits(entry.variant), option).latency_pct
 
     rounds = tuple(sorted({int(n) for n in args.rounds}))
-    reaches = reach_of_file(entries, family_of, limit_of, args.checks, rounds)
+    reaches = reach_of_file(entries, registry.family_of, limit_of, args.checks, rounds)
     print(f"{path}: {len(entries)} entries; the smallest slowdown the paired gate flags 19 times "
           f"in 20 after N rounds (sees@N), with any number (floor), among "
           f"{args.checks or len(entries)} latency checks")

@@ -24,7 +24,7 @@ from typing import Any, Mapping, NoReturn
 import pytest
 
 from . import glibc_malloc
-from .baselines import BaselineEntry, BaselineError, entry_key, model_label
+from .baselines import BaselineEntry, BaselineError, entry_key, limits_for, model_label
 from .compare import PASS, Check, compare_latency, stage_changes
 from .config import BASELINE_SESSIONS
 from .judge import Figures, Verdict, judge, verdict_of
@@ -367,9 +367,8 @@ class Gate:
     def _thresholds(self, entry: BaselineEntry | None) -> Thresholds:
         """Defaults < the variant's < the session's options (--sdperf-latency-pct, ...) < the
         baseline entry's own limits (hand edits) < the marker's."""
-        return (Thresholds().merged(self.spec.thresholds)
-                .merged(self.state.settings.threshold_overrides(self.spec.name))
-                .merged(self._own_limits(entry)).merged(self.marker_thresholds))
+        return limits_for(entry, self.spec.thresholds,
+                          self.state.settings.threshold_overrides(self.spec.name), self.marker_thresholds)
 
     def _own_limits(self, entry: BaselineEntry | None) -> dict[str, float]:
         """The entry's own limits (``BaselineEntry.own_limits``)."""

@@ -91,12 +91,12 @@ def _summary(header: Mapping[str, Any], records: Sequence[Record], generated: st
 
 def _sees_cell(r: Record, sees: str) -> str:
     """The ``sees`` cell, its floor in the title; a floor over the limit shown in the cell."""
-    floor, limit = r.detectable_floor_pct, r.latency_limit_pct
+    floor = r.detectable_floor_pct
     if floor is None:
         return f"<td>{escape(sees)}</td>"
     title = (f"floor {floor:.1f}%: the smallest slowdown any number of rounds could see against "
              f"this baseline")
-    shown = f"{sees} (floor {floor:.0f}%)" if limit is not None and floor > limit else sees
+    shown = f"{sees} (floor {floor:.0f}%)" if r.floor_over_limit else sees
     return f"<td title='{escape(title)}'>{escape(shown)}</td>"
 
 

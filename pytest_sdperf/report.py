@@ -159,15 +159,15 @@ def floor_line(records: Sequence[Record]) -> str:
     rounds against their baseline (their floor is over it), or "" where every one can; and how
     many of those were judged against fewer than ``BASELINE_SESSIONS`` sessions (later passing
     runs add sessions: the recording's noise and the spread's estimate weigh less)."""
-    judged = [r for r in records if r.detectable_floor_pct is not None and r.latency_limit_pct is not None]
-    over = [r for r in judged if (r.detectable_floor_pct or 0.0) > (r.latency_limit_pct or 0.0)]
+    judged = sum(r.detectable_floor_pct is not None and r.latency_limit_pct is not None for r in records)
+    over = [r for r in records if r.floor_over_limit]
     if not over:
         return ""
-    floors = [r.detectable_floor_pct or 0.0 for r in over]
+    floors = [r.detectable_floor_pct or 0.0 for r in over]  # every one set: over its limit
     young = sum(int(r.info.get("baseline_sessions", BASELINE_SESSIONS)) < BASELINE_SESSIONS for r in over)
     more = (f"; {young} of them against fewer than {BASELINE_SESSIONS} sessions: each passing run "
             f"adds one, which lowers the floor where the sessions agree" if young else "")
-    return (f"sdperf: {len(over)} of {len(judged)} latency checks cannot see a slowdown of their "
+    return (f"sdperf: {len(over)} of {judged} latency checks cannot see a slowdown of their "
             f"limit's size against their baseline with any number of rounds (their floor, "
             f"{min(floors):.0f}-{max(floors):.0f}%, is set by the baseline: its between-session "
             f"spread and its recording's noise){more}; `sdperf baselines reach` shows each")

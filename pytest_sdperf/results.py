@@ -121,6 +121,13 @@ class Record:
     reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
     efficiency: Mapping[str, Any] = field(default_factory=dict)  # see measure/efficiency.py
 
+    @property
+    def floor_over_limit(self) -> bool:
+        """Whether no number of rounds could see a slowdown of the limit's size against this
+        baseline (its floor is over the limit)."""
+        floor, limit = self.detectable_floor_pct, self.latency_limit_pct
+        return floor is not None and limit is not None and floor > limit
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--sdperf-json``'s ``results``."""
         return dataclasses.asdict(self)

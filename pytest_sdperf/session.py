@@ -22,7 +22,7 @@ from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
 from .runner import DrivenWorker, WorkerOutcome, run_worker, worker_env
 from .variants.availability import cuda_available, unavailable_reason
-from .variants.registry import VariantError, VariantRegistry, VariantSpec
+from .variants.registry import VariantRegistry, VariantSpec
 from .workload import Workload
 from .zygote import Zygote
 
@@ -121,14 +121,8 @@ class SdperfState:
                 entries = self.store.entries()
             except BaselineError:
                 entries = {}
-            self._learnt = priors.learn(entries, self._family_of)
+            self._learnt = priors.learn(entries, self.registry.family_of)
         return priors.for_family(self._learnt, spec.family)
-
-    def _family_of(self, name: str) -> str:
-        try:
-            return self.registry.get(name).family
-        except VariantError:
-            return ""  # a variant no longer registered: a family of its own
 
     @property
     def store(self) -> BaselineStore:

@@ -350,6 +350,14 @@ class VariantRegistry:
         known = [*self._specs, *(p.shown for p in self._patterns)]
         raise VariantError(f"unknown variant {name!r}; known variants: {', '.join(known)}")
 
+    def family_of(self, name: str) -> str:
+        """``name``'s family; "" for a variant not registered (a plugin's, or one no longer
+        registered): a family of its own."""
+        try:
+            return self.get(name).family
+        except VariantError:
+            return ""
+
     def select(self, patterns: Iterable[str] | None) -> list[VariantSpec]:
         """Every registered variant (``patterns`` None), else ``expand(patterns)``."""
         if patterns is None:
