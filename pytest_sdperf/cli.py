@@ -7,7 +7,7 @@
     sdperf history [--db DB] [--variant V]
     sdperf baselines show [--dir baselines]
     sdperf baselines prune --keep-variants a,b | --older-than DAYS [--dry-run]
-    sdperf baselines reach [--latency-pct P] [--rounds 10 30]   # what each entry can see
+    sdperf baselines reach [--latency-pct P] [--rounds 10 30] [--sessions K]   # what each entry can see
     sdperf baselines merge [SHARD.json...]      # shards' baseline updates into the file
     sdperf model build tiny --out DIR
     sdperf sweep VARIANT --values 1,2,4 --cap-ms MS [-- PYTEST ARGS]   # the knee (sweep_run.py)
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .compare import FAIL, INCONCLUSIVE, Check
-from .config import DECIDE_MIN_ROUNDS, default_of, non_negative_float, positive_int
+from .config import BASELINE_SESSIONS, DECIDE_MIN_ROUNDS, default_of, non_negative_float, positive_int
 from .extras import HISTORY, HTML_REPORT, Feature
 from .history import DEFAULT_FILE
 from .judge import Figures, judge
@@ -314,7 +314,8 @@ def cmd_baselines_reach(args: argparse.Namespace) -> int:
         return limits_for(entry, variant_limits(entry.variant), option).latency_pct
 
     rounds = tuple(sorted({int(n) for n in args.rounds}))
-    reaches = reach_of_file(entries, registry.family_of, limit_of, args.checks, rounds)
+    reaches = reach_of_file(entries, registry.family_of, limit_of, args.checks, rounds,
+                            sessions=args.sessions)
     print(f"{path}: {len(entries)} entries; the smallest slowdown the paired gate flags 19 times "
           f"in 20 after N rounds (sees@N), with any number (floor), among "
           f"{args.checks or len(entries)} latency checks")
@@ -323,6 +324,10 @@ def cmd_baselines_reach(args: argparse.Namespace) -> int:
     print(f"{len(reaches) - short} of {len(reaches)} entries can see a slowdown of their limit's size; "
           f"{short} cannot with any number of rounds (the floor: the baseline's between-session "
           f"spread, and its sessions' own noise over their number)")
+    if args.sessions is not None:
+        matured = sum(r.matured is not None and r.matured[1] <= r.limit_pct for r in reaches)
+        print(f"with {args.sessions} sessions an entry (the spreads as they are), {matured} of "
+              f"{len(reaches)} could (their floor with K sessions)")
     return EXIT_OK
 
 
@@ -467,6 +472,9 @@ def _add_baselines(sub: Any) -> None:
                        help="latency checks in the session (default: one per entry)")
     reach.add_argument("--rounds", type=positive_int, nargs="+", default=[DECIDE_MIN_ROUNDS, 30],
                        metavar="N", help=f"rounds to project (default {DECIDE_MIN_ROUNDS} 30)")
+    reach.add_argument("--sessions", type=positive_int, default=None, metavar="K",
+                       help=f"also each floor were its entry to hold K sessions, the spread between "
+                            f"them as it is (entries keep up to {BASELINE_SESSIONS})")
     prune = bsub.choices["prune"]
     prune.add_argument("--keep-variants", metavar="LIST", help="comma list of variant names or globs to keep")
     prune.add_argument("--older-than", metavar="DAYS", type=non_negative_float,

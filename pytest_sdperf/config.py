@@ -26,8 +26,12 @@ RECORD_MIN_ROUNDS = 20
 AUTO_MAX_ROUNDS = 60
 #: A baseline entry keeps the medians of at most this many sessions: its recording, then each
 #: later session whose comparison did not regress (see compare.py: a recording made while the
-#: machine was in an unusual state is outweighed by the sessions after it).
-BASELINE_SESSIONS = 5
+#: machine was in an unusual state is outweighed by the sessions after it). The baseline's part
+#: of a comparison's variance, (b^2 + s_r^2)/k, is what the sessions' number narrows: on the
+#: committed AVX-512 baseline (2026-12-07, ``sdperf baselines reach``, the same spreads) ten
+#: sessions instead of five lower every test's floor by 0.2-2.3 points, and bring three of the
+#: sixteen whose floor was over 10% under it (env-tcmalloc, ov-static, vae-slicing).
+BASELINE_SESSIONS = 10
 AUTO_HALFWIDTH = 0.02  # stop when the 95% CI of the median is within +-2%
 
 

@@ -49,6 +49,9 @@ class Reach:
     at: Mapping[int, float]  # rounds -> smallest detectable slowdown
     floor_pct: float  # with any number of rounds
     rounds_for_limit: int | None  # the fewest rounds that see the limit; None: none do
+    #: the floor were the entry to hold this many sessions (``sessions``: the ones it holds), the
+    #: same spread between them: what maturing the baseline would bring
+    matured: tuple[int, float] | None = None
 
     @property
     def reachable(self) -> bool:
@@ -58,8 +61,9 @@ class Reach:
 
 def reach_of(test: str, entry: BaselineEntry, checks: int, limit_pct: float,
              prior: Mapping[str, float], rounds: tuple[int, ...] = (DECIDE_MIN_ROUNDS, 30),
-             reference: str = "torch-fp32") -> Reach:
-    """``entry``'s projection among ``checks`` latency checks of a session, at ``rounds``."""
+             reference: str = "torch-fp32", sessions: int | None = None) -> Reach:
+    """``entry``'s projection among ``checks`` latency checks of a session, at ``rounds``;
+    ``sessions``: its floor too were it to hold that many sessions (at least its own)."""
     stats = entry.latency
     figures = latency_figures("paired", stats, stats, reference)
     recorded = [float(x) for x in figures.baseline]
@@ -74,12 +78,16 @@ def reach_of(test: str, entry: BaselineEntry, checks: int, limit_pct: float,
         return detectable_pct(replace(base, within=within), checks, half, True)
 
     floor = detectable_pct(base, checks, half, True)
+    matured = None
+    if sessions is not None:
+        k = max(sessions, base.sessions)
+        matured = (k, detectable_pct(replace(base, sessions=k), checks, half, True))
     need = rounds_for(sees, limit_pct) if floor <= limit_pct else None
     per_round = float(np.std(np.log(recorded), ddof=1)) if len(recorded) > 1 else 0.0
     round_s = sum(float(np.median(side)) for side in (stats.samples, stats.reference, stats.yardstick)
                   if len(side) == len(stats.samples))
     return Reach(test, entry.variant, figures.session_figure, len(medians), base.between, own_prior,
-                 per_round, round_s, limit_pct, {n: sees(n) for n in rounds}, floor, need)
+                 per_round, round_s, limit_pct, {n: sees(n) for n in rounds}, floor, need, matured)
 
 
 def rounds_for(sees: Callable[[int], float], limit_pct: float) -> int | None:
@@ -101,14 +109,15 @@ def rounds_for(sees: Callable[[int], float], limit_pct: float) -> int | None:
 def reach_of_file(entries: Mapping[str, BaselineEntry], family_of: Callable[[str], str],
                   limit_of: Callable[[BaselineEntry], float], checks: int | None = None,
                   rounds: tuple[int, ...] = (DECIDE_MIN_ROUNDS, 30),
-                  reference: str = "torch-fp32") -> list[Reach]:
+                  reference: str = "torch-fp32", sessions: int | None = None) -> list[Reach]:
     """Every entry's projection, with the priors learnt from these entries as the gate learns
-    them; ``checks``: latency checks of the session (None: one per entry)."""
+    them; ``checks``: latency checks of the session (None: one per entry); ``sessions``: see
+    ``reach_of``."""
     plain = {key: {"variant": e.variant, "latency": e.latency.to_dict()} for key, e in entries.items()}
     learnt = learn(plain, family_of)
     n = checks if checks is not None else max(len(entries), 1)
-    return [reach_of(key, e, n, limit_of(e), for_family(learnt, family_of(e.variant)), rounds, reference)
-            for key, e in entries.items()]
+    return [reach_of(key, e, n, limit_of(e), for_family(learnt, family_of(e.variant)), rounds, reference,
+                     sessions) for key, e in entries.items()]
 
 
 def short_test(key: str) -> str:
@@ -120,13 +129,17 @@ def short_test(key: str) -> str:
 def table(reaches: list[Reach]) -> list[list[str]]:
     """Rows for ``sdperf baselines reach`` (the first row is the header)."""
     rounds = sorted(reaches[0].at) if reaches else []
+    matured = "floor with K sessions" if any(r.matured for r in reaches) else ""
     rows = [["test", "figure", "k", "between", "per round", "s/round", "limit",
-             *(f"sees@{n}" for n in rounds), "floor", "rounds for the limit"]]
+             *(f"sees@{n}" for n in rounds), "floor", *([matured] if matured else []),
+             "rounds for the limit"]]
     for r in reaches:
         prior = "prior 3%" if r.prior is None else f"prior {r.prior:.1%}"
         need = (f"{r.rounds_for_limit} (~{r.rounds_for_limit * r.round_s:.0f} s)"
                 if r.rounds_for_limit is not None else "none: the floor is over the limit")
         rows.append([short_test(r.test), r.figure, str(r.sessions), f"{r.between:.1%} ({prior})",
                      f"{r.per_round:.1%}", f"{r.round_s:.2f}", f"{r.limit_pct:g}%",
-                     *(f"{r.at[n]:.1f}%" for n in rounds), f"{r.floor_pct:.1f}%", need])
+                     *(f"{r.at[n]:.1f}%" for n in rounds), f"{r.floor_pct:.1f}%",
+                     *([f"{r.matured[1]:.1f}% (K={r.matured[0]})" if r.matured else "-"] if matured else []),
+                     need])
     return rows

@@ -370,10 +370,11 @@ def test_the_suite_correction_counts_the_tests_left_after_k(run: SdperfRun) -> N
     """-k deselects before the latency checks are counted: one test selected of two is one
     check, not two (the count is in the check's detail)."""
     run.options = ("--sdperf-gate", "absolute")
-    run.run("--sdperf-variants", "fake,fake-slow").assert_outcomes(passed=2)
-    both = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=9")
+    # recorded at the fake's own speed, then 3x slower (its steps are sleeps: 3x costs little)
+    run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=2)
+    both = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=3")
     both.stdout.fnmatch_lines(["*(z=1.96 for 2 latency checks;*"])
-    one = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=9", "-k", "fake-slow")
+    one = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-set", "fake_slowdown=3", "-k", "fake-slow")
     one.assert_outcomes(failed=1)
     one.stdout.fnmatch_lines(["*(z=1.96 for 1 latency check;*"])
 

@@ -12,6 +12,7 @@ import pytest
 from pytest_sdperf.baselines import BaselineEntry, BaselineStore
 from pytest_sdperf.cli import main
 from pytest_sdperf.compare import compare_latency, latency_figures
+from pytest_sdperf.config import BASELINE_SESSIONS
 from pytest_sdperf.measure.latency import LatencyStats
 from pytest_sdperf.reach import reach_of, short_test
 from pytest_sdperf.report import floor_line
@@ -84,7 +85,8 @@ def test_at_the_recordings_own_rounds_the_projection_is_what_the_gate_reports() 
 
 
 def test_the_summary_counts_the_checks_whose_floor_is_over_their_limit() -> None:
-    def record(name: str, floor: float | None, limit: float | None, sessions: int = 5) -> Record:
+    def record(name: str, floor: float | None, limit: float | None,
+               sessions: int = BASELINE_SESSIONS) -> Record:
         return Record(TEST.format(name), name, "m", "w", "pass", detectable_floor_pct=floor,
                       latency_limit_pct=limit, info={"baseline_sessions": sessions})
 
@@ -95,7 +97,21 @@ def test_the_summary_counts_the_checks_whose_floor_is_over_their_limit() -> None
     assert "12-31%" in line and "sdperf baselines reach" in line and "fewer than" not in line
     young = floor_line([record("b", 12.4, 10.0, sessions=2), record("c", 31.0, 10.0),
                         record("d", 9.0, 10.0, sessions=1)])
-    assert young.startswith("sdperf: 2 of 3 latency checks") and "; 1 of them against fewer than 5 sessions" in young
+    assert young.startswith("sdperf: 2 of 3 latency checks") and f"; 1 of them against fewer than {BASELINE_SESSIONS} sessions" in young
+
+
+def test_more_sessions_lower_the_floor_and_fewer_than_the_entry_holds_change_nothing() -> None:
+    entry = _entry("pinned", (1.0, 1.03, 0.985, 1.02, 0.98), 0.04)  # about 2% apart: near 10%
+    now = reach_of(TEST.format("pinned"), entry, 30, 10.0, {})
+    assert now.matured is None
+    ten = reach_of(TEST.format("pinned"), entry, 30, 10.0, {}, sessions=10)
+    assert ten.matured is not None and ten.matured[0] == 10
+    assert ten.matured[1] < ten.floor_pct == now.floor_pct  # the baseline's part over 10, not 5
+    many = reach_of(TEST.format("pinned"), entry, 30, 10.0, {}, sessions=1000)
+    assert many.matured is not None and many.matured[1] < ten.matured[1]
+    assert many.matured[1] > 5.0  # this run's own between-session part stays
+    fewer = reach_of(TEST.format("pinned"), entry, 30, 10.0, {}, sessions=3)
+    assert fewer.matured == (5, fewer.floor_pct)
 
 
 def test_short_test_names_the_test_without_file_model_or_workload() -> None:
@@ -123,6 +139,10 @@ def test_the_command_lists_every_entry_and_ranks_an_entrys_own_limit_above_the_o
     out = capsys.readouterr().out
     assert "sees@5" in out and "sees@15" in out and "3 of 3 entries" in out
     assert " 40% " in out and " 50% " in out  # the entry's own 40 above the option's 50
+    assert "floor with K sessions" not in out
+    assert main([*base, "--sessions", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "floor with K sessions" in out and "(K=10)" in out and "with 10 sessions an entry" in out
     with pytest.raises(SystemExit) as usage:
         main([*base, "--latency-pct", "-1"])
     assert usage.value.code == 2 and "--latency-pct: '-1' must be 0 or more" in capsys.readouterr().err
