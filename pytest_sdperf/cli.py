@@ -294,7 +294,7 @@ def cmd_baselines_show(args: argparse.Namespace) -> int:
 def cmd_baselines_reach(args: argparse.Namespace) -> int:
     """What each entry lets the latency gate see, by rounds, and its floor (reach.py)."""
     from .baselines import BaselineEntry, limits_for
-    from .reach import reach_of_file, table
+    from .reach import MOST_ROUNDS, reach_of_file, table
     from .variants.builtin import register_builtin
     from .variants.registry import VariantError, VariantRegistry
 
@@ -321,9 +321,10 @@ def cmd_baselines_reach(args: argparse.Namespace) -> int:
           f"{args.checks or len(entries)} latency checks")
     _emit(table(reaches))
     short = sum(not r.reachable for r in reaches)
+    over = sum(r.floor_pct > r.limit_pct for r in reaches)
     print(f"{len(reaches) - short} of {len(reaches)} entries can see a slowdown of their limit's size; "
-          f"{short} cannot with any number of rounds (the floor: the baseline's between-session "
-          f"spread, and its sessions' own noise over their number)")
+          f"{short} cannot in {MOST_ROUNDS} rounds, {over} with any number (the floor: the baseline's "
+          f"between-session spread, and its sessions' own noise over their number)")
     if args.sessions is not None:
         matured = sum(r.matured is not None and r.matured[1] <= r.limit_pct for r in reaches)
         print(f"with {args.sessions} sessions an entry (the spreads as they are), {matured} of "

@@ -136,7 +136,8 @@ def table(reaches: list[Reach]) -> list[list[str]]:
     for r in reaches:
         prior = "prior 3%" if r.prior is None else f"prior {r.prior:.1%}"
         need = (f"{r.rounds_for_limit} (~{r.rounds_for_limit * r.round_s:.0f} s)"
-                if r.rounds_for_limit is not None else "none: the floor is over the limit")
+                if r.rounds_for_limit is not None else "none: the floor is over the limit"
+                if r.floor_pct > r.limit_pct else f"more than {MOST_ROUNDS}: the floor is just under it")
         rows.append([short_test(r.test), r.figure, str(r.sessions), f"{r.between:.1%} ({prior})",
                      f"{r.per_round:.1%}", f"{r.round_s:.2f}", f"{r.limit_pct:g}%",
                      *(f"{r.at[n]:.1f}%" for n in rounds), f"{r.floor_pct:.1f}%",

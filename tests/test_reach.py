@@ -14,7 +14,7 @@ from pytest_sdperf.cli import main
 from pytest_sdperf.compare import compare_latency, latency_figures
 from pytest_sdperf.config import BASELINE_SESSIONS
 from pytest_sdperf.measure.latency import LatencyStats
-from pytest_sdperf.reach import reach_of, short_test
+from pytest_sdperf.reach import MOST_ROUNDS, reach_of, short_test, table
 from pytest_sdperf.report import floor_line
 from pytest_sdperf.results import Record
 
@@ -112,6 +112,15 @@ def test_more_sessions_lower_the_floor_and_fewer_than_the_entry_holds_change_not
     assert many.matured[1] > 5.0  # this run's own between-session part stays
     fewer = reach_of(TEST.format("pinned"), entry, 30, 10.0, {}, sessions=3)
     assert fewer.matured == (5, fewer.floor_pct)
+
+
+def test_a_floor_just_under_the_limit_is_not_called_over_it() -> None:
+    entry = _entry("pinned", (1.0, 1.03, 0.985, 1.02, 0.98), 0.04)
+    r = reach_of(TEST.format("pinned"), entry, 30, 10.0, {})
+    just = replace(r, limit_pct=r.floor_pct + 0.01, rounds_for_limit=None)
+    over = replace(r, limit_pct=r.floor_pct - 0.01, rounds_for_limit=None)
+    assert table([just])[1][-1] == f"more than {MOST_ROUNDS}: the floor is just under it"
+    assert table([over])[1][-1] == "none: the floor is over the limit"
 
 
 def test_short_test_names_the_test_without_file_model_or_workload() -> None:
