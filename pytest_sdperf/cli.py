@@ -321,12 +321,12 @@ def cmd_baselines_reach(args: argparse.Namespace) -> int:
           f"{args.checks or len(entries)} latency checks")
     _emit(table(reaches))
     short = sum(not r.reachable for r in reaches)
-    over = sum(r.floor_pct > r.limit_pct for r in reaches)
+    over = sum(r.floor_over_limit for r in reaches)
     print(f"{len(reaches) - short} of {len(reaches)} entries can see a slowdown of their limit's size; "
           f"{short} cannot in {MOST_ROUNDS} rounds, {over} with any number (the floor: the baseline's "
           f"between-session spread, and its sessions' own noise over their number)")
     if args.sessions is not None:
-        matured = sum(r.matured is not None and r.matured[1] <= r.limit_pct for r in reaches)
+        matured = sum(r.matured_reachable for r in reaches)
         print(f"with {args.sessions} sessions an entry (the spreads as they are), {matured} of "
               f"{len(reaches)} could (their floor with K sessions)")
     return EXIT_OK

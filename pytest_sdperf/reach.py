@@ -54,6 +54,16 @@ class Reach:
     matured: tuple[int, float] | None = None
 
     @property
+    def floor_over_limit(self) -> bool:
+        """Whether no number of rounds sees the limit (its floor is over it)."""
+        return self.floor_pct > self.limit_pct
+
+    @property
+    def matured_reachable(self) -> bool:
+        """Whether the floor with ``matured``'s sessions is at or under the limit."""
+        return self.matured is not None and self.matured[1] <= self.limit_pct
+
+    @property
     def reachable(self) -> bool:
         """Whether some number of rounds sees a slowdown of the limit's size."""
         return self.rounds_for_limit is not None
@@ -129,18 +139,27 @@ def short_test(key: str) -> str:
 def table(reaches: list[Reach]) -> list[list[str]]:
     """Rows for ``sdperf baselines reach`` (the first row is the header)."""
     rounds = sorted(reaches[0].at) if reaches else []
-    matured = "floor with K sessions" if any(r.matured for r in reaches) else ""
+    matured = any(r.matured for r in reaches)
     rows = [["test", "figure", "k", "between", "per round", "s/round", "limit",
-             *(f"sees@{n}" for n in rounds), "floor", *([matured] if matured else []),
+             *(f"sees@{n}" for n in rounds), "floor", *(["floor with K sessions"] if matured else []),
              "rounds for the limit"]]
     for r in reaches:
         prior = "prior 3%" if r.prior is None else f"prior {r.prior:.1%}"
-        need = (f"{r.rounds_for_limit} (~{r.rounds_for_limit * r.round_s:.0f} s)"
-                if r.rounds_for_limit is not None else "none: the floor is over the limit"
-                if r.floor_pct > r.limit_pct else f"more than {MOST_ROUNDS}: the floor is just under it")
         rows.append([short_test(r.test), r.figure, str(r.sessions), f"{r.between:.1%} ({prior})",
                      f"{r.per_round:.1%}", f"{r.round_s:.2f}", f"{r.limit_pct:g}%",
                      *(f"{r.at[n]:.1f}%" for n in rounds), f"{r.floor_pct:.1f}%",
-                     *([f"{r.matured[1]:.1f}% (K={r.matured[0]})" if r.matured else "-"] if matured else []),
-                     need])
+                     *([_matured_cell(r)] if matured else []), _need_cell(r)])
     return rows
+
+
+def _matured_cell(r: Reach) -> str:
+    return f"{r.matured[1]:.1f}% (K={r.matured[0]})" if r.matured else "-"
+
+
+def _need_cell(r: Reach) -> str:
+    """The fewest rounds that see the limit and their time, or why none do."""
+    if r.rounds_for_limit is not None:
+        return f"{r.rounds_for_limit} (~{r.rounds_for_limit * r.round_s:.0f} s)"
+    if r.floor_over_limit:
+        return "none: the floor is over the limit"
+    return f"more than {MOST_ROUNDS}: the floor is just under it"
