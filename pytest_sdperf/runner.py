@@ -28,6 +28,37 @@ from .zygote import Zygote
 
 STDERR_TAIL = 6000
 POLL_S = 0.5
+# A process whose work just ended leaves its OpenMP threads spinning for a few milliseconds
+# (libgomp spins GOMP_SPINCOUNT times before it sleeps), on the cores the next process's timed
+# round needs: measured here, a 54 ms torch round started right after another process's torch
+# work took 60 ms, the same round started 10 ms later 53 ms. In paired rounds (ABBA) each side
+# then runs half its rounds beside the other's spinning threads (the committed baseline's
+# ratios differed by a median 1.8% between the rounds where the variant ran first and those
+# where the reference did), and work a slower variant adds leaks into its yardstick's time. So
+# a timed command to one worker waits until SETTLE_S has passed since another worker replied.
+SETTLE_S = 0.015
+TIMED = ("round", "restart")  # the commands whose reply carries a timing
+
+
+@dataclass
+class _LastReply:
+    """The worker that replied last and when (time.monotonic): the machine-wide state the
+    settle wait reads; every DrivenWorker of the session shares it."""
+
+    pid: int = 0
+    at: float = 0.0
+
+
+_LAST = _LastReply()
+
+
+def settle(pid: int) -> float:
+    """Wait, before a timed command to worker ``pid``, until SETTLE_S has passed since another
+    worker's reply; the seconds waited."""
+    wait = SETTLE_S - (time.monotonic() - _LAST.at) if _LAST.pid not in (0, pid) else 0.0
+    if wait > 0:
+        time.sleep(wait)
+    return max(0.0, wait)
 
 
 @dataclass(frozen=True)
@@ -253,6 +284,8 @@ class DrivenWorker:
     def send(self, **cmd: Any) -> None:
         """Send one command without waiting (``reply`` waits): several workers driven at once."""
         assert self.proc.stdin is not None
+        if cmd.get("cmd") in TIMED:
+            settle(self.proc.pid)
         self.watchdog.resume()
         try:
             self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
@@ -305,5 +338,6 @@ class DrivenWorker:
                 self.close()
                 raise WorkerGone(outcome)
         line, _, self._buffer = self._buffer.partition(b"\n")
+        _LAST.pid, _LAST.at = self.proc.pid, time.monotonic()
         self.last_reply = json.loads(line)
         return self.last_reply

@@ -160,3 +160,30 @@ def test_a_yardstick_that_fails_leaves_the_test_paired_with_the_reference(
     paired, _ = _measure_with_yardstick(monkeypatch, "its yardstick ov-fp32 cannot run here (no openvino)", log)
     assert set(log) == {"V", "R"} and paired.outcome.measured.latency.yardstick == ()
     assert "cannot run here" in paired.yardstick_note
+
+
+def test_a_timed_command_waits_until_the_other_workers_threads_have_settled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round sent to one worker right after another worker replied waits SETTLE_S from that
+    reply (its OpenMP threads spin meanwhile); a round to the worker that replied last, an
+    untimed command, or one sent after SETTLE_S has passed does not wait."""
+    import io
+
+    from pytest_sdperf import runner
+
+    slept: list[float] = []
+    monkeypatch.setattr(runner.time, "sleep", slept.append)
+    monkeypatch.setattr(runner, "_LAST", runner._LastReply(pid=1, at=runner.time.monotonic()))
+    assert 0.5 * runner.SETTLE_S < runner.settle(2) <= runner.SETTLE_S and len(slept) == 1
+    assert runner.settle(1) == 0.0
+    monkeypatch.setattr(runner, "_LAST", runner._LastReply(pid=1, at=runner.time.monotonic() - 1.0))
+    assert runner.settle(2) == 0.0 and len(slept) == 1
+
+    worker: Any = object.__new__(runner.DrivenWorker)
+    worker.proc = SimpleNamespace(pid=2, stdin=io.BytesIO())
+    worker.watchdog = SimpleNamespace(resume=lambda: None)
+    monkeypatch.setattr(runner, "_LAST", runner._LastReply(pid=1, at=runner.time.monotonic()))
+    worker.send(cmd="finish", reference=[])
+    assert len(slept) == 1
+    worker.send(cmd="round", calibrate=False)
+    assert len(slept) == 2 and worker.proc.stdin.getvalue().count(b"\n") == 2
