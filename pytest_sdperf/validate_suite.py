@@ -10,9 +10,10 @@ baseline (restored from a snapshot before it, as a nightly job checks out the sa
 file each night): a run's own session, faulted or not, never reaches the next run's baseline.
 
 - ``A/A``: nothing changed; a run in which any test fails on latency is a false alarm;
-- ``+10%`` / ``+25%``: one variant, chosen at random, does that much extra work in every call
-  (``faults.py``); the run detects it when that test fails on latency, and cries wolf when any
-  other test fails;
+- ``+10%`` / ``+25%``: one variant, chosen at random among those whose latency limit is at most
+  that size (a variant registered with a wider limit passes it by design), does that much extra
+  work in every call (``faults.py``); the run detects it when that test fails on latency, and
+  cries wolf when any other test fails;
 - ``quality`` / ``memory``: one PyTorch variant gets noise on its UNet weights, or holds
   400 MiB; that test must fail on that metric, with its latency gate quiet.
 
@@ -163,12 +164,20 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict[str, Tally
                              f"{', '.join(variants)}); name variants of its tests")
         variants = sorted(args.targets)
     torch_variants = [v for v in variants if v.startswith("torch-") and v != "torch-fp32"] or variants
+    within = {c: fault_targets(records, variants, float(c.strip("+%"))) for c in set(args.conditions)
+              if c.startswith("+")}
+    for condition, (_, beyond) in sorted(within.items()):
+        if beyond:
+            print(f"{condition} is drawn from the variants whose latency limit is at most {condition.strip('+')}; "
+                  f"not {', '.join(beyond)} (their limit is wider: that slowdown passes them by design)",
+                  file=sys.stderr, flush=True)
     conditions = [args.conditions[i % len(args.conditions)] for i in range(args.runs)]
     rng = random.Random(args.seed)
     rng.shuffle(conditions)
     faulted: dict[str, str] = {}
     for i, condition in enumerate(conditions):
-        target = rng.choice(torch_variants if condition in FAULT_KINDS else variants)
+        target = rng.choice(torch_variants if condition in FAULT_KINDS
+                            else within[condition][0] if condition in within else variants)
         run_env, run_args = dict(env), list(common)
         if condition != "A/A":
             fault = condition if condition in FAULT_KINDS else "slow"
@@ -184,6 +193,19 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict[str, Tally
         print(f"run {i + 1}/{len(conditions)} {condition} on {target}: {took:.0f} s, "
               f"{_outcome(records, target)}", file=sys.stderr, flush=True)
     return tallies, work
+
+
+def fault_targets(records: list[dict[str, Any]], variants: Sequence[str],
+                  pct: float) -> tuple[list[str], list[str]]:
+    """Of ``variants``, those a ``pct`` percent slowdown must fail (every test of theirs has a
+    latency limit of at most ``pct``: a variant registered with a wider one, torch-compile's
+    40%, passes it by design), and the others; all of them where none qualifies."""
+    limit: dict[str, float] = {}
+    for r in records:
+        if r["variant"] in variants and r.get("latency_limit_pct") is not None:
+            limit[r["variant"]] = max(limit.get(r["variant"], 0.0), float(r["latency_limit_pct"]))
+    inside = [v for v in variants if limit.get(v, 0.0) <= pct]
+    return (inside, [v for v in variants if v not in inside]) if inside else (list(variants), [])
 
 
 def _outcome(records: list[dict[str, Any]], target: str) -> str:

@@ -106,3 +106,19 @@ def test_suite_harness_refuses_a_missing_baseline_folder(capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         validate_suite.main(["--from", "no-such-folder"])
     assert "--from no-such-folder: not a folder" in capsys.readouterr().err
+
+
+def test_a_slowdown_is_drawn_among_the_variants_whose_limit_it_exceeds() -> None:
+    """A +10% fault is not given to a variant registered with a wider latency limit (a pass is
+    its right verdict); +50% may be; with no variant inside the limit, all are drawn from."""
+    from pytest_sdperf.validate_suite import fault_targets
+
+    records = [{"variant": "torch-bf16", "latency_limit_pct": 10.0},
+               {"variant": "torch-compile", "latency_limit_pct": 40.0},
+               {"variant": "ov-fp32", "latency_limit_pct": 10.0},
+               {"variant": "ov-fp32", "latency_limit_pct": 10.0},
+               {"variant": "skipped", "latency_limit_pct": None}]
+    variants = ["ov-fp32", "torch-bf16", "torch-compile"]
+    assert fault_targets(records, variants, 10.0) == (["ov-fp32", "torch-bf16"], ["torch-compile"])
+    assert fault_targets(records, variants, 50.0) == (variants, [])
+    assert fault_targets(records, ["torch-compile"], 10.0) == (["torch-compile"], [])
