@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> tuple[dict[str, Tally
     faulted: dict[str, str] = {}
     for i, condition in enumerate(conditions):
         target = rng.choice(torch_variants if condition in FAULT_KINDS
-                            else within[condition][0] if condition in within else variants)
+                            else within.get(condition, (variants, []))[0])
         run_env, run_args = dict(env), list(common)
         if condition != "A/A":
             fault = condition if condition in FAULT_KINDS else "slow"
