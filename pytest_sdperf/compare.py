@@ -65,7 +65,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .measure.latency import LatencyStats, log_median_se, median_interval
+from .measure.latency import LatencyStats, log_median_se, median_interval, round_spread_pct
 from .measure.memory import common_figure
 from .priors import spread_of
 
@@ -120,6 +120,9 @@ class Check:
     #: latency: the smallest detectable slowdown with any number of rounds, this run's noise
     #: gone (the between-session spread and the recording's stay; reach.py)
     detectable_floor_pct: float | None = None
+    #: latency: how much one round's gated ratio moved from round to round (``round_spread_pct``),
+    #: this run's and the baseline recording's: the machine's noise then and now
+    round_spread_pct: tuple[float | None, float | None] | None = None
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""
@@ -388,7 +391,8 @@ def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: f
                             figures.sessions, checks, (priors or {}).get(figures.session_figure),
                             pooled, confirm)
     detail = f"{check.detail}; {figures.note}" if figures.note else check.detail
-    return replace(check, metric=figures.metric, detail=detail)
+    spread = (round_spread_pct(figures.current), round_spread_pct(figures.baseline))
+    return replace(check, metric=figures.metric, detail=detail, round_spread_pct=spread)
 
 
 def check_throughput(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,

@@ -443,6 +443,7 @@ class Gate:
         info = _with_throughput(m, stored_sessions)
         if latency is not None and latency.readings > 1:  # the row's ratio pools fresh workers' readings
             info["pooled_readings"] = latency.readings
+        spread, base_spread = (latency.round_spread_pct if latency else None) or (None, None)
         return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
@@ -454,7 +455,8 @@ class Gate:
             latency_limit_pct=round((latency.limit - 1.0) * 100.0, 9) if latency else None,
             ratio=latency.measured if latency else None,
             ratio_interval=latency.interval if latency else None,
-            ratio_z=latency.z if latency else None, samples=m.latency.samples,
+            ratio_z=latency.z if latency else None, round_spread_pct=spread,
+            baseline_round_spread_pct=base_spread, samples=m.latency.samples,
             images=tuple(str(p) for p in m.images),
             reference_images=tuple(str(p) for p in self.state.reference_paths(m.model_key, m.workload)),
             efficiency=self.state.efficiency(m),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -12,6 +13,10 @@ from .config import BASELINE_SESSIONS
 from .measure.memory import gated_figure
 from .results import Record
 from .session import REFERENCE_VARIANT
+
+#: A run whose rounds moved this many times as much as its baselines' recordings (or as little)
+#: is called noisier (quieter) in ``noise_line``.
+NOISIER = 1.5
 
 COLUMNS = ("variant", "p50", "speedup", "img/s", "GFLOP/s", "%peak", "peak mem", "size", "SSIM", "PSNR",
            "vs baseline (interval)", "sees", "verdict")
@@ -173,6 +178,28 @@ def floor_line(records: Sequence[Record]) -> str:
             f"spread and its recording's noise){more}; `sdperf baselines reach` shows each")
 
 
+def noise_line(records: Sequence[Record]) -> str:
+    """The machine's noise in this run beside its baselines' recordings: the median over tests of
+    how much one round's gated ratio moved (``Record.round_spread_pct``); "" where no test was
+    compared with a baseline. A noisier run samples longer and sees less: the line says so,
+    so a slow or blunt night is not read as a change in the code."""
+    pairs = [(r.round_spread_pct, r.baseline_round_spread_pct) for r in records
+             if r.round_spread_pct is not None and r.baseline_round_spread_pct is not None]
+    if not pairs:
+        return ""
+    now = statistics.median(p[0] for p in pairs)
+    then = statistics.median(p[1] for p in pairs)
+    text = (f"sdperf: round-to-round noise (a robust SD of each round's gated ratio, median of "
+            f"{len(pairs)} tests): {now:.1f}% this run, {then:.1f}% in their baselines' recordings")
+    if now > NOISIER * then:
+        return (f"{text}; this machine was noisier than when they were recorded: the tests "
+                f"sampled longer within their time budget (--sdperf-time-budget) and see less "
+                f"(`sees`) than on a quieter run")
+    if then > NOISIER * now:
+        return f"{text}; quieter than when they were recorded"
+    return text
+
+
 def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], notes: Sequence[str],
                            written: Sequence[Path], reference: str = REFERENCE_VARIANT) -> None:
     """The end-of-session section."""
@@ -190,6 +217,8 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
         tr.write_line(counts_line(records))
         if floors := floor_line(records):
             tr.write_line(floors)
+        if noise := noise_line(records):
+            tr.write_line(noise)
     for name, r in zip(labels(records), records, strict=True):
         if r.info.get("scenario"):
             tr.write_line(f"LoadGen {name}: {r.info['scenario'].get('summary', '')}")

@@ -116,6 +116,10 @@ class Record:
     ratio: float | None = None  # latency now over the baseline, in the gate's mode
     ratio_interval: tuple[float, float] | None = None  # ratio * exp(+-ratio_z SE)
     ratio_z: float | None = None  # the interval's z: corrected for the session's latency checks
+    #: how much one round's gated ratio moved from round to round, in percent (a robust SD:
+    #: measure/latency.py ``round_spread_pct``): this run's, and its baseline recording's
+    round_spread_pct: float | None = None
+    baseline_round_spread_pct: float | None = None
     samples: tuple[float, ...] = ()
     images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
     reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with

@@ -214,6 +214,13 @@ def test_summary_table_and_json(run: SdperfRun) -> None:
     doc = json.loads(out.read_text())
     assert {r["variant"] for r in doc["results"]} == {"fake", "fake-slow"}
     assert doc["machine"]["key"] and doc["environment"]["python"]
+    assert all(r["round_spread_pct"] is None for r in doc["results"])  # recorded: nothing to set beside
+    # compared: each row carries its rounds' spread and its recording's, the summary both
+    result = run.run("--sdperf-variants", "fake,fake-slow", "--sdperf-json", str(out))
+    result.stdout.fnmatch_lines(["sdperf: round-to-round noise (*median of 2 tests): *% this run, "
+                                 "*% in their baselines' recordings*"])
+    for r in json.loads(out.read_text())["results"]:
+        assert r["round_spread_pct"] >= 0.0 and r["baseline_round_spread_pct"] >= 0.0
 
 
 def test_other_machines_baselines_are_never_compared_silently(run: SdperfRun) -> None:

@@ -172,6 +172,21 @@ def log_median_se(samples: Sequence[float], resamples: int = 2000) -> float:
     return float(res.standard_error)
 
 
+#: Fewer rounds than this give no spread (``round_spread_pct``): a MAD of three or four is chance.
+SPREAD_MIN_ROUNDS = 5
+
+
+def round_spread_pct(ratios: Sequence[float]) -> float | None:
+    """How much one round's ratio moves from round to round, in percent: the normal-scaled
+    median absolute deviation of the log ratios (a robust standard deviation: a few disturbed
+    rounds do not set it); None for fewer than ``SPREAD_MIN_ROUNDS`` rounds."""
+    if len(ratios) < SPREAD_MIN_ROUNDS or not all(r > 0 for r in ratios):
+        return None
+    from scipy.stats import median_abs_deviation
+
+    return float(median_abs_deviation(np.log(np.asarray(ratios, float)), scale="normal")) * 100.0
+
+
 def median_ci_halfwidth(samples: list[float] | tuple[float, ...]) -> float:
     """Half the width of the 95% bootstrap CI of the median, relative to the median."""
     if len(samples) < 3:

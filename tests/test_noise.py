@@ -1,0 +1,61 @@
+"""How much one round's ratio moves from round to round (``round_spread_pct``), this run's and
+the baseline recording's, and the summary line that sets them side by side (``noise_line``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_sdperf.compare import check_latency
+from pytest_sdperf.measure.latency import SPREAD_MIN_ROUNDS, LatencyStats, round_spread_pct
+from pytest_sdperf.report import noise_line
+from pytest_sdperf.results import Record
+
+
+def _ratios(sd: float, n: int, seed: int = 3) -> list[float]:
+    return list(np.exp(np.random.default_rng(seed).normal(0.0, sd, n)))
+
+
+def test_the_spread_is_a_robust_sd_of_the_log_ratios_in_percent() -> None:
+    assert round_spread_pct(_ratios(0.05, 400)) == pytest.approx(5.0, rel=0.12)
+    assert round_spread_pct(_ratios(0.12, 400)) == pytest.approx(12.0, rel=0.12)
+    # a few disturbed rounds (3x) hardly move it; a plain SD would be many times larger
+    disturbed = _ratios(0.05, 40) + [3.0, 3.2, 2.9]
+    assert round_spread_pct(disturbed) == pytest.approx(5.0, rel=0.35)
+    assert np.std(np.log(disturbed)) * 100 > 20.0
+    assert round_spread_pct(_ratios(0.05, SPREAD_MIN_ROUNDS - 1)) is None
+    assert round_spread_pct([1.0] * SPREAD_MIN_ROUNDS) == 0.0
+
+
+def _paired(sd: float, n: int, seed: int) -> LatencyStats:
+    """Rounds whose ratio over the reference beside them has log SD ``sd``, while the machine
+    moves both sides together by much more (which pairing takes out)."""
+    rng = np.random.default_rng(seed)
+    reference = 0.4 * np.exp(rng.normal(0.0, 0.30, n))
+    samples = reference * np.exp(rng.normal(0.0, sd, n))
+    return LatencyStats.from_samples(list(samples), reference=list(reference))
+
+
+def test_the_latency_check_carries_this_runs_spread_and_the_recordings() -> None:
+    check = check_latency("paired", _paired(0.10, 60, 1), _paired(0.02, 60, 2), 10.0, "ref")
+    assert check.round_spread_pct is not None
+    now, then = check.round_spread_pct
+    assert now == pytest.approx(10.0, rel=0.3) and then == pytest.approx(2.0, rel=0.3)
+
+
+def _record(name: str, now: float | None, then: float | None) -> Record:
+    return Record(f"t.py::test[{name}]", name, "m", "w", "pass", round_spread_pct=now,
+                  baseline_round_spread_pct=then)
+
+
+def test_the_summary_says_when_the_machine_was_noisier_than_at_the_recordings() -> None:
+    assert noise_line([_record("a", None, None), _record("b", 4.0, None)]) == ""
+    noisy = noise_line([_record("a", 9.0, 2.0), _record("b", 12.0, 3.0), _record("c", 10.0, 2.5),
+                        _record("d", None, None)])
+    assert noisy.startswith("sdperf: round-to-round noise")
+    assert "median of 3 tests): 10.0% this run, 2.5% in their baselines' recordings" in noisy
+    assert "noisier than when they were recorded" in noisy and "--sdperf-time-budget" in noisy
+    quiet = noise_line([_record("a", 1.0, 4.0), _record("b", 1.5, 3.0)])
+    assert quiet.endswith("quieter than when they were recorded")
+    alike = noise_line([_record("a", 3.0, 2.5), _record("b", 2.0, 2.5)])
+    assert "noisier" not in alike and "quieter" not in alike
