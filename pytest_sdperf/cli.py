@@ -100,7 +100,7 @@ def _write_bmf(path: Path, records: Sequence[Record]) -> None:
 def cmd_merge(args: argparse.Namespace) -> int:
     """Merge shards' results files into one; exit 1 when a merged test failed."""
     from .merge import MergeError, ResultsFile, failing, merge_results, step_summary
-    from .report import counts_line, write_json
+    from .report import counts_line, noise_line, write_json
 
     out = Path(args.out)
     if any(Path(s).resolve() == out.resolve() for s in args.shards):
@@ -123,6 +123,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if args.history:
         _append_history(args.history, header, records)
     print(counts_line(records))
+    if noise := noise_line(records):
+        print(noise)
     return EXIT_REGRESSION if failing(records) else EXIT_OK
 
 

@@ -70,6 +70,12 @@ def test_report_holds_table_charts_images_and_environment(tmp_path: Path) -> Non
     assert "Test CPU" in html and "2.14.1" in html
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", html) and "<link" not in html
     assert "History" not in html  # no history given
+    assert "id='noise'" not in html  # no round spreads in these records
+    noisy = [_record(name, 1.0, 1.0, round_spread_pct=now, baseline_round_spread_pct=2.0)
+             for name, now in (("a", 9.0), ("b", 11.0))]
+    assert ("<div class='sub' id='noise'>Round-to-round noise (a robust SD of each round&#x27;s gated ratio, "
+            "median of 2 tests): 10.0% this run, 2.0% in their baselines&#x27; recordings; this machine "
+            "was noisier") in render(header, noisy, "torch-fp32")
 
 
 def test_read_results_round_trips_the_json_and_rejects_other_files(tmp_path: Path) -> None:

@@ -190,3 +190,9 @@ def test_step_summary_lists_failures_and_the_largest_changes() -> None:
     assert ALL[1] in failing and ALL[0] not in failing and "latency \\| 1.4x" in failing
     changes = text.split("### Largest latency changes")[1]
     assert changes.index(ALL[1]) < changes.index(ALL[2]) < changes.index(ALL[0])  # by size of change
+    assert "noise" not in text  # no round spreads in these records
+    noisy = [Record.from_dict({**_record(name, ratio=1.0), "round_spread_pct": 9.0 + i,
+                               "baseline_round_spread_pct": 2.0}) for i, name in enumerate(ALL[:3])]
+    text = step_summary({"machine": {"key": KEY}}, noisy)
+    assert "\nRound-to-round noise (a robust SD of each round's gated ratio, median of 3 tests): 10.0% this run, " \
+           "2.0% in their baselines' recordings; this machine was noisier than" in text
