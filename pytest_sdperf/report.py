@@ -181,8 +181,10 @@ def floor_line(records: Sequence[Record]) -> str:
 def noise_line(records: Sequence[Record]) -> str:
     """The machine's noise in this run beside its baselines' recordings: the median over tests of
     how much one round's gated ratio moved (``Record.round_spread_pct``); "" where no test was
-    compared with a baseline. A noisier run samples longer and sees less: the line says so,
-    so a slow or blunt night is not read as a change in the code."""
+    compared with a baseline. A noisier run samples longer and sees less, and its intervals are
+    too narrow (the between-session spread its baselines learnt was a quieter machine's: README,
+    "The suite harness on a noisy afternoon"): the line says so, so a slow or blunt night is not
+    read as a change in the code."""
     pairs = [(r.round_spread_pct, r.baseline_round_spread_pct) for r in records
              if r.round_spread_pct is not None and r.baseline_round_spread_pct is not None]
     if not pairs:
@@ -194,7 +196,9 @@ def noise_line(records: Sequence[Record]) -> str:
     if now > NOISIER * then:
         return (f"{text}; this machine was noisier than when they were recorded: the tests "
                 f"sampled longer within their time budget (--sdperf-time-budget) and see less "
-                f"(`sees`) than on a quieter run")
+                f"(`sees`) than on a quieter run, and a failure is less certain than its interval "
+                f"says (a test's spread between sessions grows with the noise): rerun it before "
+                f"a bisect")
     if then > NOISIER * now:
         return f"{text}; quieter than when they were recorded"
     return text

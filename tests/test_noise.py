@@ -55,6 +55,8 @@ def test_the_summary_says_when_the_machine_was_noisier_than_at_the_recordings() 
     assert noisy.startswith("sdperf: round-to-round noise")
     assert "median of 3 tests): 10.0% this run, 2.5% in their baselines' recordings" in noisy
     assert "noisier than when they were recorded" in noisy and "--sdperf-time-budget" in noisy
+    assert noisy.endswith("a failure is less certain than its interval says (a test's spread between "
+                          "sessions grows with the noise): rerun it before a bisect")
     quiet = noise_line([_record("a", 1.0, 4.0), _record("b", 1.5, 3.0)])
     assert quiet.endswith("quieter than when they were recorded")
     alike = noise_line([_record("a", 3.0, 2.5), _record("b", 2.0, 2.5)])
