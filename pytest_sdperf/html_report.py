@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .measure.memory import gated_figure
 from .measure.similarity import PSNR_IDENTICAL
-from .report import labels, noise_line, peak_lines, rows, speedups
+from .report import labels, noise_sentence, peak_lines, rows, speedups
 from .results import Record
 from .session import REFERENCE_VARIANT
 from .workload import Thresholds
@@ -85,8 +85,8 @@ def _summary(header: Mapping[str, Any], records: Sequence[Record], generated: st
     key = escape(str((header.get("machine") or {}).get("key", "unknown machine")))
     note = header.get("model_note")
     note_html = f"<div class='sub' id='model-note'><b>Note:</b> {escape(str(note))}</div>" if note else ""
-    noise = noise_line(records).removeprefix("sdperf: ")  # why a night sampled longer and saw less
-    noise_html = f"<div class='sub' id='noise'>{escape(noise[:1].upper() + noise[1:])}</div>" if noise else ""
+    noise = noise_sentence(records)  # why a night sampled longer and saw less
+    noise_html = f"<div class='sub' id='noise'>{escape(noise)}</div>" if noise else ""
     return (f"<h1>sdperf report</h1><div class='sub'>{len(records)} results on <b>{key}</b>, "
             f"generated {escape(generated)}</div>{note_html}{noise_html}<div class='badges'>{badges}</div>")
 

@@ -139,15 +139,15 @@ def _change(r: Record) -> float:
 
 def step_summary(header: Mapping[str, Any], records: Sequence[Record], largest: int = 10) -> str:
     """A Markdown summary for ``$GITHUB_STEP_SUMMARY``: counts, the machine's noise beside the
-    baselines' recordings (``report.noise_line``), every failing test, and the largest latency
+    baselines' recordings (``report.noise_sentence``), every failing test, and the largest latency
     changes against the baseline with their intervals and what each could see."""
-    from .report import noise_line, verdict_counts
+    from .report import noise_sentence, verdict_counts
 
     key = (header.get("machine") or {}).get("key", "unknown machine")
     counts = ", ".join(f"{n} {v}" for v, n in verdict_counts(records).items()) or "no tests"
     lines = [f"## sdperf on `{key}`", "", f"{len(records)} tests: {counts}.", ""]
-    if noise := noise_line(records).removeprefix("sdperf: "):  # a noisy night samples longer, sees less
-        lines += [noise[:1].upper() + noise[1:] + ".", ""]
+    if noise := noise_sentence(records):  # a noisy night samples longer and sees less
+        lines += [f"{noise}.", ""]
     bad = failing(records)
     if bad:
         lines += ["### Failing", "", "| test | verdict | reason |", "|---|---|---|"]

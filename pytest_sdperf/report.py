@@ -204,6 +204,13 @@ def noise_line(records: Sequence[Record]) -> str:
     return text
 
 
+def noise_sentence(records: Sequence[Record]) -> str:
+    """``noise_line`` as a sentence for a report's header (no ``sdperf:`` prefix, capitalized):
+    the step summary's and the HTML report's; "" where there is none."""
+    text = noise_line(records).removeprefix("sdperf: ")
+    return text[:1].upper() + text[1:]
+
+
 def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], notes: Sequence[str],
                            written: Sequence[Path], reference: str = REFERENCE_VARIANT) -> None:
     """The end-of-session section."""
