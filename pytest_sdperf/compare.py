@@ -122,7 +122,7 @@ class Check:
     detectable_floor_pct: float | None = None
     #: latency: how much one round's gated ratio moved from round to round (``round_spread_pct``),
     #: this run's and the baseline recording's: the machine's noise then and now
-    round_spread_pct: tuple[float | None, float | None] | None = None
+    round_spread_pct: tuple[float | None, float | None] = (None, None)
 
     def message(self) -> str:
         """One line naming the metric, the values and the limit."""

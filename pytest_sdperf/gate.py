@@ -443,7 +443,7 @@ class Gate:
         info = _with_throughput(m, stored_sessions)
         if latency is not None and latency.readings > 1:  # the row's ratio pools fresh workers' readings
             info["pooled_readings"] = latency.readings
-        spread, base_spread = (latency.round_spread_pct if latency else None) or (None, None)
+        spread, base_spread = latency.round_spread_pct if latency else (None, None)
         return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
