@@ -42,7 +42,8 @@ max(H exp(1.645 SE), exp((z + 1.645) SE)).
 **Screen and pooled confirmation** (``confirm``: the gate's tests, ``plugin._confirmed``). A
 single reading is a *suspect* when r > H and r exp(-``SCREEN_Z`` SE) > 1 (a 2.5% chance per
 unchanged test). A suspect is measured again in fresh workers (a fresh variant worker beside the
-session's reference) and the two readings are judged pooled: r the geometric mean of the two,
+session's reference), after the session's other tests (``later.py``: back to back, the two
+readings shared the moment), and the two readings are judged pooled: r the geometric mean of the two,
 s_w^2 the mean of theirs over 2, and the between-session term of this session c^2 + (b^2 -
 c^2) / 2, c = ``COMMON_SPREAD`` (what a session's readings share; the rest is per reading, as
 measured), at z for twice the session's checks (each test may be judged twice). The pooled

@@ -16,6 +16,7 @@ from .config import OPTIONS, Option, Settings, UsageError, settings_from_config
 from .workload import Protocol, Workload, locate_init_image, parse_marker_kwargs, resolve_workload
 
 if TYPE_CHECKING:
+    from .compare import Check
     from .gate import Gate
     from .measure.latency import LatencyStats
     from .results import Measurement, WorkerFailure
@@ -241,6 +242,27 @@ def _shard(state: SdperfState, items: list[pytest.Item]) -> tuple[list[pytest.It
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """A benchmark test runs with its reports held back until its outcome is known: a suspect
+    is confirmed after the session's other tests (later.py); other tests are left to pytest."""
+    state = item.config.stash.get(STATE, None)
+    if state is None or not state.settings.enabled \
+            or "sdperf_measurement" not in getattr(item, "fixturenames", ()):
+        return None
+    state.later.run_protocol(item, nextitem)
+    return True
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    """After the session's tests, the suspects held for a confirmation (later.py) run again."""
+    outcome = yield
+    state = session.config.stash.get(STATE, None)
+    if state is not None and outcome.excinfo is None:
+        state.later.run_held(session)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
     """Add up each test's duration (setup, call, teardown): a baseline entry written this
     session records it, and ``--sdperf-shard`` balances shards by it."""
@@ -375,9 +397,14 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
         m = Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
         return dataclasses.replace(m, info={**m.info, "swept": sdperf_sweep}) if sdperf_sweep else m
 
-    m = measure(tmp_path)
-    if isinstance(m, Measurement):
-        m = _confirmed(m, sdperf_gate, state, measure, tmp_path / "confirmation")
+    held = state.later.take(request.node.nodeid)
+    if held is not None:  # its first reading, held until the session's end (later.py)
+        m = _confirm(held.measurement, held.check, sdperf_gate, state, measure, tmp_path / "confirmation")
+    else:
+        m = measure(tmp_path)
+        if isinstance(m, Measurement):
+            _hold_suspect(request, m, sdperf_gate, state)
+            m = _confirmed(m, sdperf_gate, state, measure, tmp_path / "confirmation")
     if sdperf_variant.name != state.reference_name():
         failed = state.ensure_references(sdperf_workload, tmp_path)
         if failed is not None:
@@ -506,13 +533,40 @@ def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
     second alone is a suspect too, else alone); the first one's reading alone rides in its info
     (the message and the JSON show both). Its auto rounds sample until that comparison is
     decided (``AutoTarget.confirming``), not until the second reading alone is a suspect:
-    stopped there, the pooled reading was often left undecided (inconclusive)."""
+    stopped there, the pooled reading was often left undecided (inconclusive). A suspect
+    that may wait is confirmed after the session's other tests instead (``_hold_suspect``,
+    later.py); here it is confirmed at once (``-x``, a sweep's knee)."""
+    first = gate.latency_again(m)
+    return m if first is None else _confirm(m, first, gate, state, measure, workdir)
+
+
+def _hold_suspect(request: pytest.FixtureRequest, m: Measurement, gate: Gate, state: SdperfState) -> None:
+    """Where ``m`` reads as a possible latency regression and the session will reach its end,
+    hold it for a confirmation then (later.py) and skip this first pass (its reports are
+    never logged); else return."""
+    from . import progress
+    from .later import HELD, Held
+
+    nodeid = request.node.nodeid
+    if not state.later.may_hold(request.config, nodeid):
+        return
+    suspect = gate.latency_suspect(m)
+    if suspect is None:
+        return
+    state.later.hold(nodeid, Held(m, suspect))
+    progress.say(f"{m.variant}: a possible latency regression ({suspect.measured:.3f}x): measured "
+                 f"again in fresh workers after the session's other tests")
+    pytest.skip(HELD)
+
+
+def _confirm(m: Measurement, first: Check, gate: Gate, state: SdperfState,
+             measure: Callable[[Path, tuple[LatencyStats, ...]], Measurement | WorkerFailure],
+             workdir: Path) -> Measurement | WorkerFailure:
+    """``m`` (whose check ``first`` is a suspect or undecided) measured again in fresh workers
+    and pooled with it (see ``_confirmed``)."""
     from .compare import FAIL
     from .results import Measurement
 
-    first = gate.latency_again(m)
-    if first is None:
-        return m
     earlier = (*m.earlier, m.latency)
     again = measure(workdir, earlier)
     if not isinstance(again, Measurement):

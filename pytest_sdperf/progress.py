@@ -47,6 +47,12 @@ def set_reporter(report: Callable[[str], None] | None) -> None:
     _reporter = report
 
 
+def say(text: str) -> None:
+    """Parent side: ``text`` to the reporter now (a line on the terminal), if one is set."""
+    if _reporter is not None:
+        _reporter(text)
+
+
 def start(path: Path | None) -> None:
     """Worker side: beats go to ``path`` from now on (None: nowhere); stacks on SIGUSR1."""
     global _sink

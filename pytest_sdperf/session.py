@@ -12,6 +12,7 @@ from .atomic import atomic_write_bytes
 from .baselines import BaselineError, BaselineStore
 from .config import AUTO_HALFWIDTH, AUTO_MAX_ROUNDS, AUTO_MIN_ROUNDS, Settings, default_of
 from .host import package_versions, python_version, source_commit, usable_cpus
+from .later import Later
 from .machine import Machine, this_machine
 from .measure.efficiency import against_peak, compute_type
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak
@@ -66,6 +67,7 @@ class SdperfState:
         self.commit = source_commit(rootdir) if settings.enabled else None
         self.against: OtherSide | None = None  # --sdperf-against: the other interpreter, probed
         self._learnt: dict[tuple[str, str], float] | None = None  # priors.learn of the baseline file
+        self.later = Later()  # suspects confirmed at the session's end (later.py)
 
     @property
     def machine(self) -> Machine:

@@ -125,9 +125,11 @@ def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
     result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3",
                      "--sdperf-rounds", "auto", "--basetemp", str(run.root / "tmp"))
     result.assert_outcomes(failed=1)
-    # The confirmation's rounds were aimed at the comparison pooled with the first reading.
-    (confirmation,) = (run.root / "tmp").glob("*_0/confirmation/request.json")
+    # The confirmation's rounds were aimed at the comparison pooled with the first reading
+    # (the first pass's folder is the test's _0, its rerun at the session's end _1: later.py).
+    (confirmation,) = (run.root / "tmp").glob("*_[0-9]/confirmation/request.json")
     (first,) = (run.root / "tmp").glob("*_0/request.json")
+    assert confirmation.parent.parent.name.endswith("_1")
     target = json.loads(confirmation.read_text())["auto"]["target"]
     first_result = json.loads((first.parent / "result.json").read_text())
     assert target["confirm"] is False and len(target["earlier"]) == 1
@@ -371,6 +373,37 @@ def test_a_transient_slowdown_is_not_confirmed_by_fresh_workers(run: SdperfRun) 
     assert "pooled_readings" not in record["info"]  # the readings disagreed: the second judged alone
     assert record["ratio"] < 1.5 and record["ratio_interval"][0] <= record["ratio"]
     assert record["ratio_z"] == pytest.approx(1.96, abs=0.01)  # one latency check: no correction
+
+
+def test_a_suspect_is_confirmed_after_the_sessions_other_tests(run: SdperfRun) -> None:
+    """A reading that looks like a regression is measured again after the rest of the suite
+    (later.py), not right after itself: its outcome comes last, once, and a real slowdown
+    still fails there. With -x it is confirmed at once (a failure may stop the session)."""
+    run.options = ("--sdperf-gate", "absolute")
+    names = ("--sdperf-variants", "fake-slow,fake")
+    run.run(*names, "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=2)
+    out = run.root / "r.json"
+    slow = run.run(*names, "--sdperf-set", "fake_slowdown=3", "--sdperf-json", str(out), "-v")
+    slow.assert_outcomes(passed=1, failed=1)
+    assert slow.ret == 1
+    slow.stdout.fnmatch_lines([
+        "*fake-slow: a possible latency regression (*x): measured again in fresh workers after "
+        "the session's other tests",
+        "*test_gen[[]fake] PASSED*",
+        "*test_gen[[]fake-slow] FAILED*",
+    ])
+    outcomes = re.findall(r"test_gen\[fake-slow\] (PASSED|FAILED|SKIPPED)", slow.stdout.str())
+    assert outcomes == ["FAILED"]  # one outcome per test: the held first pass is not logged
+    records = json.loads(out.read_text())["results"]
+    assert [r["variant"] for r in records] == ["fake", "fake-slow"]
+    (held,) = [r for r in records if r["variant"] == "fake-slow"]
+    assert held["verdict"] == "regression" and held["info"]["pooled_readings"] == 2
+    assert "latency ratio" in held["info"]["first_measurement"]
+
+    at_once = run.run(*names, "--sdperf-set", "fake_slowdown=3", "-v", "-x")
+    at_once.assert_outcomes(failed=1)  # -x: stopped at the first test, confirmed at once
+    assert "after the session's other tests" not in at_once.stdout.str()
+    at_once.stdout.fnmatch_lines(["*test_gen[[]fake-slow] FAILED*"])
 
 
 def test_the_suite_correction_counts_the_tests_left_after_k(run: SdperfRun) -> None:
