@@ -9,9 +9,10 @@ state changes over hours: a whole recording ran 30% slower, with ratios between 
 variants off by up to 10%), so the comparison carries that spread:
 
 - r = median(current) / geometric mean of the baseline's session medians;
-- its standard error in log units, SE^2 = s_w^2 + b^2 + (b^2 + s_r^2) / k: s_w and s_r the
+- its standard error in log units, SE^2 = s_w^2 + (g b)^2 + (b^2 + s_r^2) / k: s_w and s_r the
   bootstrap standard errors of the log median of this run and of the recording, k the
-  baseline's sessions, b the between-session spread: the spread (log SD) of the baseline's
+  baseline's sessions, g this session's noise scale (``noise.py``: 1 unless the session's
+  rounds move more than its baselines' recordings' did), b the between-session spread: the spread (log SD) of the baseline's
   session medians, shrunk towards a prior: the spread learnt from the baseline file's tests of
   the variant's family (``priors.py``) with the weight of ``LEARNT_PRIOR_WEIGHT`` sessions,
   else ``BETWEEN_PRIOR`` with the weight of ``BETWEEN_PRIOR_WEIGHT`` (so one or two sessions
@@ -177,13 +178,16 @@ class Spread:
     #: the earlier readings' part of ``within`` (log SE): their rounds are over, so more rounds
     #: of the reading being taken cannot narrow it
     earlier: float = 0.0
+    #: this session's noise over its baselines' recordings', as a factor on its between-session
+    #: term (noise.py; 1: as noisy as they were, or quieter)
+    scale: float = 1.0
 
     @property
     def current(self) -> float:
         """The between-session variance of this session's pooled readings: the part the session
-        shares (``COMMON_SPREAD``, at most b) plus the rest over m."""
+        shares (``COMMON_SPREAD``, at most b) plus the rest over m, times ``scale`` squared."""
         common = min(COMMON_SPREAD, self.between) ** 2
-        return common + (self.between**2 - common) / self.readings
+        return self.scale**2 * (common + (self.between**2 - common) / self.readings)
 
     @property
     def floor(self) -> float:
@@ -218,7 +222,7 @@ def midpoint(limit: float) -> float:
 def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: float,
                     seconds: bool = True, sessions: Sequence[float] = (), checks: int = 1,
                     prior: float | None = None, earlier: Sequence[Sequence[float]] = (),
-                    confirm: bool = False) -> Check:
+                    confirm: bool = False, noise_scale: float = 1.0) -> Check:
     """Latency verdict under the rule in this module's docstring (``seconds``: the samples are
     seconds, else ratios to a paired reference or to the calibration; ``sessions``: the
     baseline's session medians, none: the recording's alone; ``checks``: latency checks in
@@ -226,13 +230,15 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     ``between_spread``). ``earlier``: this session's earlier readings of the test, in other
     workers, pooled with ``current`` (a suspect's confirmation). ``confirm``: a suspect single
     reading will be measured again and judged pooled (the gate's tests), so its smallest
-    detectable slowdown is the two stages' (``detectable_pct``).
+    detectable slowdown is the two stages' (``detectable_pct``). ``noise_scale``: this
+    session's factor on its between-session term (noise.py).
 
     A confirmation that is not a suspect on its own is judged alone: the readings disagree (a
     burst of other work on the machine made the first one slow), and pooling would carry the
     burst into the verdict."""
     if len(earlier):
-        alone = compare_latency(current, baseline, pct, seconds, sessions, checks, prior, (), confirm)
+        alone = compare_latency(current, baseline, pct, seconds, sessions, checks, prior, (), confirm,
+                                noise_scale)
         if not alone.suspect:
             return alone
     medians = [float(x) for x in sessions if x > 0] or [float(np.median(baseline))]
@@ -243,7 +249,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     noise = [log_median_se(r, RESAMPLES) ** 2 for r in readings]
     within, earlier_part = float(np.sqrt(sum(noise))) / m, float(np.sqrt(sum(noise[1:]))) / m
     spread = Spread(within, log_median_se(baseline, RESAMPLES), between_spread(medians, prior),
-                    len(medians), m, earlier_part)
+                    len(medians), m, earlier_part, noise_scale)
     z, se = suite_z(checks * m), spread.se  # a pooled reading is another check of the session
     low, high = point * float(np.exp(-z * se)), point * float(np.exp(z * se))
     limit = 1.0 + pct / 100.0
@@ -258,7 +264,7 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
         f"{f' (mean of {k} sessions)' if k > 1 else ''}, interval {low:.3f}-{high:.3f} "
         f"(z={z:.2f} for {checks} latency check{'s' if checks != 1 else ''}"
         f"{f' judged up to {m} times each' if m > 1 else ''}; between-session "
-        f"spread {spread.between:.1%}{_prior_text(prior)}), "
+        f"spread {spread.between:.1%}{_prior_text(prior)}{_scale_text(noise_scale)}), "
         f"n={'+'.join(str(len(r)) for r in reversed(readings))}/{len(baseline)}"
     )
     detectable = detectable_pct(spread, checks, half, confirm and m == 1)
@@ -310,6 +316,10 @@ def detectable_pct(spread: Spread, checks: int, half: float, two_stage: bool) ->
 
 def _prior_text(prior: float | None) -> str:
     return "" if prior is None else f", its prior {prior:.1%} learnt from this baseline file"
+
+
+def _scale_text(scale: float) -> str:
+    return "" if scale <= 1.0 else f", x{scale:.2f} in this session for its noise"
 
 
 #: The session figure (``LatencyStats.session_summary``) each gate mode compares.
@@ -379,18 +389,19 @@ def latency_figures(mode: str, current: LatencyStats, stored: LatencyStats, refe
 
 def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
                   reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None,
-                  earlier: Sequence[LatencyStats] = (), confirm: bool = False) -> Check:
+                  earlier: Sequence[LatencyStats] = (), confirm: bool = False,
+                  noise_scale: float = 1.0) -> Check:
     """The latency gate's check in ``mode`` (see ``latency_figures``) among ``checks`` latency
     checks of the session; ``priors``: the between-session spreads learnt for this test, per
     session figure (``priors.py``; a figure not in it: ``BETWEEN_PRIOR``). ``earlier``: this
     session's earlier readings of the test, pooled with ``current`` where they give the same
-    figures (a suspect's confirmation); ``confirm``: see ``compare_latency``."""
+    figures (a suspect's confirmation); ``confirm``, ``noise_scale``: see ``compare_latency``."""
     figures = latency_figures(mode, current, stored, reference)
     pooled = [f.current for f in (latency_figures(mode, e, stored, reference) for e in earlier)
               if f.session_figure == figures.session_figure]
     check = compare_latency(figures.current, figures.baseline, pct, figures.mode == "absolute",
                             figures.sessions, checks, (priors or {}).get(figures.session_figure),
-                            pooled, confirm)
+                            pooled, confirm, noise_scale)
     detail = f"{check.detail}; {figures.note}" if figures.note else check.detail
     spread = (round_spread_pct(figures.current), round_spread_pct(figures.baseline))
     return replace(check, metric=figures.metric, detail=detail, round_spread_pct=spread)
@@ -398,12 +409,14 @@ def check_latency(mode: str, current: LatencyStats, stored: LatencyStats, pct: f
 
 def check_throughput(mode: str, current: LatencyStats, stored: LatencyStats, pct: float,
                      reference: str = "", checks: int = 1, priors: Mapping[str, float] | None = None,
-                     earlier: Sequence[LatencyStats] = (), confirm: bool = False) -> Check:
+                     earlier: Sequence[LatencyStats] = (), confirm: bool = False,
+                     noise_scale: float = 1.0) -> Check:
     """The throughput gate: a LoadGen run's seconds per image (``Bench.throughput``) judged by
     the latency rule, in ``mode``, at the latency limit: images/s may fall to 1 / (1 +
     ``pct``/100) of the baseline's. The check's ratio is seconds per image now over the
     baseline's (1.10: 9% fewer images/s); its detail gives both images/s."""
-    check = check_latency(mode, current, stored, pct, reference, checks, priors, earlier, confirm)
+    check = check_latency(mode, current, stored, pct, reference, checks, priors, earlier, confirm,
+                          noise_scale)
     now, base = 1.0 / current.p50, 1.0 / stored.p50
     metric = check.metric.replace("latency ratio", "throughput: seconds-per-image ratio", 1)
     detail = (f"{now:.3g} vs {base:.3g} images/s (the baseline's recording), images/s may fall "

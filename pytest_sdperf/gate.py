@@ -109,7 +109,8 @@ class Gate:
         sim = self._similarity(m, outcome.recordings)
         current, previous = _figures(m, None if stored.stale else stored.entry, sim)
         verdict = judge(current, previous, t, s.gate_mode, self.state.reference_name(),
-                        self.state.latency_checks, self.state.priors(self.spec), confirm=True)
+                        self.state.latency_checks, self.state.priors(self.spec), confirm=True,
+                        noise_scale=self.state.noise_scale())
         new_entry = self._entry(m, sim, self._own_limits(stored.entry))
         if stored.entry is not None and stored.entry.throughput is None and m.throughput is not None:
             outcome.recordings.append(f"no throughput in baseline entry {stored.key} (recorded "
@@ -149,8 +150,10 @@ class Gate:
             return None
         mode = "relative" if self.state.foreign_baseline else s.gate_mode
         priors = {} if self.state.foreign_baseline else self.state.priors(self.spec)
+        scale = 1.0 if self.state.foreign_baseline else self.state.noise_scale()
         return AutoTarget(mode, entry.latency, self._thresholds(entry).latency_pct,
-                          self.state.reference_name(), self.state.latency_checks, priors, confirm=True)
+                          self.state.reference_name(), self.state.latency_checks, priors, confirm=True,
+                          noise_scale=scale)
 
     def _adopting(self, entry: BaselineEntry) -> bool:
         """Whether this test's variant has a yardstick the entry's rounds lack (paired gating)."""
@@ -189,7 +192,7 @@ class Gate:
         current, stored = _figures(m, entry, None)
         return judge(current, stored, self._thresholds(entry), s.gate_mode,
                      self.state.reference_name(), self.state.latency_checks, self.state.priors(self.spec),
-                     confirm=True)
+                     confirm=True, noise_scale=self.state.noise_scale())
 
     def _fail_worker(self, m: WorkerFailure) -> NoReturn:
         if m.variant:  # a worker that ran and failed is a row of the results (hung...)

@@ -104,7 +104,7 @@ class Verdict:
 
 def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
           reference: str = "", latency_checks: int = 1, priors: Mapping[str, float] | None = None,
-          confirm: bool = False) -> Verdict:
+          confirm: bool = False, noise_scale: float = 1.0) -> Verdict:
     """Compare ``current`` with ``stored`` (None: nothing stored; similarity and the speedup
     floor alone are judged) in gate ``mode`` (``paired``, ``relative``, ``absolute``: see
     compare.latency_figures). The speedup floor (``t.min_speedup``) is checked where the rounds
@@ -112,7 +112,8 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
     widen each one's interval (compare.suite_z); a throughput check counts as one of them.
     ``priors``: the between-session spreads learnt for this test (``priors.py``). ``confirm``:
     a suspect reading will be measured again and judged pooled with ``current.earlier`` (the
-    gate's tests; compare.compare_latency)."""
+    gate's tests; compare.compare_latency). ``noise_scale``: this session's factor on its
+    between-session term (noise.py)."""
     checks: list[Check] = []
     paired = current.latency.paired() if current.latency is not None else None
     if t.min_speedup > 0 and paired:
@@ -121,11 +122,11 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
         if current.latency is not None and stored.latency is not None \
                 and current.latency.samples and stored.latency.samples:
             checks.append(check_latency(mode, current.latency, stored.latency, t.latency_pct, reference,
-                                        latency_checks, priors, current.earlier, confirm))
+                                        latency_checks, priors, current.earlier, confirm, noise_scale))
         if current.throughput is not None and stored.throughput is not None:
             checks.append(check_throughput(mode, current.throughput, stored.throughput, t.latency_pct,
                                            reference, latency_checks, priors, current.earlier_throughput,
-                                           confirm))
+                                           confirm, noise_scale))
         memory = compare_memory_figures(current.memory, stored.memory, t.memory_pct)
         if memory is not None:
             checks.append(memory)

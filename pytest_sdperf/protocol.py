@@ -43,13 +43,14 @@ class AutoTarget:
     #: this session's earlier readings of the test (a suspect's, when these rounds are its
     #: confirmation): the rounds sample until the comparison pooled with them is decided
     earlier: tuple[LatencyStats, ...] = ()
+    noise_scale: float = 1.0  # this session's factor on the between-session term (noise.py)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {"mode": self.mode, "baseline": self.baseline.to_dict(),
                 "latency_pct": self.latency_pct, "reference": self.reference, "checks": self.checks,
                 "priors": dict(self.priors), "confirm": self.confirm,
-                "earlier": [e.to_dict() for e in self.earlier]}
+                "earlier": [e.to_dict() for e in self.earlier], "noise_scale": self.noise_scale}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoTarget:
@@ -58,7 +59,8 @@ class AutoTarget:
         return cls(str(data["mode"]), LatencyStats.from_dict(data["baseline"]),
                    float(data["latency_pct"]), str(data.get("reference", "")), int(data.get("checks", 1)),
                    priors, bool(data.get("confirm", False)),
-                   tuple(LatencyStats.from_dict(e) for e in data.get("earlier") or ()))
+                   tuple(LatencyStats.from_dict(e) for e in data.get("earlier") or ()),
+                   float(data.get("noise_scale", 1.0)))
 
     def confirming(self, earlier: tuple[LatencyStats, ...]) -> AutoTarget:
         """The target of a suspect's confirmation: sample until the comparison pooled with the

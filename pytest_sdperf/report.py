@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -11,6 +10,7 @@ from typing import Any, Iterable, Sequence
 from .atomic import atomic_write_text
 from .config import BASELINE_SESSIONS
 from .measure.memory import gated_figure
+from .noise import medians, scale_of
 from .results import Record
 from .session import REFERENCE_VARIANT
 
@@ -181,24 +181,22 @@ def floor_line(records: Sequence[Record]) -> str:
 def noise_line(records: Sequence[Record]) -> str:
     """The machine's noise in this run beside its baselines' recordings: the median over tests of
     how much one round's gated ratio moved (``Record.round_spread_pct``); "" where no test was
-    compared with a baseline. A noisier run samples longer and sees less, and its intervals are
-    too narrow (the between-session spread its baselines learnt was a quieter machine's: README,
-    "The suite harness on a noisy afternoon"): the line says so, so a slow or blunt night is not
-    read as a change in the code."""
-    pairs = [(r.round_spread_pct, r.baseline_round_spread_pct) for r in records
-             if r.round_spread_pct is not None and r.baseline_round_spread_pct is not None]
-    if not pairs:
+    compared with a baseline. A noisier run samples longer and sees less, and its tests'
+    between-session spreads were widened for it (noise.py; the spread its baselines learnt was
+    a quieter machine's: README, "The suite harness on a noisy afternoon"): the line says so,
+    so a slow or blunt night is not read as a change in the code."""
+    found = medians((r.round_spread_pct, r.baseline_round_spread_pct) for r in records)
+    if found is None:
         return ""
-    now = statistics.median(p[0] for p in pairs)
-    then = statistics.median(p[1] for p in pairs)
+    tests, now, then = found
     text = (f"sdperf: round-to-round noise (a robust SD of each round's gated ratio, median of "
-            f"{len(pairs)} tests): {now:.1f}% this run, {then:.1f}% in their baselines' recordings")
+            f"{tests} tests): {now:.1f}% this run, {then:.1f}% in their baselines' recordings")
     if now > NOISIER * then:
         return (f"{text}; this machine was noisier than when they were recorded: the tests "
                 f"sampled longer within their time budget (--sdperf-time-budget) and see less "
-                f"(`sees`) than on a quieter run, and a failure is less certain than its interval "
-                f"says (a test's spread between sessions grows with the noise): rerun it before "
-                f"a bisect")
+                f"(`sees`) than on a quieter run, and their between-session spread was widened "
+                f"for it (by x{scale_of(now, then):.2f} at this "
+                f"noise: a test's spread between sessions grows with the noise, noise.py)")
     if then > NOISIER * now:
         return f"{text}; quieter than when they were recorded"
     return text

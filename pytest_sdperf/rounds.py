@@ -65,7 +65,8 @@ def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) 
         return True
     limits = Thresholds(latency_pct=target.latency_pct)
     verdict = judge(Figures(stats, earlier=target.earlier), Figures(target.baseline), limits,
-                    target.mode, target.reference, target.checks, target.priors, target.confirm)
+                    target.mode, target.reference, target.checks, target.priors, target.confirm,
+                    target.noise_scale)
     latency = verdict.latency
     if verdict.status is Status.REGRESSION or latency is None:
         return False

@@ -18,6 +18,7 @@ from .measure.efficiency import against_peak, compute_type
 from .measure.peak import GemmPeak, MachinePeak, cpu_peak
 from .measure.scenario import Scenario
 from .models.ref import ModelRef
+from .noise import session_scale
 from .pairing import DISTURBED_FACTOR, ReferencePool
 from .protocol import AutoRounds, AutoTarget, WorkerRequest
 from .results import Measurement, Record, WorkerFailure
@@ -113,6 +114,11 @@ class SdperfState:
         if not m.efficiency:
             return {}
         return against_peak(m.efficiency, self.peak, m.device, compute_type(m.info))
+
+    def noise_scale(self) -> float:
+        """This session's factor on each test's between-session term, from the round spreads
+        of the tests judged so far against their recordings' (noise.py)."""
+        return session_scale((r.round_spread_pct, r.baseline_round_spread_pct) for r in self.records)
 
     def priors(self, spec: VariantSpec) -> dict[str, float]:
         """The between-session spreads learnt from this machine's baseline file for ``spec``'s

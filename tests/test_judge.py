@@ -233,6 +233,30 @@ def _gate(state: SdperfState, tmp_path: Path, marker: dict[str, float] | None = 
     return Gate(state, "suite::test[ref]", spec, marker or {}, tmp_path)
 
 
+def test_the_gate_widens_by_the_sessions_noise_so_far(tmp_path: Path) -> None:
+    """noise.py through the gate: once MIN_TESTS tests of the session were judged at four times
+    their recordings' round spread, the next check's between-session term is doubled (its
+    detail says so), and its auto rounds' target carries the same factor to the worker."""
+    from pytest_sdperf.noise import MIN_TESTS
+    from pytest_sdperf.results import Record
+
+    state = _state(tmp_path)
+    with pytest.warns(UserWarning, match="recorded now"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))
+    state.store.flush(state.header())
+    quiet = _gate(state, tmp_path).check(_measurement(tmp_path, 1.0))
+    assert "in this session for its noise" not in quiet.reason + str(quiet.info)
+    target = _gate(state, tmp_path).latency_target("tiny-abc", Workload())
+    assert target is not None and target.noise_scale == 1.0
+    state.records.extend(Record(f"t::test[{i}]", "v", "m", "w", "pass", round_spread_pct=8.0,
+                                baseline_round_spread_pct=2.0) for i in range(MIN_TESTS))
+    assert state.noise_scale() == pytest.approx(2.0)
+    target = _gate(state, tmp_path).latency_target("tiny-abc", Workload())
+    assert target is not None and target.noise_scale == pytest.approx(2.0)
+    with pytest.raises(pytest.fail.Exception, match=r"x2\.00 in this session for its noise"):
+        _gate(state, tmp_path).check(_measurement(tmp_path, 1.5))
+
+
 def test_session_limit_ranks_above_the_default_and_below_the_marker(tmp_path: Path) -> None:
     from dataclasses import replace
 

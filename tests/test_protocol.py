@@ -30,13 +30,14 @@ def test_worker_request_round_trips_through_json(tmp_path: Path) -> None:
         model=ModelRef("tiny", str(tmp_path), "tiny-abcdef12", arch="sd"),
         workload=Workload(steps=3, height=64, width=64), cache_dir=tmp_path / "cache", device="cpu",
         out_dir=tmp_path / "images", settings={"tome_ratio": "0.5"}, rounds=0,
-        auto=AutoRounds(5, 60, 0.02, 30.0, AutoTarget("paired", STATS, 10.0, "torch-fp32")),
+        auto=AutoRounds(5, 60, 0.02, 30.0, AutoTarget("paired", STATS, 10.0, "torch-fp32", noise_scale=1.4)),
         warmup=2, warmup_steps=1, memray_capture=tmp_path / "m.bin", measure_peak=True,
         machine_cpus=(0, 1),
     ).with_progress(tmp_path / "progress.jsonl")
     back = WorkerRequest.from_dict(_json(request.to_dict()))  # type: ignore[arg-type]
     assert back == request
     assert back.auto.target is not None and back.auto.target.baseline.paired() == STATS.paired()
+    assert back.auto.target.noise_scale == 1.4  # the worker stops on the gate's interval
 
 
 def test_worker_result_round_trips_and_says_skip_and_error() -> None:
