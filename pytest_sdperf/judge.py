@@ -109,7 +109,7 @@ def judge(current: Figures, stored: Figures | None, t: Thresholds, mode: str,
     floor alone are judged) in gate ``mode`` (``paired``, ``relative``, ``absolute``: see
     compare.latency_figures). The speedup floor (``t.min_speedup``) is checked where the rounds
     were paired with the ``reference``. ``latency_checks``: the latency checks of the session, which
-    widen each one's interval (compare.suite_z); a throughput check counts as one of them.
+    widen each one's interval (interval.suite_z); a throughput check counts as one of them.
     ``priors``: the between-session spreads learnt for this test (``priors.py``). ``confirm``:
     a suspect reading will be measured again and judged pooled with ``current.earlier`` (the
     gate's tests; compare.compare_latency). ``noise_scale``: this session's factor on its

@@ -209,7 +209,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if uses and not settings.enabled:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
     # the whole selection's latency checks, a shard's too: the suite's false-alarm rate is the
-    # merged run's (compare.suite_z); a scenario test's throughput check is one more
+    # merged run's (interval.suite_z); a scenario test's throughput check is one more
     config.stash[STATE].latency_checks = max(1, sum(
         ("sdperf_gate" in getattr(i, "fixturenames", ())) * (1 + (i in scenarios)) for i in kept))
     if settings.shard is not None:

@@ -1,7 +1,7 @@
 """The between-session spread each test's interval assumes, learnt from its baseline file.
 
 compare.py shrinks a test's between-session spread b (the log SD of its baseline sessions'
-medians) towards a prior. One prior for every test (``compare.BETWEEN_PRIOR``, 3%) is too wide
+medians) towards a prior. One prior for every test (``interval.BETWEEN_PRIOR``, 3%) is too wide
 for steady variants and too narrow for others: in the committed AVX-512 baseline (four sessions
 a test, 2026-12-05), the median spread of a family's tests was 1.7% for ``torch`` (paired),
 2.0% for ``system`` (the env-* variants), 4.5% for ``openvino`` and 5.6% for the reference
@@ -9,8 +9,8 @@ variant's own tests (judged against the calibration workload). So the prior is l
 same file, per variant family and gate figure (an empirical Bayes estimate): the median spread
 of the file's entries of that family with at least ``MIN_SESSIONS`` sessions of that figure,
 where at least ``MIN_TESTS`` such entries exist (never under ``FLOOR``); elsewhere
-``compare.BETWEEN_PRIOR`` stands. A learnt prior rests on several tests' sessions, so it weighs
-as ``compare.LEARNT_PRIOR_WEIGHT`` sessions of one test.
+``interval.BETWEEN_PRIOR`` stands. A learnt prior rests on several tests' sessions, so it weighs
+as ``interval.LEARNT_PRIOR_WEIGHT`` sessions of one test.
 
 Re-judging the stored readings of the 27 suite-harness runs of 2026-12-05 against the baseline
 they met (computed on 702 readings): with learnt priors, runs with a false first reading of

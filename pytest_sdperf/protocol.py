@@ -37,7 +37,7 @@ class AutoTarget:
     baseline: LatencyStats
     latency_pct: float
     reference: str = ""
-    checks: int = 1  # latency checks in the session (compare.suite_z)
+    checks: int = 1  # latency checks in the session (interval.suite_z)
     priors: Mapping[str, float] = field(default_factory=dict)  # learnt spreads (priors.py)
     confirm: bool = False  # a suspect is measured again and judged pooled (the gate's tests)
     #: this session's earlier readings of the test (a suspect's, when these rounds are its

@@ -9,8 +9,8 @@ however long it samples: the floor says so before a nightly does, and what would
 
 Every figure comes from the gate's own functions on the entry as stored: the figure the paired
 gate compares (``compare.latency_figures``), the prior learnt from the same file
-(``priors.learn``), the between-session spread (``compare.between_spread``) and the smallest
-detectable slowdown of the two-stage gate (``compare.detectable_pct``). This run's noise after n
+(``priors.learn``), the between-session spread (``interval.between_spread``) and the smallest
+detectable slowdown of the two-stage gate (``interval.detectable_pct``). This run's noise after n
 rounds is the recording's bootstrap SE of its log median scaled by sqrt(its rounds / n): the
 recording's rounds stand for a run's.
 """
@@ -24,8 +24,9 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .baselines import BaselineEntry
-from .compare import RESAMPLES, Spread, between_spread, detectable_pct, latency_figures, midpoint
+from .compare import RESAMPLES, latency_figures
 from .config import DECIDE_MIN_ROUNDS
+from .interval import Spread, between_spread, detectable_pct, midpoint
 from .measure.latency import log_median_se
 from .priors import for_family, learn
 

@@ -51,7 +51,7 @@ def more_rounds(request: WorkerRequest, samples: list[float], so_far: Callable[[
 
 def undecided(stats: LatencyStats, target: AutoTarget | None, halfwidth: float) -> bool:
     """Whether auto rounds should sample on, given the rounds so far (see ``more_rounds``)."""
-    from .compare import midpoint
+    from .interval import midpoint
     from .judge import Figures, Status, judge
     from .measure.latency import median_ci_halfwidth
     from .workload import Thresholds

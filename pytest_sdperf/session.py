@@ -56,7 +56,7 @@ class SdperfState:
         self._model: ModelRef | None = None
         self.written: list[Path] = []
         self.notes: list[str] = []
-        self.latency_checks = 1  # benchmark tests selected (each one latency check; compare.suite_z)
+        self.latency_checks = 1  # benchmark tests selected (each one latency check; interval.suite_z)
         self._peak: MachinePeak | None = None
         self.references = ReferencePool()
         self._probe_noted: set[str] = set()  # reference keys whose disagreeing probe is in notes
