@@ -53,9 +53,12 @@ judgement alone bounds the suite's false alarms (2.5% under the model, the scree
 it); the pair sees a smaller slowdown than one reading at the suite's z. The confirmation's
 auto rounds sample until the pooled comparison is decided; pooled, the first reading's rounds
 noise is part of what more rounds cannot narrow (``Spread.earlier``), so a confirmation after a
-short first reading (the screen stops its rounds early) settles once its own rounds are precise. A confirmation that is
-not a suspect on its own is judged alone: the readings disagree, as when a burst of other work
-made the first slow. Simulated (40-200 runs of 26 tests, the model's spread per reading): a 10%
+short first reading (the screen stops its rounds early) settles once its own rounds are precise. A confirmation that
+disagrees with the first reading (``disagree``: further apart than their noise allows, at 1%)
+and is not a suspect on its own is judged alone, as when a burst of other work made the first
+slow. (Until 2026-12-07 any confirmation that was not a suspect on its own was judged alone:
+with the confirmation after the session's other tests, a +10% ov-static read 1.138x and then
+1.049x, which agree, and was missed.) Simulated (40-200 runs of 26 tests, the model's spread per reading): a 10%
 slowdown of a test with a 1.7% between-session spread caught in 199 of 200 runs (79% by a
 first reading and a confirmation each at the suite's z, the rule before 2026-12-06), false
 alarms in 2-3% of unchanged runs (about 1% before); at a 4.5% spread, 22% caught (10%).
@@ -85,6 +88,9 @@ from .measure.latency import LatencyStats, log_median_se, median_interval, round
 from .measure.memory import common_figure
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+#: Two readings of a test further apart than this many of their difference's SEs disagree
+#: (``disagree``): a burst of other work made one of them, and the confirmation is judged alone.
+AGREE_Z = 2.5758293035489004  # two-sided 1%
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 
@@ -150,14 +156,9 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     detectable slowdown is the two stages' (``detectable_pct``). ``noise_scale``: this
     session's factor on its between-session term (noise.py).
 
-    A confirmation that is not a suspect on its own is judged alone: the readings disagree (a
-    burst of other work on the machine made the first one slow), and pooling would carry the
-    burst into the verdict."""
-    if len(earlier):
-        alone = compare_latency(current, baseline, pct, seconds, sessions, checks, prior, (), confirm,
-                                noise_scale)
-        if not alone.suspect:
-            return alone
+    A confirmation that disagrees with the reading before it (``disagree``: a burst of other
+    work on the machine made one of them) and is not a suspect on its own is judged alone:
+    pooling would carry the burst into the verdict."""
     medians = [float(x) for x in sessions if x > 0] or [float(np.median(baseline))]
     base = float(np.exp(np.mean(np.log(medians))))
     readings = [list(current), *(list(r) for r in earlier if len(r))]
@@ -167,6 +168,11 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
     within, earlier_part = float(np.sqrt(sum(noise))) / m, float(np.sqrt(sum(noise[1:]))) / m
     spread = Spread(within, log_median_se(baseline, RESAMPLES), between_spread(medians, prior),
                     len(medians), m, earlier_part, noise_scale)
+    if m > 1 and disagree(readings, noise, spread):
+        alone = compare_latency(current, baseline, pct, seconds, sessions, checks, prior, (), confirm,
+                                noise_scale)
+        if not alone.suspect:
+            return alone
     z, se = suite_z(checks * m), spread.se  # a pooled reading is another check of the session
     low, high = point * float(np.exp(-z * se)), point * float(np.exp(z * se))
     limit = 1.0 + pct / 100.0
@@ -212,6 +218,16 @@ def compare_latency(current: Sequence[float], baseline: Sequence[float], pct: fl
                        "test (--sdperf-update-all -k TEST, more rounds: --sdperf-rounds)")
     return Check("latency ratio", status, point, 1.0, limit, "x", detail, float(detectable), (low, high),
                  settled, note, z, suspect, m, float(floor))
+
+
+def disagree(readings: Sequence[Sequence[float]], noise: Sequence[float], spread: Spread) -> bool:
+    """Whether the confirmation (``readings[0]``) and the reading before it differ by more than
+    their noise allows (at ``AGREE_Z``): their rounds' noise (``noise``, log variances) and the
+    per-reading part of this session's between-session term (b^2 - c^2, times the session's
+    noise scale squared), each reading's own."""
+    own = spread.scale**2 * max(spread.between**2 - min(COMMON_SPREAD, spread.between) ** 2, 0.0)
+    gap = abs(float(np.log(np.median(readings[0]) / np.median(readings[1]))))
+    return gap > AGREE_Z * float(np.sqrt(noise[0] + noise[1] + 2.0 * own))
 
 
 def _prior_text(prior: float | None) -> str:

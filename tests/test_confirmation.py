@@ -66,6 +66,19 @@ def test_a_confirmation_that_disagrees_is_judged_alone() -> None:
     assert check.status == PASS and check.readings == 1 and check.measured < 1.05
 
 
+def test_a_confirmation_that_agrees_is_pooled_even_when_it_is_no_suspect_alone() -> None:
+    """A slowdown of 10% read 1.12x and then 1.05x (within what their noise and the per-reading
+    between-session spread allow): the second alone is no suspect, the pair is judged pooled."""
+    base = steady(1.0, seed=4)
+    first, second = steady(1.12, seed=10), steady(1.05, seed=11)
+    alone = compare_latency(second, base, 10, sessions=SESSIONS, checks=30, confirm=True)
+    assert not alone.suspect
+    check = compare_latency(second, base, 10, sessions=SESSIONS, checks=30, earlier=[first], confirm=True)
+    assert check.readings == 2 and "fresh workers, pooled" in check.detail
+    assert check.measured == pytest.approx(np.sqrt(np.median(first) * np.median(second)) / np.exp(
+        np.mean(np.log(SESSIONS))), rel=1e-6)
+
+
 def test_the_two_stages_see_a_smaller_slowdown_than_one_reading_at_the_suite_z() -> None:
     base, current = steady(1.0, seed=4), steady(1.0, seed=5)
     single = compare_latency(current, base, 10, sessions=SESSIONS, checks=30)
