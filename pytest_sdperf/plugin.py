@@ -402,9 +402,10 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
         m = _confirm(held.measurement, held.check, sdperf_gate, state, measure, tmp_path / "confirmation")
     else:
         m = measure(tmp_path)
-        if isinstance(m, Measurement):
-            _hold_suspect(request, m, sdperf_gate, state)
-            m = _confirmed(m, sdperf_gate, state, measure, tmp_path / "confirmation")
+        first = sdperf_gate.latency_again(m) if isinstance(m, Measurement) else None
+        if isinstance(m, Measurement) and first is not None:
+            _hold_suspect(request, m, first, state)
+            m = _confirm(m, first, sdperf_gate, state, measure, tmp_path / "confirmation")
     if sdperf_variant.name != state.reference_name():
         failed = state.ensure_references(sdperf_workload, tmp_path)
         if failed is not None:
@@ -540,21 +541,18 @@ def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
     return m if first is None else _confirm(m, first, gate, state, measure, workdir)
 
 
-def _hold_suspect(request: pytest.FixtureRequest, m: Measurement, gate: Gate, state: SdperfState) -> None:
-    """Where ``m`` reads as a possible latency regression and the session will reach its end,
-    hold it for a confirmation then (later.py) and skip this first pass (its reports are
-    never logged); else return."""
+def _hold_suspect(request: pytest.FixtureRequest, m: Measurement, first: Check, state: SdperfState) -> None:
+    """Where ``m``'s check ``first`` (``Gate.latency_again``) is a suspect and the session will
+    reach its end, hold it for a confirmation then (later.py) and skip this first pass (its
+    reports are never logged); else return."""
     from . import progress
     from .later import HELD, Held
 
     nodeid = request.node.nodeid
-    if not state.later.may_hold(request.config, nodeid):
+    if not first.suspect or not state.later.may_hold(request.config, nodeid):
         return
-    suspect = gate.latency_suspect(m)
-    if suspect is None:
-        return
-    state.later.hold(nodeid, Held(m, suspect))
-    progress.say(f"{m.variant}: a possible latency regression ({suspect.measured:.3f}x): measured "
+    state.later.hold(nodeid, Held(m, first))
+    progress.say(f"{m.variant}: a possible latency regression ({first.measured:.3f}x): measured "
                  f"again in fresh workers after the session's other tests")
     pytest.skip(HELD)
 
