@@ -41,7 +41,7 @@ The smallest detectable slowdown is the one this comparison would flag 19 times 
 ratio R is flagged when R > H and R exp(-z SE) > 1, so with 95% power at
 max(H exp(1.645 SE), exp((z + 1.645) SE)).
 
-**Screen and pooled confirmation** (``confirm``: the gate's tests, ``plugin._confirmed``). A
+**Screen and pooled confirmation** (``confirm``: the gate's tests, ``confirm.confirmed``). A
 single reading is a *suspect* when r > H and r exp(-``SCREEN_Z`` SE) > 1 (a 2.5% chance per
 unchanged test). A suspect is measured again in fresh workers (a fresh variant worker beside the
 session's reference), after the session's other tests (``later.py``: back to back, the two

@@ -14,7 +14,7 @@ Why the square root, measured: re-judging the 172 unchanged readings of seven no
 2026-12-07 (noise 6.2-9.1% against the recordings' 4.0%), their z scores' rms was 1.16 as
 judged, 1.03 with the square root, 0.83 with the ratio itself; the square root removed one false
 failure (ov-int8-weights 1.069x pooled) and kept every caught +10% target, where the ratio
-itself lost vae-slicing's two. (README: "Confirmations back to back, and three ways of
+itself lost vae-slicing's two. (docs/measurements.md: "Confirmations back to back, and three ways of
 widening, measured".)
 """
 

@@ -1,29 +1,32 @@
-"""pytest entry point: options (each with an ini twin), the ``sdperf`` marker, fixtures, hooks."""
+"""pytest entry point: options (each with an ini twin), the ``sdperf`` marker, hooks; the
+fixtures live in fixtures.py and knee.py and are imported here, where pytest finds them."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import hookspecs
-from .config import OPTIONS, Option, Settings, UsageError, settings_from_config
-from .workload import Protocol, Workload, locate_init_image, parse_marker_kwargs, resolve_workload
+from .config import OPTIONS, Option, UsageError, settings_from_config
+from .fixtures import (  # noqa: F401  (the plugin's fixtures: pytest collects them from here)
+    sdperf_gate,
+    sdperf_measurement,
+    sdperf_settings,
+    sdperf_sweep,
+    sdperf_variant,
+    sdperf_workload,
+)
+from .keys import STATE
+from .knee import sdperf_knee  # noqa: F401  (a fixture, as above)
+from .workload import parse_marker_kwargs
 
 if TYPE_CHECKING:
-    from .compare import Check
-    from .gate import Gate
-    from .measure.latency import LatencyStats
-    from .results import Measurement, WorkerFailure
-    from .session import SdperfState  # noqa: F401  (named in a string below)
-    from .variants.registry import VariantSpec
+    from .session import SdperfState
 
-STATE = pytest.StashKey["SdperfState"]()
 SKIP_REASON = "run with --sdperf"
 FIXTURES = ("sdperf_variant", "sdperf_measurement", "sdperf_gate", "sdperf_knee")
 
@@ -284,320 +287,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         progress.set_reporter(functools.partial(_live_line, session.config, tr))
     if any(f in getattr(item, "fixturenames", ()) for item in session.items for f in FIXTURES):
         state.start_fork_server()
-
-
-@pytest.fixture(scope="session")
-def sdperf_settings(pytestconfig: pytest.Config) -> Settings:
-    """The validated sdperf settings of this session."""
-    settings: Settings = pytestconfig.stash[STATE].settings
-    return settings
-
-
-@pytest.fixture
-def sdperf_workload(request: pytest.FixtureRequest) -> Workload:
-    """The workload of this test.
-
-    Workload defaults, then the model's (``--sdperf-model``: tiny 128x128/10 steps, a profile
-    its own small size, a folder its native size), then ``@pytest.mark.sdperf(...)``, then
-    ``--sdperf-size`` / ``--sdperf-steps``. A protocol test for another architecture skips.
-    """
-    from .models.source import default_workload
-
-    settings = request.config.stash[STATE].settings
-    marker = request.node.get_closest_marker("sdperf")
-    args = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid)
-    if args.run.arch and settings.enabled:
-        from .models.source import ModelError
-
-        try:
-            arch = request.config.stash[STATE].model().arch
-        except ModelError:
-            arch = ""  # sdperf_measurement reports the model's problem
-        if arch and arch != args.run.arch:
-            pytest.skip(f"{args.run.protocol or 'this test'} needs an {args.run.arch} "
-                        f"pipeline; --sdperf-model {settings.model} is {arch}")
-    if "init_image" in args.workload:
-        fields = locate_init_image(args.workload, request.node.path.parent,
-                                   f"{request.node.nodeid}: sdperf marker")
-        args = dataclasses.replace(args, workload=fields)
-    return resolve_workload(args, default_workload(settings.model), settings.workload_overrides())
-
-
-@pytest.fixture
-def sdperf_variant(request: pytest.FixtureRequest) -> VariantSpec:
-    """The VariantSpec under test (parametrized); skips where it cannot run here."""
-    state = request.config.stash[STATE]
-    spec: VariantSpec = state.registry.get(request.param)
-    reason = state.skip_reason(spec)
-    if reason:
-        pytest.skip(reason)
-    return spec
-
-
-@pytest.fixture
-def sdperf_sweep(request: pytest.FixtureRequest) -> dict[str, str]:
-    """This test's values of the list-valued --sdperf-set settings (``tome_ratio=0.3,0.5``
-    parametrizes every benchmark test, once a value); {} when none is a list."""
-    return dict(getattr(request, "param", {}))
-
-
-@pytest.fixture
-def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSpec,
-                       sdperf_workload: Workload, sdperf_gate: Gate, sdperf_sweep: dict[str, str],
-                       tmp_path: Path) -> Measurement | WorkerFailure:
-    """Build the variant in a fresh worker process and measure it (a ``Measurement``).
-
-    With ``--sdperf-rounds auto`` the worker is given the test's baseline latency, and times
-    rounds until the gate's comparison is decided (or the time budget is spent). Where this
-    workload has no reference image yet, the reference variant is run once to make it.
-
-    A worker that raises, crashes or exceeds ``--sdperf-timeout`` fails this test (in its
-    call phase, when the measurement is used) with the worker's output (a ``WorkerFailure``
-    stands in for the measurement); a variant that finds it cannot run here skips with its reason.
-    """
-    from .models.source import ModelError
-    from .results import Measurement, WorkerFailure
-
-    state = request.config.stash[STATE]
-    try:
-        model = state.model()
-    except ModelError as exc:
-        return WorkerFailure(str(exc))
-    capture = None
-    if state.settings.memray_dir:
-        capture = state.settings.memray_dir / (re.sub(r"[^\w.-]+", "_", request.node.nodeid) + ".bin")
-    marker = request.node.get_closest_marker("sdperf")
-    protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
-    s = state.settings
-    if protocol.sweep is not None:
-        raise pytest.UsageError(f"{request.node.nodeid}: sdperf marker sweep= is run by the "
-                                "sdperf_knee fixture; use sdperf_knee instead of sdperf_measurement")
-    rounds, warmup = _counts(protocol, s)
-    if protocol.scenario is not None:
-        from .measure.loadgen import loadgen_missing
-
-        missing = loadgen_missing()
-        if missing:
-            pytest.skip(missing)
-
-    def measure(workdir: Path, earlier: tuple[LatencyStats, ...] = ()) -> Measurement | WorkerFailure:
-        target = (sdperf_gate.latency_target(model.key, sdperf_workload)
-                  if (s.rounds if rounds is None else rounds) == 0 else None)
-        outcome = state.run(
-            sdperf_variant, sdperf_workload, workdir, memray_capture=capture, rounds=rounds,
-            warmup=warmup, warmup_steps=protocol.warmup_steps, extra_settings=sdperf_sweep,
-            scenario=protocol.scenario,
-            target=target.confirming(earlier) if target is not None and earlier else target,
-        )
-        if outcome.skip_reason is not None:
-            pytest.skip(outcome.skip_reason)
-        if outcome.measured is None:
-            return WorkerFailure(outcome.failure_text(sdperf_variant.name, s.timeout_s),
-                                 outcome.status, sdperf_variant.name, model.key, sdperf_workload.key())
-        m = Measurement.from_result(sdperf_variant, model, sdperf_workload, outcome.measured)
-        return dataclasses.replace(m, info={**m.info, "swept": sdperf_sweep}) if sdperf_sweep else m
-
-    held = state.later.take(request.node.nodeid)
-    if held is not None:  # its first reading, held until the session's end (later.py)
-        m = _confirm(held.measurement, held.check, sdperf_gate, state, measure, tmp_path / "confirmation")
-    else:
-        m = measure(tmp_path)
-        first = sdperf_gate.latency_again(m) if isinstance(m, Measurement) else None
-        if isinstance(m, Measurement) and first is not None:
-            _hold_suspect(request, m, first, state)
-            m = _confirm(m, first, sdperf_gate, state, measure, tmp_path / "confirmation")
-    if sdperf_variant.name != state.reference_name():
-        failed = state.ensure_references(sdperf_workload, tmp_path)
-        if failed is not None:
-            return failed
-    return m
-
-
-@pytest.fixture
-def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdperf_workload: Workload,
-                sdperf_gate: Gate, sdperf_sweep: dict[str, str], tmp_path: Path) -> Measurement | WorkerFailure:
-    """The latency-capped sweep of the marker's ``sweep=`` setting (sweep.py): the variant is
-    measured in a fresh worker per value, in increasing order, until a point's p90 passes
-    ``sweep_cap_ms`` or its throughput stops growing. Returns the knee's Measurement, its
-    ``throughput`` the knee's seconds per image (``sdperf_gate.check`` gates it) and
-    ``info["sweep"]`` the curve; with no point within the cap, the first point's (the gate
-    fails the test). A knee that reads as a throughput regression is measured again in fresh
-    workers before the test may fail, as any latency regression is."""
-    from .host import usable_cpus
-    from .models.source import ModelError
-    from .results import Measurement, WorkerFailure
-    from .sweep import SweepResult, per_image, point_of, stop_reason
-
-    state = request.config.stash[STATE]
-    marker = request.node.get_closest_marker("sdperf")
-    protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
-    sweep = protocol.sweep
-    if sweep is None:
-        raise pytest.UsageError(f"{request.node.nodeid}: sdperf_knee needs the sdperf marker's "
-                                "sweep='SETTING', sweep_values=(...) and sweep_cap_ms=...")
-    if sweep.setting in sdperf_sweep:
-        pytest.skip(f"this sweep raises {sweep.setting} itself; --sdperf-set {sweep.setting}=... "
-                    "parametrizes the other tests")
-    try:
-        model = state.model()
-    except ModelError as exc:
-        return WorkerFailure(str(exc))
-    s = state.settings
-    rounds, warmup = _counts(protocol, s)
-
-    base = sdperf_workload
-
-    def measure(value: int, workdir: Path) -> Measurement | WorkerFailure:
-        # a setting point adds the setting as --sdperf-set would; a batch point runs the
-        # workload at that batch; an instances point, that many pinned workers driven as one;
-        # each is paired with the reference at the test's own workload
-        wl = dataclasses.replace(base, images_per_prompt=value) if sweep.batch else base
-        own = sweep.batch or sweep.instances
-        extra = dict(sdperf_sweep) if own else {**sdperf_sweep, sweep.setting: str(value)}
-        outcome = state.run(sdperf_variant, wl, workdir, rounds=rounds, warmup=warmup,
-                            warmup_steps=protocol.warmup_steps, extra_settings=extra,
-                            reference_workload=base, instances=value if sweep.instances else 0)
-        if outcome.skip_reason is not None:
-            pytest.skip(outcome.skip_reason)
-        if outcome.measured is None:
-            return WorkerFailure(f"sweep {sweep.setting}={value}: "
-                                 + outcome.failure_text(sdperf_variant.name, s.timeout_s),
-                                 outcome.status, sdperf_variant.name, model.key, wl.key())
-        return Measurement.from_result(sdperf_variant, model, wl, outcome.measured)
-
-    def knee_of(m: Measurement, result: SweepResult) -> Measurement:
-        """The knee as the test's measurement: seconds per image as its throughput (the
-        reference's rounds, made at the test's workload, per image too); a batch knee is
-        judged as the test's workload, its first images against that workload's reference."""
-        info = {**m.info, "sweep": result.to_dict()}
-        if sweep.batch:
-            info.update(images_per_call=m.images_per_call, batch=m.workload.images_per_prompt)
-        return dataclasses.replace(
-            m, throughput=per_image(m.latency, m.images_per_call, base.images_per_prompt), info=info,
-            workload=base, images=m.images[:base.images_per_prompt])
-
-    measured: dict[int, Measurement] = {}
-    points = []
-    stopped = None
-    cpus = len(usable_cpus())
-    for value in sweep.values:
-        if sweep.instances and value > cpus:
-            stopped = (f"instances={value}: this machine offers {cpus} CPU(s), one instance each "
-                       "at most")
-            break
-        m = measure(value, tmp_path / f"{sweep.setting}-{value}")
-        if not isinstance(m, Measurement):
-            return m
-        measured[value] = m
-        points.append(point_of(value, m.latency.samples, m.images_per_call))
-        _live_line(request.config, request.config.pluginmanager.get_plugin("terminalreporter"),
-                   f"sweep {sdperf_variant.name} {sweep.setting}={value}: {points[-1].images_per_s:.3g} "
-                   f"images/s, p90 {points[-1].latency_s * 1000.0:.0f} ms")
-        stopped = stop_reason(points, sweep)
-        if stopped:
-            break
-    if not points:
-        pytest.skip(f"sweep {sweep.setting}: {stopped}")
-    result = SweepResult(sweep, tuple(points), stopped or "")
-    knee = result.knee
-    m = knee_of(measured[knee.value if knee else sweep.values[0]], result)
-    found: Measurement | WorkerFailure = m
-    if knee is not None:  # a knee that reads as regressed is measured again, as in sdperf_measurement
-        def measure_knee(workdir: Path, earlier: tuple[LatencyStats, ...] = ()) -> Measurement | WorkerFailure:
-            # a knee's points are measured without an auto target: ``earlier`` has no use here
-            again = measure(knee.value, workdir)
-            return knee_of(again, result) if isinstance(again, Measurement) else again
-
-        found = _confirmed(m, sdperf_gate, state, measure_knee, tmp_path / "confirmation")
-    if sdperf_variant.name != state.reference_name():
-        failed = state.ensure_references(sdperf_workload, tmp_path)
-        if failed is not None:
-            return failed
-    return found
-
-
-def _counts(protocol: Protocol, s: Settings) -> tuple[int | None, int | None]:
-    """The protocol's rounds and warmup calls, unless the command line gave its own (None:
-    the options')."""
-    rounds = protocol.rounds if protocol.rounds is not None and not s.rounds_given else None
-    warmup = protocol.warmup if protocol.warmup is not None and not s.warmup_given else None
-    return rounds, warmup
-
-
-def _confirmed(m: Measurement, gate: Gate, state: SdperfState,
-               measure: Callable[[Path, tuple[LatencyStats, ...]], Measurement | WorkerFailure],
-               workdir: Path) -> Measurement | WorkerFailure:
-    """A reading of a possible latency regression (a suspect, compare.py), or one its rounds
-    left undecided (inconclusive where more rounds would have narrowed it: ``Verdict.undecided``),
-    is measured again in fresh workers before the test is judged: the second measurement, with
-    the first as ``Measurement.earlier``, is the one judged (pooled with the first where the
-    second alone is a suspect too, else alone); the first one's reading alone rides in its info
-    (the message and the JSON show both). Its auto rounds sample until that comparison is
-    decided (``AutoTarget.confirming``), not until the second reading alone is a suspect:
-    stopped there, the pooled reading was often left undecided (inconclusive). A suspect
-    that may wait is confirmed after the session's other tests instead (``_hold_suspect``,
-    later.py); here it is confirmed at once (``-x``, a sweep's knee)."""
-    first = gate.latency_again(m)
-    return m if first is None else _confirm(m, first, gate, state, measure, workdir)
-
-
-def _hold_suspect(request: pytest.FixtureRequest, m: Measurement, first: Check, state: SdperfState) -> None:
-    """Where ``m``'s check ``first`` (``Gate.latency_again``) is a suspect and the session will
-    reach its end, hold it for a confirmation then (later.py) and skip this first pass (its
-    reports are never logged); else return."""
-    from . import progress
-    from .later import HELD, Held
-
-    nodeid = request.node.nodeid
-    if not first.suspect or not state.later.may_hold(request.config, nodeid):
-        return
-    state.later.hold(nodeid, Held(m, first))
-    progress.say(f"{m.variant}: a possible latency regression ({first.measured:.3f}x): measured "
-                 f"again in fresh workers after the session's other tests")
-    pytest.skip(HELD)
-
-
-def _confirm(m: Measurement, first: Check, gate: Gate, state: SdperfState,
-             measure: Callable[[Path, tuple[LatencyStats, ...]], Measurement | WorkerFailure],
-             workdir: Path) -> Measurement | WorkerFailure:
-    """``m`` (whose check ``first`` is a suspect or undecided) measured again in fresh workers
-    and pooled with it (see ``_confirmed``)."""
-    from .compare import FAIL
-    from .results import Measurement
-
-    earlier = (*m.earlier, m.latency)
-    again = measure(workdir, earlier)
-    if not isinstance(again, Measurement):
-        return again
-    info = {**again.info, "first_measurement": first.message()}
-    pooled = dataclasses.replace(again, info=info, earlier=earlier,
-                                 earlier_throughput=(*m.earlier_throughput,
-                                                     *((m.throughput,) if m.throughput else ())))
-    if not first.suspect:
-        state.notes.append(f"{m.variant}: a first measurement was left undecided, so fresh workers "
-                           f"measured it again: {first.message()}")
-        return pooled
-    judged = gate.latency_suspect(pooled)
-    if judged is None or judged.status != FAIL:
-        state.notes.append(f"{m.variant}: a first measurement read a possible latency regression, "
-                           f"fresh workers pooled with it did not confirm it: {first.message()}")
-    return pooled
-
-
-@pytest.fixture
-def sdperf_gate(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, tmp_path: Path) -> Gate:
-    """Compare a measurement with the baseline: ``sdperf_gate.check(sdperf_measurement)``.
-
-    Fails the test on a regression (naming metric, value, baseline, limit and files) and on a
-    first recording; see the README for the rules.
-    """
-    from .gate import Gate
-    from .workload import parse_marker_kwargs as parse
-
-    marker = request.node.get_closest_marker("sdperf")
-    thresholds = parse(marker.kwargs if marker else {}, request.node.nodeid).thresholds
-    state = request.config.stash[STATE]
-    return Gate(state, request.node.nodeid, sdperf_variant, thresholds, tmp_path)
 
 
 def _live_line(config: pytest.Config, tr: Any, text: str) -> None:

@@ -183,7 +183,7 @@ def noise_line(records: Sequence[Record]) -> str:
     how much one round's gated ratio moved (``Record.round_spread_pct``); "" where no test was
     compared with a baseline. A noisier run samples longer and sees less, and its tests'
     between-session spreads were widened for it (noise.py; the spread its baselines learnt was
-    a quieter machine's: README, "The suite harness on a noisy afternoon"): the line says so,
+    a quieter machine's: docs/measurements.md, "The suite harness on a noisy afternoon"): the line says so,
     so a slow or blunt night is not read as a change in the code."""
     found = medians((r.round_spread_pct, r.baseline_round_spread_pct) for r in records)
     if found is None:

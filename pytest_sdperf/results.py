@@ -39,7 +39,7 @@ class Measurement:
     efficiency: Mapping[str, Any] = field(default_factory=dict)
     throughput: LatencyStats | None = None  # a LoadGen run's seconds per image
     #: this session's earlier readings of the test in other workers, pooled with this one by
-    #: the gate (a suspect's first reading, when this is its confirmation: plugin._confirmed)
+    #: the gate (a suspect's first reading, when this is its confirmation: confirm.confirmed)
     earlier: tuple[LatencyStats, ...] = ()
     earlier_throughput: tuple[LatencyStats, ...] = ()
 

@@ -146,7 +146,7 @@ def _run(rng: np.random.Generator, between: float, slow: float, tests: int, k: i
     ``k`` sessions at levels of log SD ``between``; this session's readings share a level of log
     SD ``COMMON_SPREAD`` and each has the rest of ``between`` of its own (fresh workers); 20
     rounds a reading, 1.5% noise. The first test is ``slow`` times slower. A suspect is read
-    again and judged pooled, as ``plugin._confirmed`` does."""
+    again and judged pooled, as ``confirm.confirmed`` does."""
     own = np.sqrt(between**2 - COMMON_SPREAD**2)
     session = rng.normal(0, COMMON_SPREAD)
     out = []

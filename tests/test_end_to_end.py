@@ -26,7 +26,7 @@ def run(pytester: pytest.Pytester, cache_dir: Path, *extra: str) -> pytest.RunRe
         "--sdperf-baselines", str(pytester.path / "baselines"),
         "--sdperf-warmup", "1", "-p", "no:cacheprovider", *extra,  # auto rounds: the default
         # The reference variant's own test is gated over calibration; a fresh process read it
-        # 0.76-1.30x of its recording across runs here (README, "Current defaults, measured"): a limit of
+        # 0.76-1.30x of its recording across runs here (docs/measurements.md, "Earlier defaults"): a limit of
         # 50% keeps this test about the path, and the 10x regression below still fails.
         "--sdperf-latency-pct", "50",
         "-k", "not batch",  # the suite's batch test is a second workload: one test is enough here

@@ -325,7 +325,7 @@ def test_a_reading_its_rounds_left_undecided_is_measured_again_in_fresh_workers(
     suspect is, and the second reading decides; the first rides in the info and the notes."""
     import dataclasses
 
-    from pytest_sdperf.plugin import _confirmed
+    from pytest_sdperf.confirm import confirmed
 
     state = _state(tmp_path)
     spec = VariantSpec(name="ref", family="t", description="t")
@@ -347,13 +347,13 @@ def test_a_reading_its_rounds_left_undecided_is_measured_again_in_fresh_workers(
         asked.append(earlier)
         return _measurement(tmp_path, 1.0)
 
-    again = _confirmed(first, gate(), state, measure, tmp_path / "confirmation")
+    again = confirmed(first, gate(), state, measure, tmp_path / "confirmation")
     assert isinstance(again, Measurement) and asked == [(first.latency,)]
     assert "too noisy to decide" in again.info["first_measurement"]
     assert any("left undecided, so fresh workers measured it again" in n for n in state.notes)
     assert gate().check(again).verdict == "pass"
     # A decided reading is not measured again.
-    assert _confirmed(_measurement(tmp_path, 1.0), gate(), state, measure, tmp_path / "c2") is not None
+    assert confirmed(_measurement(tmp_path, 1.0), gate(), state, measure, tmp_path / "c2") is not None
     assert len(asked) == 1
 
 

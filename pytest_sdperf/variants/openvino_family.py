@@ -48,7 +48,7 @@ MODULE = "pytest_sdperf.variants.openvino_family"
 OV_REQUIRES = ("openvino", "optimum.intel", "nncf", "torch", "diffusers", "transformers")
 DEFAULT_SAMPLES = 200
 DEFAULT_REQUESTS = 2
-# Measured: see the README's "Two forms of ov-async" (callbacks vs threads, one run each).
+# Measured: see docs/measurements.md, "Two forms of ov-async" (callbacks vs threads, one run each).
 DEFAULT_ASYNC_FORM = "threads"
 PRECISIONS = ("f32", "bf16", "f16")
 
@@ -274,7 +274,7 @@ def _count_built(info: dict[str, Any], entry: Any) -> None:
 #: The paired latency gate of ov-static, ov-int8-weights, ov-int8-hybrid and ov-tome compares
 #: their rounds with ov-fp32's timed beside them (``VariantSpec.yardstick``): over torch-fp32
 #: their ratios moved 3.3-4.7% between half-minute blocks of one process, over ov-fp32 not at
-#: all (README "Which yardstick holds a ratio steady?", three probes, 2026-12-06). ov-fp32's
+#: all (docs/measurements.md, "Which yardstick holds a ratio steady?", three probes, 2026-12-06). ov-fp32's
 #: own test stays paired with torch-fp32, so a slowdown of the whole runtime is seen there.
 #: ov-async has none: its throughput mode moved 9% apart from the other variants.
 YARDSTICK = "ov-fp32"

@@ -56,7 +56,7 @@ class VariantSpec:
     yardstick: a variant timed beside this one, round by round, whose ratio the paired latency
         gate compares instead of the ratio to the reference variant, where this variant's
         timing moves with it far more than with the reference (ov-fp32 for the OpenVINO
-        variants built on its runtime: measured in README "Which yardstick holds a ratio
+        variants built on its runtime: measured in docs/measurements.md, "Which yardstick holds a ratio
         steady?"); a slowdown the two share is seen by the yardstick's own test. A composition
         has it where every part names the same one.
 
