@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .results import Measurement, WorkerFailure
     from .session import SdperfState
 
+
 def confirmed(m: Measurement, gate: Gate, state: SdperfState,
               measure: Callable[[Path, tuple[LatencyStats, ...]], Measurement | WorkerFailure],
               workdir: Path) -> Measurement | WorkerFailure:

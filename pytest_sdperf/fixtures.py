@@ -16,7 +16,7 @@ import pytest
 
 from .config import Settings
 from .keys import STATE
-from .workload import Protocol, Workload, locate_init_image, parse_marker_kwargs, resolve_workload
+from .workload import MarkerArgs, Protocol, Workload, locate_init_image, parse_marker_kwargs, resolve_workload
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -43,8 +43,7 @@ def sdperf_workload(request: pytest.FixtureRequest) -> Workload:
     from .models.source import default_workload
 
     settings = request.config.stash[STATE].settings
-    marker = request.node.get_closest_marker("sdperf")
-    args = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid)
+    args = marker_args(request.node)
     if args.run.arch and settings.enabled:
         from .models.source import ModelError
 
@@ -106,8 +105,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
     capture = None
     if state.settings.memray_dir:
         capture = state.settings.memray_dir / (re.sub(r"[^\w.-]+", "_", request.node.nodeid) + ".bin")
-    marker = request.node.get_closest_marker("sdperf")
-    protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
+    protocol = marker_args(request.node).run
     s = state.settings
     if protocol.sweep is not None:
         raise pytest.UsageError(f"{request.node.nodeid}: sdperf marker sweep= is run by the "
@@ -142,8 +140,7 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
         m = confirm(held.measurement, held.check, sdperf_gate, state, measure, tmp_path / "confirmation")
     else:
         m = measure(tmp_path)
-        first = sdperf_gate.latency_again(m) if isinstance(m, Measurement) else None
-        if isinstance(m, Measurement) and first is not None:
+        if isinstance(m, Measurement) and (first := sdperf_gate.latency_again(m)) is not None:
             hold_suspect(request, m, first, state)
             m = confirm(m, first, sdperf_gate, state, measure, tmp_path / "confirmation")
     if sdperf_variant.name != state.reference_name():
@@ -151,6 +148,12 @@ def sdperf_measurement(request: pytest.FixtureRequest, sdperf_variant: VariantSp
         if failed is not None:
             return failed
     return m
+
+
+def marker_args(node: pytest.Item) -> MarkerArgs:
+    """The test's ``sdperf`` marker keywords, validated (none: the defaults)."""
+    marker = node.get_closest_marker("sdperf")
+    return parse_marker_kwargs(marker.kwargs if marker else {}, node.nodeid)
 
 
 def counts(protocol: Protocol, s: Settings) -> tuple[int | None, int | None]:
@@ -169,9 +172,7 @@ def sdperf_gate(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, tmp
     first recording; see the README for the rules.
     """
     from .gate import Gate
-    from .workload import parse_marker_kwargs as parse
 
-    marker = request.node.get_closest_marker("sdperf")
-    thresholds = parse(marker.kwargs if marker else {}, request.node.nodeid).thresholds
+    thresholds = marker_args(request.node).thresholds
     state = request.config.stash[STATE]
     return Gate(state, request.node.nodeid, sdperf_variant, thresholds, tmp_path)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .fixtures import counts
+from .fixtures import counts, marker_args
 from .keys import STATE
-from .workload import Workload, parse_marker_kwargs
+from .workload import Workload
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -37,8 +37,7 @@ def sdperf_knee(request: pytest.FixtureRequest, sdperf_variant: VariantSpec, sdp
     from .sweep import SweepResult, per_image, point_of, stop_reason
 
     state = request.config.stash[STATE]
-    marker = request.node.get_closest_marker("sdperf")
-    protocol = parse_marker_kwargs(marker.kwargs if marker else {}, request.node.nodeid).run
+    protocol = marker_args(request.node).run
     sweep = protocol.sweep
     if sweep is None:
         raise pytest.UsageError(f"{request.node.nodeid}: sdperf_knee needs the sdperf marker's "
