@@ -447,6 +447,7 @@ class Gate:
         if latency is not None and latency.readings > 1:  # the row's ratio pools fresh workers' readings
             info["pooled_readings"] = latency.readings
         spread, base_spread = latency.round_spread_pct if latency else (None, None)
+        readings = (*m.earlier, m.latency)  # a confirmation's rounds and the first reading's
         return Record(
             test_id=self.test_id, variant=m.variant, model_key=m.model_key,
             workload_key=m.workload.key(), verdict=outcome.verdict, p50_s=m.latency.p50,
@@ -460,6 +461,8 @@ class Gate:
             ratio_interval=latency.interval if latency else None,
             ratio_z=latency.z if latency else None, round_spread_pct=spread,
             baseline_round_spread_pct=base_spread, samples=m.latency.samples,
+            rounds=sum(len(r.samples) for r in readings),
+            rounds_s=round(sum(r.timed_s() for r in readings), 3),
             images=tuple(str(p) for p in m.images),
             reference_images=tuple(str(p) for p in self.state.reference_paths(m.model_key, m.workload)),
             efficiency=self.state.efficiency(m),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,4 +373,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is not None:
         notes = [*state.notes, state.model_note()] if state.records and state.model_note() else state.notes
         write_terminal_summary(terminalreporter, state.records, notes, state.written,
-                               state.reference_name())
+                               state.reference_name(), time.monotonic() - state.started)

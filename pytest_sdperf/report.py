@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -202,6 +203,23 @@ def noise_line(records: Sequence[Record]) -> str:
     return text
 
 
+def time_line(records: Sequence[Record], wall_s: float | None) -> str:
+    """Where the session's time went: its wall time, and how much of it the tests' timed rounds
+    took (``Record.rounds_s``: the variant's calls and the paired reference's, yardstick's and
+    calibration's beside them, every reading); the rest built, started and probed workers,
+    compared images and measured memory. "" without timed rounds. A run that took long on a
+    noisy hour shows it here: its tests sampled more rounds (the auto rounds' rule)."""
+    timed = [r for r in records if r.rounds]
+    if wall_s is None or wall_s <= 0 or not timed:
+        return ""
+    spent = sum(r.rounds_s or 0.0 for r in timed)
+    rounds = sorted(r.rounds or 0 for r in timed)
+    median = statistics.median(rounds)
+    return (f"sdperf: time: {wall_s:.0f} s, {spent:.0f} s of it ({min(spent / wall_s, 1.0):.0%}) "
+            f"timing {sum(rounds)} rounds ({median:g} a test at the median, {rounds[0]}-{rounds[-1]}); "
+            f"the rest built, started and probed workers, compared images and measured memory")
+
+
 def noise_sentence(records: Sequence[Record]) -> str:
     """``noise_line`` as a sentence for a report's header (no ``sdperf:`` prefix, capitalized):
     the step summary's and the HTML report's; "" where there is none."""
@@ -210,8 +228,9 @@ def noise_sentence(records: Sequence[Record]) -> str:
 
 
 def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], notes: Sequence[str],
-                           written: Sequence[Path], reference: str = REFERENCE_VARIANT) -> None:
-    """The end-of-session section."""
+                           written: Sequence[Path], reference: str = REFERENCE_VARIANT,
+                           wall_s: float | None = None) -> None:
+    """The end-of-session section (``wall_s``: the session's seconds so far, for ``time_line``)."""
     if not records and not notes:
         return
     tr = terminalreporter
@@ -228,6 +247,8 @@ def write_terminal_summary(terminalreporter: Any, records: Sequence[Record], not
             tr.write_line(floors)
         if noise := noise_line(records):
             tr.write_line(noise)
+        if spent := time_line(records, wall_s):
+            tr.write_line(spent)
     for name, r in zip(labels(records), records, strict=True):
         if r.info.get("scenario"):
             tr.write_line(f"LoadGen {name}: {r.info['scenario'].get('summary', '')}")

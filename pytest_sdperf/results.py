@@ -121,6 +121,11 @@ class Record:
     round_spread_pct: float | None = None
     baseline_round_spread_pct: float | None = None
     samples: tuple[float, ...] = ()
+    #: rounds timed for this test in this session, over every reading (a confirmation's too),
+    #: and the seconds their timed calls took (``LatencyStats.timed_s``): with the session's
+    #: wall time, where a run's time went (``report.time_line``)
+    rounds: int | None = None
+    rounds_s: float | None = None
     images: tuple[str, ...] = ()  # the PNGs the worker wrote (in the test's tmp_path)
     reference_images: tuple[str, ...] = ()  # the reference PNGs they were compared with
     efficiency: Mapping[str, Any] = field(default_factory=dict)  # see measure/efficiency.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -69,6 +70,7 @@ class SdperfState:
         self.against: OtherSide | None = None  # --sdperf-against: the other interpreter, probed
         self._learnt: dict[tuple[str, str], float] | None = None  # priors.learn of the baseline file
         self.later = Later()  # suspects confirmed at the session's end (later.py)
+        self.started = time.monotonic()  # the summary's time line (report.time_line)
 
     @property
     def machine(self) -> Machine:

@@ -105,7 +105,10 @@ def test_a_settled_reading_above_half_the_limit_passes_strict_with_its_note(run:
     result.assert_outcomes(passed=1)
     record = json.loads((run.root / "r.json").read_text())["results"][0]
     assert record["verdict"] == "pass" and "above half the limit (1.050x)" in record["reason"]
+    # where the time went: this reading's rounds, the variant's calls and the calibration's beside them
+    assert record["rounds"] == len(record["samples"]) and record["rounds_s"] > sum(record["samples"])
     result.stdout.fnmatch_lines(["sdperf: 1 pass (1 noted)",
+                                 "sdperf: time: * s, * s of it (*%) timing * rounds *",
                                  "fake: latency ratio: measured *above half the limit*it would see*"])
 
 
@@ -123,7 +126,8 @@ def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
     """A variant whose code got 3x slower since its baseline was recorded."""
     run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=1").assert_outcomes(passed=1)
     result = run.run("--sdperf-variants", "fake-slow", "--sdperf-set", "fake_slowdown=3",
-                     "--sdperf-rounds", "auto", "--basetemp", str(run.root / "tmp"))
+                     "--sdperf-rounds", "auto", "--basetemp", str(run.root / "tmp"),
+                     "--sdperf-json", "r.json")
     result.assert_outcomes(failed=1)
     # The confirmation's rounds were aimed at the comparison pooled with the first reading
     # (the first pass's folder is the test's _0, its rerun at the session's end _1: later.py).
@@ -134,6 +138,9 @@ def test_slower_variant_fails_against_its_own_baseline(run: SdperfRun) -> None:
     first_result = json.loads((first.parent / "result.json").read_text())
     assert target["confirm"] is False and len(target["earlier"]) == 1
     assert target["earlier"][0]["samples"] == first_result["latency"]["samples"]
+    again = json.loads((confirmation.parent / "result.json").read_text())
+    record = json.loads((run.root / "r.json").read_text())["results"][0]  # both readings' rounds
+    assert record["rounds"] == len(first_result["latency"]["samples"]) + len(again["latency"]["samples"])
     result.stdout.fnmatch_lines(["*confirmed in fresh workers, judged pooled with the first measurement, "
                                  "which read alone: latency ratio*",
                                  "*stages, now over the baseline (largest change first): one denoising step *x*"])

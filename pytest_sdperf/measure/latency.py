@@ -67,6 +67,12 @@ class LatencyStats:
         first = self.sessions or (self.session_summary(),)
         return replace(self, sessions=(*first, run.session_summary())[:keep])
 
+    def timed_s(self) -> float:
+        """Seconds the rounds' timed calls took: the variant's, and the paired reference's, the
+        yardstick's and the calibration workload's beside them (one calibration a round)."""
+        return float(sum(self.samples) + sum(self.reference) + sum(self.yardstick)
+                     + sum(self.calibration))
+
     def paired(self) -> tuple[float, ...] | None:
         """Each round's seconds over the reference variant's round beside it (``--sdperf-gate
         paired``); None when the reference was not timed."""
